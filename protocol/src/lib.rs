@@ -1,0 +1,4 @@
+//! Types and wire formats shared by the bundle generator, the platform probe
+//! and the on-box agent. Kept small: the agent links it on the set-top box.
+
+pub mod root;
