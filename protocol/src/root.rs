@@ -605,7 +605,10 @@ impl RootDir {
 
     /// Flushes everything written below the root to disk (one `syncfs`).
     pub fn sync(&self) -> Result<(), RootError> {
-        nix::unistd::syncfs(&*self.fd).map_err(|e| self.io_error("sync", Path::new(""), e))
+        // syncfs needs a real descriptor, not the O_PATH one.
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = openat(&*self.fd, ".", flags, Mode::empty()).map_err(|e| self.io_error("open", Path::new(""), e))?;
+        nix::unistd::syncfs(&fd).map_err(|e| self.io_error("sync", Path::new(""), e))
     }
 }
 
