@@ -1,0 +1,358 @@
+//! Reading OCI images from every source BundleGen users name: OCI layout
+//! directories and archives, `docker save` archives, and registries.
+//!
+//! Whatever the source, the result is an [`Image`]: its configuration and its
+//! layers, each blob checked against its digest and size when read.
+
+use std::io::{self, BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest};
+
+mod blob;
+mod docker_archive;
+mod layout;
+mod platform;
+mod reference;
+pub mod registry;
+mod store;
+
+pub use blob::VerifiedReader;
+pub use platform::{TargetPlatform, normalize_arch};
+pub use reference::{ArchiveImage, DEFAULT_TAG, ImageReference, Selector};
+pub use registry::RegistryOptions;
+pub use store::{DirFiles, ImageFiles, TarFiles};
+
+use bundlegen_protocol::archive::Compression;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("invalid image reference {input:?}: {reason}")]
+    Reference { input: String, reason: String },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} is not valid JSON for its type: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{0}")]
+    Store(String),
+    #[error("image {reference} has no manifest for {wanted}; it has: {available}")]
+    NoMatchingPlatform {
+        reference: String,
+        wanted: String,
+        available: String,
+    },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("registry {url}: {message}")]
+    Registry { url: String, message: String },
+}
+
+const INDEX_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+const IMAGE_CONFIG_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
+/// A layer of an image: where its blob is and what it must hash to.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Path of the blob inside the image store.
+    pub path: String,
+    /// Digest of the (compressed) blob, when the source states one.
+    pub digest: Option<Digest>,
+    pub size: Option<u64>,
+    /// Digest of the uncompressed tar, from the image configuration.
+    pub diff_id: Digest,
+    pub media_type: String,
+}
+
+/// An image ready to unpack.
+pub struct Image {
+    /// The reference it was opened from, for messages.
+    pub reference: String,
+    pub manifest_digest: Option<Digest>,
+    pub config: ImageConfiguration,
+    pub config_digest: Option<Digest>,
+    pub layers: Vec<Layer>,
+    files: Arc<dyn ImageFiles>,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("reference", &self.reference)
+            .field("manifest_digest", &self.manifest_digest)
+            .field("layers", &self.layers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A layer's uncompressed tar stream. Reading it to the end checks both the
+/// blob digest and the uncompressed digest (`diff_id`); [`LayerStream::finish`]
+/// drains what the tar reader left and confirms both checks ran.
+pub struct LayerStream {
+    reader: VerifiedReader<Box<dyn Read + Send>>,
+    blob_verified: Option<Arc<AtomicBool>>,
+    diff_verified: Arc<AtomicBool>,
+    what: String,
+}
+
+impl Read for LayerStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl LayerStream {
+    pub fn finish(mut self) -> Result<(), ImageError> {
+        io::copy(&mut self.reader, &mut io::sink()).map_err(|source| ImageError::Io {
+            what: self.what.clone(),
+            source,
+        })?;
+        let blob_ok = self
+            .blob_verified
+            .as_ref()
+            .is_none_or(|flag| flag.load(Ordering::Relaxed));
+        if !blob_ok || !self.diff_verified.load(Ordering::Relaxed) {
+            return Err(ImageError::Store(format!(
+                "{}: data after the end of the compressed stream",
+                self.what
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Image {
+    /// The platform the image says it is for.
+    pub fn platform(&self) -> TargetPlatform {
+        TargetPlatform::new(
+            &self.config.os().to_string(),
+            &self.config.architecture().to_string(),
+            self.config.variant().as_deref(),
+        )
+    }
+
+    /// Opens layer `index` as an uncompressed tar stream (gzip, zstd or plain,
+    /// recognised from the data itself).
+    pub fn open_layer(&self, index: usize) -> Result<LayerStream, ImageError> {
+        let layer = &self.layers[index];
+        let what = format!(
+            "layer {} of {} ({})",
+            index + 1,
+            self.layers.len(),
+            layer
+                .digest
+                .as_ref()
+                .map_or_else(|| layer.path.clone(), Digest::to_string)
+        );
+        if layer.media_type.contains("+encrypted") {
+            return Err(ImageError::Unsupported(format!(
+                "{what} is encrypted ({})",
+                layer.media_type
+            )));
+        }
+        let (raw, _) = self.files.open(&layer.path)?;
+        let (blob, blob_verified): (Box<dyn Read + Send>, _) = match &layer.digest {
+            Some(digest) => {
+                let verified = VerifiedReader::new(raw, digest, layer.size, format!("{what} blob"))?;
+                let flag = verified.verified_flag();
+                (Box::new(verified), Some(flag))
+            }
+            None => (raw, None),
+        };
+        let mut blob = BufReader::with_capacity(256 * 1024, blob);
+        let head = io::BufRead::fill_buf(&mut blob).map_err(|source| ImageError::Io {
+            what: what.clone(),
+            source,
+        })?;
+        let decoded: Box<dyn Read + Send> = match Compression::sniff(head) {
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
+            Compression::Zstd => {
+                Box::new(
+                    zstd::stream::read::Decoder::with_buffer(blob).map_err(|source| ImageError::Io {
+                        what: what.clone(),
+                        source,
+                    })?,
+                )
+            }
+            Compression::None => Box::new(blob),
+        };
+        let reader = VerifiedReader::new(decoded, &layer.diff_id, None, format!("{what} (uncompressed, diff_id)"))?;
+        let diff_verified = reader.verified_flag();
+        Ok(LayerStream {
+            reader,
+            blob_verified,
+            diff_verified,
+            what,
+        })
+    }
+}
+
+/// Opens the image a reference names, choosing `platform` from a multi-platform index.
+pub async fn open_image(
+    reference: &ImageReference,
+    platform: &TargetPlatform,
+    registry: &RegistryOptions,
+) -> Result<Image, ImageError> {
+    match reference {
+        ImageReference::OciLayout { dir, selector } => {
+            let files = Arc::new(DirFiles::new(dir)?);
+            layout::open(files, selector, platform, reference.to_string())
+        }
+        ImageReference::OciArchive { file, selector } => {
+            let files = Arc::new(TarFiles::index(file)?);
+            layout::open(files, selector, platform, reference.to_string())
+        }
+        ImageReference::DockerArchive { file, image } => {
+            let files = Arc::new(TarFiles::index(file)?);
+            docker_archive::open(files, image, reference.to_string())
+        }
+        ImageReference::Registry {
+            host,
+            repository,
+            selector,
+        } => registry::pull(host, repository, selector, platform, registry).await,
+    }
+}
+
+/// A parsed manifest-or-index document.
+enum Document {
+    Index(ImageIndex),
+    Manifest(ImageManifest),
+}
+
+impl Document {
+    /// Recognises the document from its content, whatever the descriptor said.
+    fn parse(bytes: &[u8], what: &str) -> Result<Document, ImageError> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|source| ImageError::Json {
+            what: what.to_string(),
+            source,
+        })?;
+        if value.get("schemaVersion").and_then(serde_json::Value::as_u64) == Some(1) {
+            return Err(ImageError::Unsupported(format!(
+                "{what} is a Docker schema 1 manifest; push the image again with a current tool"
+            )));
+        }
+        let json_error = |source| ImageError::Json {
+            what: what.to_string(),
+            source,
+        };
+        if value.get("manifests").is_some() {
+            Ok(Document::Index(serde_json::from_value(value).map_err(json_error)?))
+        } else {
+            Ok(Document::Manifest(serde_json::from_value(value).map_err(json_error)?))
+        }
+    }
+}
+
+/// The platform a descriptor of an index is for.
+fn descriptor_platform(descriptor: &Descriptor) -> Option<TargetPlatform> {
+    descriptor.platform().as_ref().map(|p| {
+        TargetPlatform::new(
+            &p.os().to_string(),
+            &p.architecture().to_string(),
+            p.variant().as_deref(),
+        )
+    })
+}
+
+fn is_attestation(descriptor: &Descriptor) -> bool {
+    descriptor
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get("vnd.docker.reference.type"))
+        .is_some_and(|t| t == "attestation-manifest")
+}
+
+/// Picks the best manifest of an index for `platform`.
+fn choose_manifest<'a>(
+    manifests: impl IntoIterator<Item = &'a Descriptor>,
+    platform: &TargetPlatform,
+    reference: &str,
+) -> Result<&'a Descriptor, ImageError> {
+    let candidates: Vec<&Descriptor> = manifests.into_iter().filter(|d| !is_attestation(d)).collect();
+    if let [only] = candidates.as_slice()
+        && only.platform().is_none()
+    {
+        return Ok(only);
+    }
+    candidates
+        .iter()
+        .filter_map(|d| Some((platform.match_score(&descriptor_platform(d)?)?, *d)))
+        // Highest score wins; the first listed wins a tie.
+        .fold(None, |best: Option<(u8, &Descriptor)>, (score, d)| match best {
+            Some((best_score, _)) if best_score >= score => best,
+            _ => Some((score, d)),
+        })
+        .map(|(_, d)| d)
+        .ok_or_else(|| ImageError::NoMatchingPlatform {
+            reference: reference.to_string(),
+            wanted: platform.to_string(),
+            available: candidates
+                .iter()
+                .map(|d| descriptor_platform(d).map_or_else(|| "(no platform)".to_string(), |p| p.to_string()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Builds the layer list of a manifest, checked against the configuration.
+fn manifest_layers(
+    manifest: &ImageManifest,
+    config: &ImageConfiguration,
+    reference: &str,
+) -> Result<Vec<Layer>, ImageError> {
+    let config_type = manifest.config().media_type().to_string();
+    if !config_type.is_empty() && !IMAGE_CONFIG_TYPES.contains(&config_type.as_str()) {
+        return Err(ImageError::Unsupported(format!(
+            "{reference} is not a container image (its config is {config_type})"
+        )));
+    }
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(ImageError::Store(format!(
+            "{reference}: the manifest lists {} layers but the configuration {} diff_ids",
+            manifest.layers().len(),
+            diff_ids.len()
+        )));
+    }
+    manifest
+        .layers()
+        .iter()
+        .zip(diff_ids)
+        .map(|(descriptor, diff_id)| {
+            Ok(Layer {
+                path: blob_path(descriptor.digest()),
+                digest: Some(descriptor.digest().clone()),
+                size: Some(descriptor.size()),
+                diff_id: parse_digest(diff_id, reference)?,
+                media_type: descriptor.media_type().to_string(),
+            })
+        })
+        .collect()
+}
+
+fn parse_digest(text: &str, context: &str) -> Result<Digest, ImageError> {
+    text.parse()
+        .map_err(|e| ImageError::Store(format!("{context}: invalid digest {text:?}: {e}")))
+}
+
+/// Path of a blob in an OCI layout.
+fn blob_path(digest: &Digest) -> String {
+    format!("blobs/{}/{}", digest.algorithm(), digest.digest())
+}

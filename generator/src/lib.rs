@@ -1,0 +1,9 @@
+//! The bundle generator: OCI image → device-specific OCI bundle.
+//!
+//! The data flows through one module per step: [`image`] reads an image from
+//! any source, [`unpack`] applies its layers into a rootfs, [`runtime_config`]
+//! derives the base `config.json`, and [`output`] writes the bundle directory
+//! and its archives.
+
+pub mod image;
+pub mod unpack;
