@@ -6,4 +6,6 @@
 //! and its archives.
 
 pub mod image;
+pub mod runtime_config;
+mod time;
 pub mod unpack;

@@ -6,4 +6,5 @@ pub mod digest;
 pub mod idmap;
 pub mod manifest;
 pub mod root;
+pub mod runtime;
 pub mod tar_read;

@@ -448,6 +448,40 @@ impl RootDir {
         Ok(File::from(fd))
     }
 
+    /// Where `path` really is: symlinks in every component, the last one too,
+    /// are followed as inside a chroot. Fails if it does not exist.
+    pub fn resolve_follow(&mut self, path: &Path) -> Result<PathBuf, RootError> {
+        let mut current = clean_path(path)?;
+        for _ in 0..=MAX_SYMLINK_FOLLOWS {
+            let resolved = self.resolve(&current, MissingDirs::Fail)?;
+            let Some(st) = self.lstat_resolved(&resolved)? else {
+                return Err(self.io_error("find", &resolved.real_path, Errno::ENOENT));
+            };
+            if EntryKind::from_mode(st.st_mode) != EntryKind::Symlink {
+                return Ok(resolved.real_path);
+            }
+            let target = readlinkat(resolved.dir(), resolved.name.as_os_str())
+                .map_err(|e| self.io_error("read link", &resolved.real_path, e))?;
+            let base = if Path::new(&target).has_root() {
+                PathBuf::new()
+            } else {
+                resolved.real_path.parent().unwrap_or(Path::new("")).to_path_buf()
+            };
+            current = join_in_root(&base, Path::new(&target));
+        }
+        Err(RootError::TooManySymlinks {
+            root: self.host_path.clone(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens a regular file for reading, following symlinks (also the last
+    /// component) inside the root. Returns the file and its real path.
+    pub fn open_file_follow(&mut self, path: &Path) -> Result<(File, PathBuf), RootError> {
+        let real = self.resolve_follow(path)?;
+        Ok((self.open_file(&real)?, real))
+    }
+
     /// Creates a symlink at `path` pointing to `target` (stored verbatim).
     pub fn symlink(&mut self, path: &Path, target: &Path, missing: MissingDirs) -> Result<Resolved, RootError> {
         let resolved = self.resolve(path, missing)?;
@@ -610,6 +644,22 @@ impl RootDir {
         let fd = openat(&*self.fd, ".", flags, Mode::empty()).map_err(|e| self.io_error("open", Path::new(""), e))?;
         nix::unistd::syncfs(&fd).map_err(|e| self.io_error("sync", Path::new(""), e))
     }
+}
+
+/// Joins a symlink target to the (symlink-free) directory holding the link;
+/// `..` pops a component and never goes above the root.
+fn join_in_root(base: &Path, target: &Path) -> PathBuf {
+    let mut out = base.to_path_buf();
+    for component in target.components() {
+        match component {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn list_dir(fd: OwnedFd) -> Result<Vec<(OsString, EntryKind)>, Errno> {

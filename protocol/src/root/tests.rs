@@ -235,3 +235,25 @@ fn read_dir_is_sorted_and_typed() {
         ]
     );
 }
+
+#[test]
+fn resolve_follow_follows_the_last_component_inside_the_root() {
+    let fx = Fixture::new();
+    fs::create_dir_all(fx.root_path.join("usr/lib")).unwrap();
+    fs::write(fx.root_path.join("usr/lib/libc.so.6"), b"elf").unwrap();
+    fx.link("lib", "usr/lib");
+    symlink("libc.so.6", fx.root_path.join("usr/lib/libc.so")).unwrap();
+    symlink("/lib/libc.so", fx.root_path.join("usr/lib/abs.so")).unwrap();
+    symlink("../../../../../usr/lib/libc.so.6", fx.root_path.join("usr/lib/up.so")).unwrap();
+    symlink(fx.outside.join("secret"), fx.root_path.join("host.so")).unwrap();
+    let mut root = fx.root(Symlinks::FollowInRoot);
+    for link in ["lib/libc.so", "usr/lib/abs.so", "usr/lib/up.so"] {
+        assert_eq!(root.resolve_follow(Path::new(link)).unwrap(), Path::new("usr/lib/libc.so.6"), "{link}");
+    }
+    let (mut file, _) = root.open_file_follow(Path::new("lib/abs.so")).unwrap();
+    let mut text = String::new();
+    io::Read::read_to_string(&mut file, &mut text).unwrap();
+    assert_eq!(text, "elf");
+    // A link to a host path resolves inside the root, where it does not exist.
+    assert!(root.open_file_follow(Path::new("host.so")).is_err());
+}
