@@ -5,7 +5,9 @@
 //! derives the base `config.json`, and [`output`] writes the bundle directory
 //! and its archives.
 
+pub mod bundle;
 pub mod image;
+pub mod output;
 pub mod runtime_config;
 mod time;
 pub mod unpack;

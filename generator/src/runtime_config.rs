@@ -64,34 +64,85 @@ pub fn from_image(
         .chain(config.cmd().iter().flatten())
         .cloned()
         .collect();
-    let caps: Vec<String> = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"].map(String::from).to_vec();
+    let caps: Vec<String> = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+        .map(String::from)
+        .to_vec();
 
     let mut mounts = vec![
         Mount::new("/proc", "proc", "proc", &[]),
-        Mount::new("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
-        Mount::new("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
-        Mount::new("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+        Mount::new(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        Mount::new(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        ),
+        Mount::new(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
         Mount::new("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
     ];
     let mut volumes: Vec<&String> = config.volumes().iter().flatten().collect();
     volumes.sort();
     for volume in volumes {
-        mounts.push(Mount::new(volume, "tmpfs", "none", &["rw", "nosuid", "nodev", "noexec", "relatime"]));
+        mounts.push(Mount::new(
+            volume,
+            "tmpfs",
+            "none",
+            &["rw", "nosuid", "nodev", "noexec", "relatime"],
+        ));
     }
-    mounts.push(Mount::new("/sys", "bind", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro"]));
-    mounts.push(Mount::new("/etc/resolv.conf", "bind", "/etc/resolv.conf", &["rbind", "ro"]));
+    mounts.push(Mount::new(
+        "/sys",
+        "bind",
+        "/sys",
+        &["rbind", "nosuid", "noexec", "nodev", "ro"],
+    ));
+    mounts.push(Mount::new(
+        "/etc/resolv.conf",
+        "bind",
+        "/etc/resolv.conf",
+        &["rbind", "ro"],
+    ));
 
-    let mut annotations: std::collections::BTreeMap<String, String> =
-        config.labels().iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut annotations: std::collections::BTreeMap<String, String> = config
+        .labels()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let mut ports: Vec<&String> = config.exposed_ports().iter().flatten().collect();
     ports.sort();
     let image_annotations = [
         ("org.opencontainers.image.os", os.clone()),
-        ("org.opencontainers.image.architecture", image.architecture().to_string()),
-        ("org.opencontainers.image.author", image.author().clone().unwrap_or_default()),
-        ("org.opencontainers.image.created", created_annotation(image.created().as_deref())),
-        ("org.opencontainers.image.stopSignal", config.stop_signal().clone().unwrap_or_default()),
-        ("org.opencontainers.image.exposedPorts", ports.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")),
+        (
+            "org.opencontainers.image.architecture",
+            image.architecture().to_string(),
+        ),
+        (
+            "org.opencontainers.image.author",
+            image.author().clone().unwrap_or_default(),
+        ),
+        (
+            "org.opencontainers.image.created",
+            created_annotation(image.created().as_deref()),
+        ),
+        (
+            "org.opencontainers.image.stopSignal",
+            config.stop_signal().clone().unwrap_or_default(),
+        ),
+        (
+            "org.opencontainers.image.exposedPorts",
+            ports.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(","),
+        ),
     ];
     for (key, value) in image_annotations {
         annotations.insert(key.to_string(), value);
@@ -102,8 +153,16 @@ pub fn from_image(
         host_id: 0,
         size: 1,
     }];
-    let uid_mappings = if uid_map.is_empty() { identity.to_vec() } else { uid_map.to_vec() };
-    let gid_mappings = if gid_map.is_empty() { identity.to_vec() } else { gid_map.to_vec() };
+    let uid_mappings = if uid_map.is_empty() {
+        identity.to_vec()
+    } else {
+        uid_map.to_vec()
+    };
+    let gid_mappings = if gid_map.is_empty() {
+        identity.to_vec()
+    } else {
+        gid_map.to_vec()
+    };
 
     Ok(RuntimeConfig {
         oci_version: UMOCI_OCI_VERSION.to_string(),
@@ -116,7 +175,11 @@ pub fn from_image(
             },
             args,
             env,
-            cwd: config.working_dir().clone().filter(|d| !d.is_empty()).unwrap_or_else(|| "/".into()),
+            cwd: config
+                .working_dir()
+                .clone()
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| "/".into()),
             capabilities: Some(Capabilities::all(&caps)),
             rlimits: vec![Rlimit {
                 kind: "RLIMIT_NOFILE".into(),
@@ -148,9 +211,16 @@ pub fn from_image(
             ]
             .map(String::from)
             .to_vec(),
-            readonly_paths: ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-                .map(String::from)
-                .to_vec(),
+            readonly_paths: [
+                "/proc/asound",
+                "/proc/bus",
+                "/proc/fs",
+                "/proc/irq",
+                "/proc/sys",
+                "/proc/sysrq-trigger",
+            ]
+            .map(String::from)
+            .to_vec(),
             ..Linux::default()
         }),
         ..RuntimeConfig::default()
@@ -217,8 +287,12 @@ fn resolve_user(spec: &str, rootfs: &mut RootDir) -> Result<ExecUser, ConfigErro
     };
     match (matched, numeric_user) {
         (Some(fields), _) => {
-            user.uid = fields[2].parse().map_err(|_| error(format!("/etc/passwd has a bad uid {:?}", fields[2])))?;
-            user.gid = fields[3].parse().map_err(|_| error(format!("/etc/passwd has a bad gid {:?}", fields[3])))?;
+            user.uid = fields[2]
+                .parse()
+                .map_err(|_| error(format!("/etc/passwd has a bad uid {:?}", fields[2])))?;
+            user.gid = fields[3]
+                .parse()
+                .map_err(|_| error(format!("/etc/passwd has a bad gid {:?}", fields[3])))?;
             user.home = fields.get(5).filter(|h| !h.is_empty()).map(|h| h.to_string());
         }
         (None, Some(uid)) => user.uid = uid,
@@ -289,7 +363,10 @@ mod tests {
     #[test]
     fn users_env_volumes_and_labels() {
         let (_tmp, mut root) = rootfs(&[
-            ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:App:/home/app:/bin/sh\n"),
+            (
+                "etc/passwd",
+                "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001:App:/home/app:/bin/sh\n",
+            ),
             ("etc/group", "root:x:0:\nvideo:x:44:app\n"),
         ]);
         let config = image(serde_json::json!({
@@ -300,13 +377,24 @@ mod tests {
         let ours = from_image(&config, &mut root, &[], &[]).unwrap();
         let process = ours.process.unwrap();
         assert_eq!((process.user.uid, process.user.gid), (1000, 44));
-        assert_eq!(process.env, vec!["PATH=/app/bin", "TERM=xterm", "LANG=C", "HOME=/home/app"]);
+        assert_eq!(
+            process.env,
+            vec!["PATH=/app/bin", "TERM=xterm", "LANG=C", "HOME=/home/app"]
+        );
         assert_eq!(process.args, vec!["run", "--fast"]);
-        let volumes: Vec<_> = ours.mounts.iter().filter(|m| m.source.as_deref() == Some("none")).map(|m| m.destination.as_str()).collect();
+        let volumes: Vec<_> = ours
+            .mounts
+            .iter()
+            .filter(|m| m.source.as_deref() == Some("none"))
+            .map(|m| m.destination.as_str())
+            .collect();
         assert_eq!(volumes, vec!["/cache", "/data"]);
         assert_eq!(ours.annotations["org.opencontainers.image.os"], "linux");
         assert_eq!(ours.annotations["team"], "rdk");
-        assert_eq!(ours.annotations["org.opencontainers.image.exposedPorts"], "443/tcp,80/tcp");
+        assert_eq!(
+            ours.annotations["org.opencontainers.image.exposedPorts"],
+            "443/tcp,80/tcp"
+        );
         assert_eq!(ours.annotations["org.opencontainers.image.stopSignal"], "SIGTERM");
     }
 

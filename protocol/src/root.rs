@@ -646,6 +646,21 @@ impl RootDir {
     }
 }
 
+/// Removes the directory tree at a host path, including read-only
+/// directories an unprivileged user could not otherwise empty. For the
+/// program's own staging directories; symlinks inside are never followed.
+pub fn remove_tree(path: &Path) -> Result<bool, RootError> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| RootError::InvalidPath {
+        path: path.to_path_buf(),
+        reason: "has no final component to remove",
+    })?;
+    RootDir::open(parent, Symlinks::FollowInRoot)?.remove_all(Path::new(name))
+}
+
 /// Joins a symlink target to the (symlink-free) directory holding the link;
 /// `..` pops a component and never goes above the root.
 fn join_in_root(base: &Path, target: &Path) -> PathBuf {

@@ -260,7 +260,8 @@ impl RuntimeConfig {
         let mut out = Vec::new();
         let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
         let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
-        self.serialize(&mut serializer).expect("a runtime config always serializes");
+        self.serialize(&mut serializer)
+            .expect("a runtime config always serializes");
         out.push(b'\n');
         String::from_utf8(out).expect("serde_json writes UTF-8")
     }

@@ -248,7 +248,11 @@ fn resolve_follow_follows_the_last_component_inside_the_root() {
     symlink(fx.outside.join("secret"), fx.root_path.join("host.so")).unwrap();
     let mut root = fx.root(Symlinks::FollowInRoot);
     for link in ["lib/libc.so", "usr/lib/abs.so", "usr/lib/up.so"] {
-        assert_eq!(root.resolve_follow(Path::new(link)).unwrap(), Path::new("usr/lib/libc.so.6"), "{link}");
+        assert_eq!(
+            root.resolve_follow(Path::new(link)).unwrap(),
+            Path::new("usr/lib/libc.so.6"),
+            "{link}"
+        );
     }
     let (mut file, _) = root.open_file_follow(Path::new("lib/abs.so")).unwrap();
     let mut text = String::new();

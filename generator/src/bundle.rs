@@ -1,0 +1,148 @@
+//! A bundle under construction: a staging directory next to its final place,
+//! holding `rootfs/`, plus the config and ownership manifest that go with it.
+//!
+//! The staging directory is removed if the bundle is dropped, so a failure at
+//! any step leaves nothing half-written behind.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bundlegen_protocol::archive::{CONFIG_FILE, ROOTFS_DIR};
+use bundlegen_protocol::idmap::IdMapping;
+use bundlegen_protocol::manifest::Manifest;
+use bundlegen_protocol::root::{RootDir, RootError, Symlinks};
+use bundlegen_protocol::runtime::RuntimeConfig;
+
+use crate::image::Image;
+use crate::runtime_config::{self, ConfigError};
+use crate::unpack::{UnpackError, UnpackOptions, UnpackStats, unpack_image};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Root(#[from] RootError),
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+pub struct Bundle {
+    staging: PathBuf,
+    placed: bool,
+    pub rootfs: RootDir,
+    pub config: RuntimeConfig,
+    pub manifest: Manifest,
+    /// Archive entries' mtimes are clamped to this (seconds since the epoch).
+    pub epoch: i64,
+}
+
+/// The mtime clamp: `SOURCE_DATE_EPOCH` if set, else the image's creation
+/// time, else 0.
+pub fn reproducible_epoch(image: &Image) -> i64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .or_else(|| image.config.created().as_deref().and_then(crate::time::unix_seconds))
+        .unwrap_or(0)
+        .max(0)
+}
+
+impl Bundle {
+    /// Creates an empty bundle staged next to `output` (same filesystem, so
+    /// placing it is a rename).
+    pub fn create(output: &Path) -> Result<Bundle, BundleError> {
+        let parent = output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // 0700 as umoci makes it: the rootfs may hold setuid programs.
+        let staging = tempfile::Builder::new()
+            .prefix(&format!(".{name}.bundlegen-"))
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(parent)
+            .map_err(|source| BundleError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?
+            .keep();
+        let rootfs = match RootDir::create(&staging.join(ROOTFS_DIR), Symlinks::FollowInRoot) {
+            Ok(rootfs) => rootfs,
+            Err(e) => {
+                let _ = bundlegen_protocol::root::remove_tree(&staging);
+                return Err(e.into());
+            }
+        };
+        // From here on, Drop removes the staging directory (it may hold
+        // read-only directories, which tempfile could not remove).
+        Ok(Bundle {
+            staging,
+            placed: false,
+            rootfs,
+            config: RuntimeConfig::default(),
+            manifest: Manifest::default(),
+            epoch: 0,
+        })
+    }
+
+    /// Unpacks `image` into a new bundle for `output` and derives its base config.
+    pub fn from_image(
+        image: &Image,
+        output: &Path,
+        options: &UnpackOptions,
+        uid_map: &[IdMapping],
+        gid_map: &[IdMapping],
+        progress: impl FnMut(usize, &UnpackStats),
+    ) -> Result<(Bundle, UnpackStats), BundleError> {
+        let mut bundle = Bundle::create(output)?;
+        let (manifest, stats) = unpack_image(image, &mut bundle.rootfs, options, progress)?;
+        bundle.manifest = manifest;
+        bundle.config = runtime_config::from_image(&image.config, &mut bundle.rootfs, uid_map, gid_map)?;
+        bundle.epoch = reproducible_epoch(image);
+        Ok((bundle, stats))
+    }
+
+    /// The staging directory (holds `rootfs/`, and `config.json` once written).
+    pub fn path(&self) -> &Path {
+        &self.staging
+    }
+
+    /// Writes `config.json` and flushes the whole bundle to disk.
+    pub fn write_config(&self) -> Result<(), BundleError> {
+        let path = self.path().join(CONFIG_FILE);
+        let io_error = |source| BundleError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = File::create(&path).map_err(io_error)?;
+        file.write_all(self.config.to_json().as_bytes()).map_err(io_error)?;
+        self.rootfs.sync()?;
+        Ok(())
+    }
+
+    /// Marks the staging directory as moved into place: it is not removed.
+    pub(crate) fn placed(mut self) {
+        self.placed = true;
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        if !self.placed
+            && let Err(e) = bundlegen_protocol::root::remove_tree(&self.staging)
+        {
+            tracing::warn!("could not remove the staging directory: {e}");
+        }
+    }
+}
