@@ -20,7 +20,7 @@ use crate::unpack::{UnpackError, UnpackOptions, UnpackStats, unpack_image};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

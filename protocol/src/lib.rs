@@ -8,3 +8,16 @@ pub mod manifest;
 pub mod root;
 pub mod runtime;
 pub mod tar_read;
+
+/// An error and its causes, joined by ": " (what `anyhow`'s `{:#}` prints),
+/// for messages that must carry the whole story, such as API responses.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

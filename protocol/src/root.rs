@@ -57,7 +57,7 @@ pub enum MissingDirs {
 pub enum RootError {
     #[error("invalid path {path:?}: {reason}")]
     InvalidPath { path: PathBuf, reason: &'static str },
-    #[error("{root}: cannot {op} /{path}: {source}")]
+    #[error("{root}: cannot {op} /{path}")]
     Io {
         op: &'static str,
         root: PathBuf,

@@ -51,7 +51,7 @@ pub struct TarEntry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TarError {
-    #[error("reading tar stream at byte {offset}: {source}")]
+    #[error("reading tar stream at byte {offset}")]
     Io {
         offset: u64,
         #[source]

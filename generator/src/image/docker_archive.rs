@@ -6,7 +6,7 @@ use oci_spec::image::{Digest, ImageConfiguration};
 use serde::Deserialize;
 
 use super::blob::read_document;
-use super::{ArchiveImage, Image, ImageError, ImageFiles, Layer, parse_digest};
+use super::{ArchiveImage, Image, ImageError, ImageFiles, ImageReference, Layer, parse_digest};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -25,6 +25,18 @@ fn digest_from_name(path: &str) -> Option<Digest> {
         .or_else(|| path.strip_suffix(".json"))
         .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))?;
     format!("sha256:{hex}").parse().ok()
+}
+
+/// Whether two image names are the same once Docker's defaults are filled in
+/// (`app:1` is `docker.io/library/app:1`).
+fn same_name(a: &str, b: &str) -> bool {
+    let normal = |name: &str| {
+        format!("docker://{name}")
+            .parse::<ImageReference>()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|_| name.to_string())
+    };
+    a == b || normal(a) == normal(b)
 }
 
 pub fn open(files: Arc<dyn ImageFiles>, wanted: &ArchiveImage, reference: String) -> Result<Image, ImageError> {
@@ -56,7 +68,7 @@ pub fn open(files: Arc<dyn ImageFiles>, wanted: &ArchiveImage, reference: String
         },
         ArchiveImage::Named(name) => entries
             .iter()
-            .find(|e| e.repo_tags.iter().flatten().any(|t| t == name))
+            .find(|e| e.repo_tags.iter().flatten().any(|t| same_name(t, name)))
             .ok_or_else(|| ImageError::NotFound(format!("image {name} in {}; it has: {}", files.describe(), tags())))?,
         ArchiveImage::Index(n) => entries.get(*n).ok_or_else(|| {
             ImageError::NotFound(format!("image @{n} in {} ({} images)", files.describe(), entries.len()))

@@ -32,13 +32,13 @@ pub enum ImageError {
     Reference { input: String, reason: String },
     #[error("not found: {0}")]
     NotFound(String),
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
         source: io::Error,
     },
-    #[error("{what} is not valid JSON for its type: {source}")]
+    #[error("{what} is not valid JSON for its type")]
     Json {
         what: String,
         #[source]

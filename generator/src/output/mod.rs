@@ -82,7 +82,7 @@ pub const DEFAULT_ZSTD_LEVEL: u32 = 10;
 pub enum OutputError {
     #[error("{0} already exists; pass -y/--yes to replace it")]
     Exists(PathBuf),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

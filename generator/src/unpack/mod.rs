@@ -94,13 +94,13 @@ pub struct UnpackStats {
 pub enum UnpackError {
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("{layer}: {source}")]
+    #[error("{layer}")]
     Tar {
         layer: String,
         #[source]
         source: TarError,
     },
-    #[error("{layer}: entry {path:?}: {source}")]
+    #[error("{layer}: entry {path:?}")]
     Root {
         layer: String,
         path: PathBuf,
@@ -113,7 +113,7 @@ pub enum UnpackError {
         path: PathBuf,
         reason: String,
     },
-    #[error("{layer}: writing {path:?}: {source}")]
+    #[error("{layer}: writing {path:?}")]
     Write {
         layer: String,
         path: PathBuf,

@@ -47,7 +47,7 @@ impl Compression {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{path}: cannot {op}: {source}")]
+    #[error("{path}: cannot {op}")]
     Io {
         op: &'static str,
         path: PathBuf,
