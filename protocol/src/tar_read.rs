@@ -124,6 +124,25 @@ impl<R: Read> TarReader<R> {
         Ok(())
     }
 
+    /// Skips `count` bytes; `Ok(false)` if the stream ended exactly at the
+    /// start (nothing left at all).
+    fn skip_to_eof_or(&mut self, count: u64) -> Result<bool, TarError> {
+        if count == 0 {
+            return Ok(true);
+        }
+        let mut buf = [0u8; BLOCK as usize];
+        let first = self
+            .inner
+            .read(&mut buf[..count as usize])
+            .map_err(|e| self.io_error(e))?;
+        if first == 0 {
+            return Ok(false);
+        }
+        self.offset += first as u64;
+        self.skip(count - first as u64)?;
+        Ok(true)
+    }
+
     /// Reads a whole block; `Ok(false)` on a clean EOF before any byte.
     fn read_block(&mut self, block: &mut [u8; BLOCK as usize]) -> Result<bool, TarError> {
         let mut filled = 0;
@@ -160,10 +179,16 @@ impl<R: Read> TarReader<R> {
         if self.done {
             return Ok(None);
         }
-        let rest = self.remaining + self.padding;
+        let (remaining, padding) = (self.remaining, self.padding);
         self.remaining = 0;
         self.padding = 0;
-        self.skip(rest)?;
+        self.skip(remaining)?;
+        // umoci 0.4.7 writes layers that end right after the last entry's
+        // data, without padding or end blocks; accept EOF there, as umoci does.
+        if !self.skip_to_eof_or(padding)? {
+            self.done = true;
+            return Ok(None);
+        }
 
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;

@@ -147,19 +147,21 @@ impl Image {
         )
     }
 
+    /// "layer 2 of 3 (sha256:...)", for messages.
+    pub fn layer_name(&self, index: usize) -> String {
+        let layer = &self.layers[index];
+        let id = layer
+            .digest
+            .as_ref()
+            .map_or_else(|| layer.path.clone(), Digest::to_string);
+        format!("layer {} of {} ({id})", index + 1, self.layers.len())
+    }
+
     /// Opens layer `index` as an uncompressed tar stream (gzip, zstd or plain,
     /// recognised from the data itself).
     pub fn open_layer(&self, index: usize) -> Result<LayerStream, ImageError> {
         let layer = &self.layers[index];
-        let what = format!(
-            "layer {} of {} ({})",
-            index + 1,
-            self.layers.len(),
-            layer
-                .digest
-                .as_ref()
-                .map_or_else(|| layer.path.clone(), Digest::to_string)
-        );
+        let what = self.layer_name(index);
         if layer.media_type.contains("+encrypted") {
             return Err(ImageError::Unsupported(format!(
                 "{what} is encrypted ({})",
@@ -169,7 +171,7 @@ impl Image {
         let (raw, _) = self.files.open(&layer.path)?;
         let (blob, blob_verified): (Box<dyn Read + Send>, _) = match &layer.digest {
             Some(digest) => {
-                let verified = VerifiedReader::new(raw, digest, layer.size, format!("{what} blob"))?;
+                let verified = VerifiedReader::new(raw, digest, layer.size, "blob")?;
                 let flag = verified.verified_flag();
                 (Box::new(verified), Some(flag))
             }
@@ -192,7 +194,7 @@ impl Image {
             }
             Compression::None => Box::new(blob),
         };
-        let reader = VerifiedReader::new(decoded, &layer.diff_id, None, format!("{what} (uncompressed, diff_id)"))?;
+        let reader = VerifiedReader::new(decoded, &layer.diff_id, None, "uncompressed content (diff_id)")?;
         let diff_verified = reader.verified_flag();
         Ok(LayerStream {
             reader,

@@ -134,7 +134,7 @@ pub fn unpack_image(
 ) -> Result<(Manifest, UnpackStats), UnpackError> {
     let mut state = UnpackState::default();
     for index in 0..image.layers.len() {
-        let name = format!("layer {} of {}", index + 1, image.layers.len());
+        let name = image.layer_name(index);
         let mut stream = image.open_layer(index)?;
         apply_layer(root, &mut state, &mut stream, &name, options)?;
         stream.finish()?;

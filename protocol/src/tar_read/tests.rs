@@ -234,3 +234,16 @@ proptest! {
         let _ = read_all(&bytes);
     }
 }
+
+#[test]
+fn archives_ending_right_after_the_last_data_are_accepted() {
+    // What umoci 0.4.7 writes for a single-file insert: no padding, no end blocks.
+    let mut bytes = raw_header(b"usr/share/extra", b'0', 6).to_vec();
+    bytes.extend(b"extra\n");
+    let entries = read_all(&bytes).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].1, b"extra\n");
+    // But data shorter than the header says is still an error.
+    bytes.truncate(bytes.len() - 2);
+    assert!(read_all(&bytes).is_err());
+}
