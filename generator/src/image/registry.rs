@@ -187,10 +187,12 @@ impl Session {
                 if let Some(creds) = &self.credentials {
                     request = request.basic_auth(&creds.user, Some(&creds.password));
                 }
-                let response = request
-                    .send()
-                    .await
-                    .map_err(|e| self.error(token_url.as_str(), format!("token request failed: {e}")))?;
+                let response = request.send().await.map_err(|e| {
+                    self.error(
+                        token_url.as_str(),
+                        format!("token request failed: {}", bundlegen_protocol::error_chain(&e)),
+                    )
+                })?;
                 let status = response.status();
                 if !status.is_success() {
                     let hint = if status == StatusCode::UNAUTHORIZED {
@@ -242,7 +244,9 @@ impl Session {
                     tokio::time::sleep(backoff(attempt)).await;
                     continue;
                 }
-                Err(e) => return Err(self.error(url, format!("request failed: {e}"))),
+                Err(e) => {
+                    return Err(self.error(url, format!("request failed: {}", bundlegen_protocol::error_chain(&e))));
+                }
             };
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !authenticated {
@@ -349,11 +353,12 @@ impl Session {
                 .map_err(io_error(partial.path().display().to_string()))?,
         );
         let mut check = BlobCheck::new(digest, Some(size))?;
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| self.error(&url, format!("download interrupted: {e}")))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            self.error(
+                &url,
+                format!("download interrupted: {}", bundlegen_protocol::error_chain(&e)),
+            )
+        })? {
             check
                 .update(&chunk)
                 .map_err(|m| self.error(&url, format!("blob {digest}: {m}")))?;
