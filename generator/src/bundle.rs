@@ -29,9 +29,15 @@ pub enum BundleError {
     #[error(transparent)]
     Root(#[from] RootError),
     #[error(transparent)]
-    Unpack(#[from] UnpackError),
+    Unpack(Box<UnpackError>),
     #[error(transparent)]
     Config(#[from] ConfigError),
+}
+
+impl From<UnpackError> for BundleError {
+    fn from(error: UnpackError) -> Self {
+        BundleError::Unpack(Box::new(error))
+    }
 }
 
 pub struct Bundle {

@@ -41,7 +41,7 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Process {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub terminal: bool,
     #[serde(default)]
     pub user: User,

@@ -234,8 +234,8 @@ pub async fn open_image(
 
 /// A parsed manifest-or-index document.
 enum Document {
-    Index(ImageIndex),
-    Manifest(ImageManifest),
+    Index(Box<ImageIndex>),
+    Manifest(Box<ImageManifest>),
 }
 
 impl Document {
@@ -255,9 +255,13 @@ impl Document {
             source,
         };
         if value.get("manifests").is_some() {
-            Ok(Document::Index(serde_json::from_value(value).map_err(json_error)?))
+            Ok(Document::Index(Box::new(
+                serde_json::from_value(value).map_err(json_error)?,
+            )))
         } else {
-            Ok(Document::Manifest(serde_json::from_value(value).map_err(json_error)?))
+            Ok(Document::Manifest(Box::new(
+                serde_json::from_value(value).map_err(json_error)?,
+            )))
         }
     }
 }

@@ -450,7 +450,7 @@ pub async fn pull(
                 let chosen = choose_manifest(index.manifests(), platform, &reference)?
                     .digest()
                     .clone();
-                (bytes, digest) = session.manifest(&chosen.to_string(), Some(&chosen)).await?;
+                (bytes, digest) = session.manifest(chosen.as_ref(), Some(&chosen)).await?;
                 depth += 1;
             }
             Document::Index(_) => return Err(ImageError::Unsupported(format!("{reference}: indexes nested too deep"))),

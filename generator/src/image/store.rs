@@ -134,11 +134,7 @@ fn join_within(base: &Path, target: &Path) -> Option<PathBuf> {
     for component in target.components() {
         match component {
             Component::Normal(name) => out.push(name),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
+            Component::ParentDir if !out.pop() => return None,
             _ => {}
         }
     }

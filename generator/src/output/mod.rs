@@ -91,9 +91,15 @@ pub enum OutputError {
     #[error(transparent)]
     Archive(#[from] ArchiveError),
     #[error(transparent)]
-    Bundle(#[from] BundleError),
+    Bundle(Box<BundleError>),
     #[error("an .ipk needs package control fields")]
     MissingIpkControl,
+}
+
+impl From<BundleError> for OutputError {
+    fn from(error: BundleError) -> Self {
+        OutputError::Bundle(Box::new(error))
+    }
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OutputError + use<> {

@@ -105,7 +105,7 @@ pub enum UnpackError {
         layer: String,
         path: PathBuf,
         #[source]
-        source: RootError,
+        source: Box<RootError>,
     },
     #[error("{layer}: entry {path:?}: {reason}")]
     BadEntry {
@@ -162,7 +162,7 @@ impl UnpackState {
             move |source| UnpackError::Root {
                 layer: "finishing".into(),
                 path,
-                source,
+                source: Box::new(source),
             }
         };
         for (path, (mode, mtime)) in self.dir_meta.iter().rev() {
@@ -238,7 +238,11 @@ struct LayerApplier<'a> {
 impl LayerApplier<'_> {
     fn root_error(&self, path: &Path) -> impl FnOnce(RootError) -> UnpackError + use<> {
         let (layer, path) = (self.layer.to_string(), path.to_path_buf());
-        move |source| UnpackError::Root { layer, path, source }
+        move |source| UnpackError::Root {
+            layer,
+            path,
+            source: Box::new(source),
+        }
     }
 
     fn bad(&self, path: &Path, reason: impl Into<String>) -> UnpackError {
