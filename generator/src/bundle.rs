@@ -40,6 +40,15 @@ impl From<UnpackError> for BundleError {
     }
 }
 
+/// Where a bundle goes, and where it is assembled.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    /// The bundle directory's final path (archives go next to it).
+    pub output: &'a Path,
+    /// Where to assemble it instead of next to `output`.
+    pub work_dir: Option<&'a Path>,
+}
+
 pub struct Bundle {
     staging: PathBuf,
     placed: bool,
@@ -62,13 +71,15 @@ pub fn reproducible_epoch(image: &Image) -> i64 {
 }
 
 impl Bundle {
-    /// Creates an empty bundle staged next to `output` (same filesystem, so
-    /// placing it is a rename).
-    pub fn create(output: &Path) -> Result<Bundle, BundleError> {
-        let parent = output
+    /// Creates an empty bundle for `place.output`, staged in `place.work_dir`,
+    /// or next to the output (same filesystem, so placing it is a rename).
+    pub fn create(place: &Place<'_>) -> Result<Bundle, BundleError> {
+        let output = place.output;
+        let next_to_output = output
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        let parent = place.work_dir.unwrap_or(next_to_output);
         let name = output
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -102,16 +113,17 @@ impl Bundle {
         })
     }
 
-    /// Unpacks `image` into a new bundle for `output` and derives its base config.
+    /// Unpacks `image` into a new bundle (see [`Bundle::create`]) and derives
+    /// its base config.
     pub fn from_image(
         image: &Image,
-        output: &Path,
+        place: &Place<'_>,
         options: &UnpackOptions,
         uid_map: &[IdMapping],
         gid_map: &[IdMapping],
         progress: impl FnMut(usize, &UnpackStats),
     ) -> Result<(Bundle, UnpackStats), BundleError> {
-        let mut bundle = Bundle::create(output)?;
+        let mut bundle = Bundle::create(place)?;
         let (manifest, stats) = unpack_image(image, &mut bundle.rootfs, options, progress)?;
         bundle.manifest = manifest;
         bundle.config = runtime_config::from_image(&image.config, &mut bundle.rootfs, uid_map, gid_map)?;
@@ -124,7 +136,7 @@ impl Bundle {
         &self.staging
     }
 
-    /// Writes `config.json` and flushes the whole bundle to disk.
+    /// Writes `config.json`.
     pub fn write_config(&self) -> Result<(), BundleError> {
         let path = self.path().join(CONFIG_FILE);
         let io_error = |source| BundleError::Io {
@@ -133,7 +145,6 @@ impl Bundle {
         };
         let mut file = File::create(&path).map_err(io_error)?;
         file.write_all(self.config.to_json().as_bytes()).map_err(io_error)?;
-        self.rootfs.sync()?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use bundlegen::bundle::Bundle;
+use bundlegen::bundle::{Bundle, Place};
 use bundlegen::image::{ImageReference, RegistryOptions, TargetPlatform, open_image, registry::Credentials};
 use bundlegen::output::{self, Format, OutputOptions, Written};
 use bundlegen::unpack::{DeviceNodes, Limits, UnpackOptions};
@@ -97,6 +97,10 @@ struct OutputArgs {
     /// Write only the archive, not the bundle directory next to it.
     #[arg(long)]
     archive_only: bool,
+    /// Assemble the bundle here instead of next to OUTPUTDIR (e.g. on tmpfs,
+    /// with --archive-only; the directory output must be on its filesystem).
+    #[arg(long, value_name = "DIR", env = "BUNDLEGEN_WORK_DIR")]
+    work_dir: Option<PathBuf>,
     /// User id mapping CONTAINER:HOST:SIZE for the config and the archive's owners (repeatable).
     #[arg(long, value_name = "C:H:S", value_parser = parse_mapping)]
     uid_map: Vec<IdMapping>,
@@ -106,7 +110,7 @@ struct OutputArgs {
     /// Octal mask applied to every archive entry's mode, e.g. 0755.
     #[arg(long, value_name = "OCTAL", value_parser = parse_octal)]
     file_mask: Option<u32>,
-    /// Compression level (gzip 1-9, default 6; zstd 1-22, default 10).
+    /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3).
     #[arg(long)]
     compression_level: Option<u32>,
     /// Compression threads (default: all cores).
@@ -227,9 +231,13 @@ fn unpack(reference: &str, output_dir: &Path, source: &SourceArgs, args: &Output
         device_nodes: DeviceNodes::for_current_user(),
     };
     let layers = image.layers.len();
+    let place = Place {
+        output: output_dir,
+        work_dir: args.work_dir.as_deref(),
+    };
     let (bundle, stats) = Bundle::from_image(
         &image,
-        output_dir,
+        &place,
         &unpack_options,
         &args.uid_map,
         &args.gid_map,

@@ -280,3 +280,28 @@ fn existing_outputs_are_kept_unless_replacing() {
         vec!["bundle", "bundle.tar.gz", "bundle.tar.gz.sha256", "layout"]
     );
 }
+
+#[test]
+fn a_work_dir_holds_the_assembly_and_is_left_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = sample_layout(&tmp.path().join("layout"));
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let out = tmp.path().join("out/bundle");
+    fs::create_dir(out.parent().unwrap()).unwrap();
+    unpack(
+        &layout.dir,
+        &out,
+        &["--archive-only", "--work-dir", work.to_str().unwrap()],
+    );
+    assert!(with_suffix(&out, ".tar.gz").is_file());
+    assert!(
+        dir_names(&work).is_empty(),
+        "work dir not cleaned: {:?}",
+        dir_names(&work)
+    );
+    // With the directory kept, a work dir on the same filesystem works too.
+    unpack(&layout.dir, &out, &["-y", "--work-dir", work.to_str().unwrap()]);
+    assert!(out.join("rootfs/bin/app").is_file());
+    assert!(dir_names(&work).is_empty());
+}

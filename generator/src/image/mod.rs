@@ -7,6 +7,8 @@
 use std::io::{self, BufReader, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread::JoinHandle;
 
 use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest};
 
@@ -101,39 +103,110 @@ impl std::fmt::Debug for Image {
     }
 }
 
-/// A layer's uncompressed tar stream. Reading it to the end checks both the
-/// blob digest and the uncompressed digest (`diff_id`); [`LayerStream::finish`]
-/// drains what the tar reader left and confirms both checks ran.
+/// Bytes handed from the decompression thread to the reader at a time.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the threads.
+const CHUNKS_AHEAD: usize = 8;
+
+/// A layer's uncompressed tar stream.
+///
+/// A thread reads the blob, checks its digest, inflates it and checks the
+/// uncompressed digest (`diff_id`), while the caller applies what it gets,
+/// so decompression and filesystem work overlap. A digest mismatch arrives
+/// as a read error at the end; [`LayerStream::finish`] drains what the tar
+/// reader left and returns the outcome of both checks.
 pub struct LayerStream {
-    reader: VerifiedReader<Box<dyn Read + Send>>,
-    blob_verified: Option<Arc<AtomicBool>>,
-    diff_verified: Arc<AtomicBool>,
+    chunks: Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    position: usize,
+    worker: Option<JoinHandle<()>>,
     what: String,
 }
 
 impl Read for LayerStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reader.read(buf)
+        while self.position == self.current.len() {
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.position = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The thread finished: end of the stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.position);
+        buf[..n].copy_from_slice(&self.current[self.position..self.position + n]);
+        self.position += n;
+        Ok(n)
     }
 }
 
 impl LayerStream {
+    fn spawn(
+        mut reader: VerifiedReader<Box<dyn Read + Send>>,
+        blob_verified: Option<Arc<AtomicBool>>,
+        what: String,
+    ) -> LayerStream {
+        let (sender, chunks) = sync_channel(CHUNKS_AHEAD);
+        let diff_verified = reader.verified_flag();
+        let worker = std::thread::spawn(move || {
+            loop {
+                let mut chunk = vec![0u8; CHUNK];
+                let mut filled = 0;
+                let ended = loop {
+                    match reader.read(&mut chunk[filled..]) {
+                        Ok(0) => break true,
+                        Ok(n) => {
+                            filled += n;
+                            if filled == CHUNK {
+                                break false;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = sender.send(Err(e));
+                            return;
+                        }
+                    }
+                };
+                chunk.truncate(filled);
+                // A closed channel means the reader gave up: stop quietly.
+                if filled > 0 && sender.send(Ok(chunk)).is_err() {
+                    return;
+                }
+                if ended {
+                    break;
+                }
+            }
+            let blob_ok = blob_verified.is_none_or(|flag| flag.load(Ordering::Relaxed));
+            if !blob_ok || !diff_verified.load(Ordering::Relaxed) {
+                let _ = sender.send(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "data after the end of the compressed stream",
+                )));
+            }
+        });
+        LayerStream {
+            chunks,
+            current: Vec::new(),
+            position: 0,
+            worker: Some(worker),
+            what,
+        }
+    }
+
+    /// Reads what is left and returns the outcome of the digest checks.
     pub fn finish(mut self) -> Result<(), ImageError> {
-        io::copy(&mut self.reader, &mut io::sink()).map_err(|source| ImageError::Io {
+        let result = io::copy(&mut self, &mut io::sink());
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+        result.map(drop).map_err(|source| ImageError::Io {
             what: self.what.clone(),
             source,
-        })?;
-        let blob_ok = self
-            .blob_verified
-            .as_ref()
-            .is_none_or(|flag| flag.load(Ordering::Relaxed));
-        if !blob_ok || !self.diff_verified.load(Ordering::Relaxed) {
-            return Err(ImageError::Store(format!(
-                "{}: data after the end of the compressed stream",
-                self.what
-            )));
-        }
-        Ok(())
+        })
     }
 }
 
@@ -195,13 +268,7 @@ impl Image {
             Compression::None => Box::new(blob),
         };
         let reader = VerifiedReader::new(decoded, &layer.diff_id, None, "uncompressed content (diff_id)")?;
-        let diff_verified = reader.verified_flag();
-        Ok(LayerStream {
-            reader,
-            blob_verified,
-            diff_verified,
-            what,
-        })
+        Ok(LayerStream::spawn(reader, blob_verified, what))
     }
 }
 

@@ -76,7 +76,7 @@ pub struct OutputOptions {
 }
 
 pub const DEFAULT_GZIP_LEVEL: u32 = 6;
-pub const DEFAULT_ZSTD_LEVEL: u32 = 10;
+pub const DEFAULT_ZSTD_LEVEL: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -94,6 +94,10 @@ pub enum OutputError {
     Bundle(Box<BundleError>),
     #[error("an .ipk needs package control fields")]
     MissingIpkControl,
+    #[error(
+        "cannot move the bundle to {0}: the work directory is on another filesystem; use it only with --archive-only"
+    )]
+    WorkDirElsewhere(PathBuf),
 }
 
 impl From<BundleError> for OutputError {
@@ -304,6 +308,8 @@ fn sync_dir(dir: &Path) -> Result<(), OutputError> {
 /// Moves the staged bundle to `output`, replacing an old one only after the
 /// new one is complete.
 fn place_dir(bundle: Bundle, output: &Path, replace: bool) -> Result<(), OutputError> {
+    // Everything on disk before the rename makes it visible.
+    bundle.rootfs.sync().map_err(BundleError::from)?;
     let parent = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -328,6 +334,9 @@ fn place_dir(bundle: Bundle, output: &Path, replace: bool) -> Result<(), OutputE
         if let Some(aside) = &old {
             let _ = fs::rename(aside.join("old"), output);
             let _ = fs::remove_dir(aside);
+        }
+        if e.kind() == io::ErrorKind::CrossesDevices {
+            return Err(OutputError::WorkDirElsewhere(output.to_path_buf()));
         }
         return Err(io_error(output)(e));
     }
