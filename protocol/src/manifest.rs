@@ -68,11 +68,6 @@ impl Manifest {
         self.nodes.get(path)
     }
 
-    /// All recorded nodes, by path.
-    pub fn nodes(&self) -> impl Iterator<Item = (&PathBuf, &SpecialNode)> {
-        self.nodes.iter()
-    }
-
     /// Recorded nodes directly inside `dir`, as (name, node).
     pub fn nodes_in<'a>(&'a self, dir: &'a Path) -> impl Iterator<Item = (&'a OsStr, &'a SpecialNode)> + 'a {
         below(&self.nodes, dir).filter_map(move |(path, node)| {

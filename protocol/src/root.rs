@@ -490,14 +490,6 @@ impl RootDir {
         Ok(resolved)
     }
 
-    /// Reads the target of the symlink at `path`.
-    pub fn read_link(&mut self, path: &Path) -> Result<PathBuf, RootError> {
-        let resolved = self.resolve(path, MissingDirs::Fail)?;
-        readlinkat(resolved.dir(), resolved.name.as_os_str())
-            .map(PathBuf::from)
-            .map_err(|e| self.io_error("read link", &resolved.real_path, e))
-    }
-
     /// Creates a hardlink at `path` to the existing entry `existing` (both inside
     /// the root; a symlink at `existing` is linked itself, never followed).
     pub fn hardlink(&mut self, existing: &Path, path: &Path, missing: MissingDirs) -> Result<Resolved, RootError> {
