@@ -1,0 +1,496 @@
+//! Platform templates: one per device model, `NAME.json` plus `NAME_libs.json`.
+//!
+//! Field names follow BundleGen's templates. Where BundleGen's documentation and
+//! code disagree, both spellings are read: `hardware.maxRam` and `maxRAM`, and
+//! `journaldOptions` under `logging` (code) or at the top level (docs, schema).
+//! Fields BundleGen's schema omits but its code reads (`capabilities`,
+//! `usersAndGroups.user`, `logging.limit`, `gpu.devs[].dynamic`) are typed too.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::libs::LibsFile;
+use super::size::Size;
+use super::{ConfigError, Parsed, Problem, Validate, check_absolute, check_one_of, field, load};
+use crate::idmap::IdMapping;
+use crate::plugins::{IpcData, JournaldOptions, MinidumpData, OomCrashData};
+use crate::runtime::{Mount, Rlimit};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformTemplate {
+    pub platform_name: String,
+    pub os: String,
+    pub arch: Arch,
+    pub rdk: Rdk,
+    pub hardware: Hardware,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Storage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<Gpu>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+    pub network: Network,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub envvar: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_limits: Vec<Rlimit>,
+    #[serde(default)]
+    pub disable_user_namespacing: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_and_groups: Option<UsersAndGroups>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<RootOverride>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    /// Where BundleGen's docs put it; `logging.journaldOptions` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journald_options: Option<JournaldOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dobby: Option<Dobby>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tarball: Option<Tarball>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipc: Option<IpcData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minidump: Option<MinidumpData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oomcrash: Option<OomCrashData>,
+    /// An OCI `linux.seccomp` object, copied as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apparmor_profile: Option<String>,
+    /// The baseline capability set (replaces the default one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
+    /// Filled from `NAME_libs.json`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub libs: Vec<super::libs::LibEntry>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arch {
+    pub arch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rdk {
+    pub version: String,
+    pub supported_features: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hardware {
+    pub graphics: bool,
+    /// BundleGen's docs spell it `maxRAM`, its code `maxRam`.
+    #[serde(default, alias = "maxRAM", skip_serializing_if = "Option::is_none")]
+    pub max_ram: Option<Size>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Storage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<PersistentStorage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp: Option<StorageLimits>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistentStorage {
+    pub storage_dir: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fstype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<Size>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<Size>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_total_size: Option<Size>,
+}
+
+impl PersistentStorage {
+    pub fn limits(&self) -> StorageLimits {
+        StorageLimits {
+            max_size: self.max_size,
+            min_size: self.min_size,
+            max_total_size: self.max_total_size,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<Size>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<Size>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_total_size: Option<Size>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Gpu {
+    #[serde(default)]
+    pub gfx_libs: Vec<GfxLib>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_mounts: Vec<Mount>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub envvar: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devs: Vec<GpuDevice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub westeros: Option<Westeros>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wayland_display: Option<String>,
+}
+
+/// A host graphics library mounted at `dst`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GfxLib {
+    pub src: String,
+    pub dst: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuDevice {
+    /// `c` or `b`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: String,
+    pub major: i64,
+    pub minor: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
+    /// The major/minor numbers change between boots: Dobby's devicemapper
+    /// plugin fixes them at start.
+    #[serde(default)]
+    pub dynamic: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_mode: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Westeros {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_socket: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// Network types apps may ask for (`nat`, `open`, `private`, ...).
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsersAndGroups {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uid_map: Vec<IdMapping>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gid_map: Vec<IdMapping>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserOverride>,
+}
+
+/// `process.user` overrides (uid/gid 0 included, which BundleGen ignored).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_gids: Option<Vec<u32>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Logging {
+    /// `file`, `journald` or `devnull`.
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<String>,
+    /// Largest log file in bytes (file mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journald_options: Option<JournaldOptions>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dobby {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugin_dependencies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dobby_init_path: Option<String>,
+    #[serde(default)]
+    pub generate_compliant_config: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_launcher_executable_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_launcher_parameters_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tarball {
+    #[serde(default)]
+    pub file_ownership_same_as_user: bool,
+    /// Octal mode mask, e.g. `"0755"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_mask: Option<String>,
+}
+
+impl Tarball {
+    /// The mask as a number.
+    pub fn mask(&self) -> Option<u32> {
+        self.file_mask
+            .as_deref()
+            .and_then(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8).ok())
+    }
+}
+
+pub const DEFAULT_DOBBY_INIT: &str = "/usr/libexec/DobbyInit";
+pub const DEFAULT_HOOK_LAUNCHER: &str = "/usr/bin/DobbyPluginLauncher";
+
+impl Dobby {
+    pub fn dobby_init(&self) -> &str {
+        self.dobby_init_path.as_deref().unwrap_or(DEFAULT_DOBBY_INIT)
+    }
+
+    pub fn hook_launcher(&self) -> &str {
+        self.hook_launcher_executable_path
+            .as_deref()
+            .unwrap_or(DEFAULT_HOOK_LAUNCHER)
+    }
+}
+
+impl PlatformTemplate {
+    /// The journald options, wherever the template put them.
+    pub fn journald_options(&self) -> Option<&JournaldOptions> {
+        self.logging
+            .as_ref()
+            .and_then(|l| l.journald_options.as_ref())
+            .or(self.journald_options.as_ref())
+    }
+
+    /// The `dobby` section, or its defaults.
+    pub fn dobby(&self) -> Dobby {
+        self.dobby.clone().unwrap_or_default()
+    }
+}
+
+pub(crate) fn validate_mounts(mounts: &[Mount], path: &str, problems: &mut Vec<Problem>) {
+    for (i, mount) in mounts.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        check_absolute(&mount.destination, &field(&at, "destination"), problems);
+        let bind = mount.kind.as_deref() == Some("bind")
+            || mount.options.iter().flatten().any(|o| o == "bind" || o == "rbind");
+        let mount_only = mount.options.iter().flatten().any(|o| o == "X-mount.no");
+        if bind && !mount_only {
+            match &mount.source {
+                Some(source) => check_absolute(source, &field(&at, "source"), problems),
+                None => problems.push(Problem {
+                    path: field(&at, "source"),
+                    reason: "a bind mount needs a source".into(),
+                }),
+            }
+        }
+    }
+}
+
+impl Validate for PlatformTemplate {
+    fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
+        let mut problem = |at: &str, reason: String| {
+            problems.push(Problem {
+                path: field(path, at),
+                reason,
+            })
+        };
+        if self.os != "linux" {
+            problem("os", format!("{:?} is not supported: bundles run on linux", self.os));
+        }
+        if self.arch.arch.trim().is_empty() {
+            problem("arch.arch", "must not be empty".into());
+        }
+        if self.network.options.is_empty() {
+            problem("network.options", "lists no network type, so no app could run".into());
+        }
+        if let Some(tarball) = &self.tarball
+            && tarball.file_mask.is_some()
+            && tarball.mask().is_none_or(|m| m > 0o7777)
+        {
+            problem(
+                "tarball.fileMask",
+                format!("{:?} is not an octal mode mask", tarball.file_mask),
+            );
+        }
+        for (i, limit) in self.resource_limits.iter().enumerate() {
+            if !limit.kind.starts_with("RLIMIT_") {
+                problem(
+                    &format!("resourceLimits[{i}].type"),
+                    format!("{:?} is not an RLIMIT_ name", limit.kind),
+                );
+            }
+        }
+        if let Some(logging) = &self.logging {
+            check_one_of(
+                &logging.mode,
+                &["file", "journald", "devnull"],
+                &field(path, "logging.mode"),
+                problems,
+            );
+            if logging.mode == "file" {
+                match &logging.log_dir {
+                    Some(dir) => check_absolute(dir, &field(path, "logging.logDir"), problems),
+                    None => problems.push(Problem {
+                        path: field(path, "logging.logDir"),
+                        reason: "is required when logging.mode is file".into(),
+                    }),
+                }
+            }
+        }
+        if let Some(persistent) = self.storage.as_ref().and_then(|s| s.persistent.as_ref()) {
+            check_absolute(
+                &persistent.storage_dir,
+                &field(path, "storage.persistent.storageDir"),
+                problems,
+            );
+        }
+        if let Some(gpu) = &self.gpu {
+            for (i, lib) in gpu.gfx_libs.iter().enumerate() {
+                check_absolute(&lib.src, &field(path, &format!("gpu.gfxLibs[{i}].src")), problems);
+                check_absolute(&lib.dst, &field(path, &format!("gpu.gfxLibs[{i}].dst")), problems);
+            }
+            for (i, dev) in gpu.devs.iter().enumerate() {
+                let at = field(path, &format!("gpu.devs[{i}]"));
+                check_one_of(&dev.kind, &["c", "b"], &field(&at, "type"), problems);
+                check_absolute(&dev.path, &field(&at, "path"), problems);
+            }
+            validate_mounts(&gpu.extra_mounts, &field(path, "gpu.extraMounts"), problems);
+        }
+        validate_mounts(&self.mounts, &field(path, "mounts"), problems);
+        let dobby = self.dobby();
+        check_absolute(dobby.dobby_init(), &field(path, "dobby.dobbyInitPath"), problems);
+        for (i, dep) in dobby.plugin_dependencies.iter().enumerate() {
+            check_absolute(dep, &field(path, &format!("dobby.pluginDependencies[{i}]")), problems);
+        }
+        for (i, entry) in self.libs.iter().enumerate() {
+            entry.validate(&field(path, &format!("libs[{i}]")), problems);
+        }
+    }
+}
+
+/// A template found on disk: its file and its library list's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateFiles {
+    pub template: PathBuf,
+    pub libs: Option<PathBuf>,
+}
+
+/// All `*.json` files below `dir` (recursively, symlinked directories not
+/// followed), sorted.
+fn json_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            json_files(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "json") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Finds `NAME.json` and `NAME_libs.json` under `search_path`, by exact file
+/// name (BundleGen matched substrings, so `c` found `7218c.json`).
+pub fn find_template(search_path: &Path, name: &str) -> Result<TemplateFiles, ConfigError> {
+    let mut files = Vec::new();
+    json_files(search_path, &mut files).map_err(|source| ConfigError::Read {
+        file: search_path.to_path_buf(),
+        source,
+    })?;
+    files.sort();
+    let named = |wanted: &str| -> Vec<PathBuf> {
+        files
+            .iter()
+            .filter(|f| f.file_name().is_some_and(|n| n == wanted))
+            .cloned()
+            .collect()
+    };
+    let pick = |wanted: String| -> Result<Option<PathBuf>, ConfigError> {
+        match named(&wanted).as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            many => Err(ConfigError::AmbiguousTemplate {
+                name: wanted,
+                candidates: many.to_vec(),
+            }),
+        }
+    };
+    let Some(template) = pick(format!("{name}.json"))? else {
+        let mut available: Vec<String> = files
+            .iter()
+            .filter_map(|f| f.file_stem()?.to_str().map(str::to_string))
+            .filter(|stem| !stem.ends_with("_libs"))
+            .collect();
+        available.sort();
+        available.dedup();
+        return Err(ConfigError::TemplateNotFound {
+            name: name.to_string(),
+            search_path: search_path.to_path_buf(),
+            available,
+        });
+    };
+    let libs = pick(format!("{name}_libs.json"))?;
+    Ok(TemplateFiles { template, libs })
+}
+
+/// Loads a platform template and its library list, merged.
+pub fn load_platform(files: &TemplateFiles) -> Result<Parsed<PlatformTemplate>, ConfigError> {
+    let mut parsed: Parsed<PlatformTemplate> = load(&files.template)?;
+    if let Some(libs_file) = &files.libs {
+        let libs: Parsed<LibsFile> = load(libs_file)?;
+        if !parsed.value.libs.is_empty() {
+            parsed.warnings.push(format!(
+                "{}: its libs are replaced by {}",
+                files.template.display(),
+                libs_file.display()
+            ));
+        }
+        parsed.value.libs = libs.value.libs;
+        parsed.warnings.extend(libs.warnings);
+    }
+    Ok(parsed)
+}
