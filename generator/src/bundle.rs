@@ -121,7 +121,7 @@ impl Bundle {
         options: &UnpackOptions,
         uid_map: &[IdMapping],
         gid_map: &[IdMapping],
-        progress: impl FnMut(usize, &UnpackStats),
+        progress: impl FnMut(usize, usize, &UnpackStats),
     ) -> Result<(Bundle, UnpackStats), BundleError> {
         let mut bundle = Bundle::create(place)?;
         let (manifest, stats) = unpack_image(image, &mut bundle.rootfs, options, progress)?;

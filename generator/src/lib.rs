@@ -6,8 +6,11 @@
 //! and its archives.
 
 pub mod bundle;
+pub mod generate;
 pub mod image;
+pub mod libmatch;
 pub mod output;
+pub mod pipeline;
 pub mod runtime_config;
 mod time;
 pub mod unpack;

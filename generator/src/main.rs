@@ -1,15 +1,25 @@
-//! `bundlegen`: command line of the bundle generator.
+//! `bundlegen`: command line of the bundle generator. A drop-in for
+//! BundleGen's `bundlegen generate` (same flags, environment variables and
+//! exit codes: 0 success, 1 error, 2 incompatible app).
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use bundlegen::bundle::{Bundle, Place};
+use bundlegen::generate::{self, GenerateError, Generated};
 use bundlegen::image::{ImageReference, RegistryOptions, TargetPlatform, open_image, registry::Credentials};
+use bundlegen::libmatch::{LibraryOptions, MatchMode};
 use bundlegen::output::{self, Format, OutputOptions, Written};
-use bundlegen::unpack::{DeviceNodes, Limits, UnpackOptions};
+use bundlegen::pipeline::{self, Inputs, compat};
+use bundlegen::unpack::{DeviceNodes, Limits, UnpackOptions, UnpackStats};
 use bundlegen_protocol::archive::ArchiveOptions;
 use bundlegen_protocol::archive::ipk::IpkControl;
+use bundlegen_protocol::config::app::AppMetadata;
+use bundlegen_protocol::config::operator::OperatorConfig;
+use bundlegen_protocol::config::platform::{PlatformTemplate, find_template, load_platform};
+use bundlegen_protocol::config::{Parsed, load};
 use bundlegen_protocol::idmap::IdMapping;
 use clap::{Args, Parser, Subcommand};
 
@@ -20,7 +30,7 @@ use clap::{Args, Parser, Subcommand};
     about = "Turns OCI images into OCI bundles for RDK set-top boxes"
 )]
 struct Cli {
-    /// More output: -v info, -vv debug, -vvv trace.
+    /// More output: -v info, -vv debug (every library decision), -vvv trace.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     #[command(subcommand)]
@@ -29,22 +39,115 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate a bundle of IMAGE for a platform (BundleGen's command).
+    Generate(Box<GenerateArgs>),
+    /// Check platform templates, app metadata and operator config without an image.
+    Validate(ValidateArgs),
     /// Unpack an image into a plain OCI bundle, as `umoci unpack --rootless`
     /// does, and archive it.
-    Unpack {
-        /// Image reference: oci:DIR[:TAG|@DIGEST], oci-archive:FILE[:TAG],
-        /// docker-archive:FILE[:NAME:TAG], docker://[HOST/]REPO[:TAG|@DIGEST].
-        image: String,
-        /// Bundle directory; archives are written next to it as OUTPUTDIR.tar.gz etc.
-        output_dir: PathBuf,
-        #[command(flatten)]
-        source: SourceArgs,
-        #[command(flatten)]
-        output: OutputArgs,
-    },
+    Unpack(Box<UnpackArgs>),
 }
 
-/// Where the image comes from and which platform to pick.
+#[derive(Args)]
+struct UnpackArgs {
+    /// Image reference (see `generate`).
+    image: String,
+    /// Bundle directory; archives are written next to it.
+    output_dir: PathBuf,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// Operating system to pick from a multi-platform image.
+    #[arg(long, default_value = "linux")]
+    os: String,
+    /// Architecture to pick (aarch64, arm64, armv7, arm, x86_64, amd64, ...); default: this machine's.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Architecture variant (v7, v8, ...).
+    #[arg(long)]
+    variant: Option<String>,
+    /// User id mapping CONTAINER:HOST:SIZE for the config and the archive's owners (repeatable).
+    #[arg(long, value_name = "C:H:S", value_parser = parse_mapping)]
+    uid_map: Vec<IdMapping>,
+    /// Group id mapping CONTAINER:HOST:SIZE (repeatable).
+    #[arg(long, value_name = "C:H:S", value_parser = parse_mapping)]
+    gid_map: Vec<IdMapping>,
+    /// Octal mask applied to every archive entry's mode, e.g. 0755.
+    #[arg(long, value_name = "OCTAL", value_parser = parse_octal)]
+    file_mask: Option<u32>,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Image reference: oci:DIR[:TAG|@DIGEST], oci-archive:FILE[:TAG],
+    /// docker-archive:FILE[:NAME:TAG], docker://[HOST/]REPO[:TAG|@DIGEST].
+    image: String,
+    /// Bundle directory; the archive is written next to it (OUTPUTDIR.tar.gz).
+    output_dir: PathBuf,
+    #[command(flatten)]
+    templates: TemplateArgs,
+    /// App metadata file (default: /appmetadata.json in the image).
+    #[arg(short = 'a', long = "appmetadata", value_name = "PATH")]
+    app_metadata: Option<PathBuf>,
+    /// Operator configuration applied to every platform.
+    #[arg(long, value_name = "FILE", env = "BUNDLEGEN_OPERATOR_CONFIG")]
+    operator_config: Option<PathBuf>,
+    /// No dependency walking or version matching (graphics libraries and
+    /// plugin dependencies are still mounted from the box).
+    #[arg(short = 'n', long = "nodepwalking")]
+    no_dep_walking: bool,
+    /// Library matching mode: normal (by symbol versions), image (keep the
+    /// image's copies) or host (take the box's).
+    #[arg(short = 'm', long = "libmatchingmode", default_value = "normal")]
+    lib_matching_mode: MatchMode,
+    /// Delete libraries no program of the image needs (keeps what the
+    /// metadata lists as dlopen'ed and names found in binaries).
+    #[arg(long)]
+    prune_unused: bool,
+    /// Create mount points in the rootfs (for read-only rootfs platforms).
+    #[arg(short = 'r', long = "createmountpoints")]
+    create_mount_points: bool,
+    /// Override the app id of the metadata.
+    #[arg(short = 'x', long = "appid")]
+    app_id: Option<String>,
+    /// A plain OCI bundle for crun, without Dobby (works with any metadata).
+    #[arg(short = 'u', long)]
+    crun: bool,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+#[derive(Args)]
+struct TemplateArgs {
+    /// Platform template name (NAME.json and NAME_libs.json in the search path).
+    #[arg(short = 'p', long = "platform", env = "RDK_PLATFORM")]
+    platform: Option<String>,
+    /// Directory searched (recursively) for platform templates.
+    #[arg(
+        short = 's',
+        long = "searchpath",
+        env = "RDK_PLATFORM_SEARCHPATH",
+        default_value = "templates"
+    )]
+    search_path: PathBuf,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    templates: TemplateArgs,
+    /// App metadata file to check (and, with -p, to check against the platform).
+    #[arg(short = 'a', long = "appmetadata", value_name = "PATH")]
+    app_metadata: Option<PathBuf>,
+    /// Operator configuration file to check.
+    #[arg(long, value_name = "FILE", env = "BUNDLEGEN_OPERATOR_CONFIG")]
+    operator_config: Option<PathBuf>,
+}
+
+/// Where the image comes from.
 #[derive(Args)]
 struct SourceArgs {
     /// Registry credentials.
@@ -65,15 +168,6 @@ struct SourceArgs {
     /// Keep downloaded blobs here between runs (default: a temporary directory).
     #[arg(long, value_name = "DIR", env = "BUNDLEGEN_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
-    /// Operating system to pick from a multi-platform image.
-    #[arg(long, default_value = "linux")]
-    os: String,
-    /// Architecture to pick (aarch64, arm64, armv7, arm, x86_64, amd64, ...); default: this machine's.
-    #[arg(long)]
-    arch: Option<String>,
-    /// Architecture variant (v7, v8, ...).
-    #[arg(long)]
-    variant: Option<String>,
     /// Refuse images with more uncompressed bytes than this.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_bytes)]
     max_bytes: u64,
@@ -101,15 +195,6 @@ struct OutputArgs {
     /// with --archive-only; the directory output must be on its filesystem).
     #[arg(long, value_name = "DIR", env = "BUNDLEGEN_WORK_DIR")]
     work_dir: Option<PathBuf>,
-    /// User id mapping CONTAINER:HOST:SIZE for the config and the archive's owners (repeatable).
-    #[arg(long, value_name = "C:H:S", value_parser = parse_mapping)]
-    uid_map: Vec<IdMapping>,
-    /// Group id mapping CONTAINER:HOST:SIZE (repeatable).
-    #[arg(long, value_name = "C:H:S", value_parser = parse_mapping)]
-    gid_map: Vec<IdMapping>,
-    /// Octal mask applied to every archive entry's mode, e.g. 0755.
-    #[arg(long, value_name = "OCTAL", value_parser = parse_octal)]
-    file_mask: Option<u32>,
     /// Compression level (gzip 1-9, default 6; zstd 1-22, default 3).
     #[arg(long)]
     compression_level: Option<u32>,
@@ -152,107 +237,300 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .without_time()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+}
+
+/// An error with the exit code it ends the program with.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure {
+            code: 1,
+            error: error.into(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
-        Command::Unpack {
-            image,
-            output_dir,
-            source,
-            output,
-        } => unpack(&image, &output_dir, &source, &output),
+        Command::Generate(args) => run_generate(&args),
+        Command::Validate(args) => run_validate(&args),
+        Command::Unpack(args) => run_unpack(&args).map_err(Failure::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
         }
     }
 }
 
-fn unpack(reference: &str, output_dir: &Path, source: &SourceArgs, args: &OutputArgs) -> Result<()> {
-    let reference: ImageReference = reference.parse()?;
-    let platform = match &source.arch {
-        Some(arch) => TargetPlatform::new(&source.os, arch, source.variant.as_deref()),
-        None => TargetPlatform {
-            os: source.os.clone(),
-            ..TargetPlatform::host()
-        },
-    };
-    let format = if args.ipk { Format::Ipk } else { args.format };
-    let mut options = OutputOptions {
-        format,
-        keep_dir: !args.archive_only,
-        replace: args.yes,
-        archive: ArchiveOptions {
-            uid_map: args.uid_map.clone(),
-            gid_map: args.gid_map.clone(),
-            mode_mask: args.file_mask,
-            ..ArchiveOptions::default()
-        },
-        level: args.compression_level,
-        threads: args.threads,
-        ipk: None,
-    };
-    output::check_destination(output_dir, &options)?;
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
 
-    let registry = RegistryOptions {
+fn registry_options(source: &SourceArgs) -> RegistryOptions {
+    RegistryOptions {
         credentials: source.creds.clone(),
         plain_http: source.plain_http,
         ca_file: source.registry_ca.clone(),
         cache_dir: source.cache_dir.clone(),
         parallel_downloads: 0,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let image = runtime
-        .block_on(open_image(&reference, &platform, &registry))
-        .with_context(|| format!("opening {reference}"))?;
-    let image_platform = image.platform();
-    if platform.match_score(&image_platform).is_none() {
-        tracing::warn!("{reference} is built for {image_platform}, not {platform}");
     }
-    tracing::info!("{reference}: {} layers, for {image_platform}", image.layers.len());
+}
 
-    let unpack_options = UnpackOptions {
+fn unpack_options(source: &SourceArgs) -> UnpackOptions {
+    UnpackOptions {
         limits: Limits {
             max_bytes: source.max_bytes,
             max_entries: source.max_entries,
         },
         device_nodes: DeviceNodes::for_current_user(),
+    }
+}
+
+fn output_options(args: &OutputArgs) -> OutputOptions {
+    OutputOptions {
+        format: if args.ipk { Format::Ipk } else { args.format },
+        keep_dir: !args.archive_only,
+        replace: args.yes,
+        archive: ArchiveOptions::default(),
+        level: args.compression_level,
+        threads: args.threads,
+        ipk: None,
+    }
+}
+
+/// A progress bar over layers on a terminal; nothing otherwise.
+fn layer_progress() -> impl FnMut(usize, usize, &UnpackStats) {
+    let bar = indicatif::ProgressBar::new(0);
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("unpacking layers [{bar:30}] {pos}/{len} {msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    move |index, layers, stats| {
+        bar.set_length(layers as u64);
+        bar.set_position(index as u64 + 1);
+        bar.set_message(format!("{} MB", stats.file_bytes / 1_000_000));
+        tracing::info!(
+            "applied layer {}/{layers} ({} entries, {} bytes so far)",
+            index + 1,
+            stats.entries,
+            stats.file_bytes
+        );
+        if index + 1 == layers {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// BundleGen asks before deleting an existing output; so do we, on a terminal.
+fn confirm_replace(output_dir: &Path, options: &mut OutputOptions) -> Result<()> {
+    if options.replace || output::check_destination(output_dir, options).is_ok() || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    eprint!("{} exists. Replace it? [y/N] ", output_dir.display());
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        options.replace = true;
+        Ok(())
+    } else {
+        anyhow::bail!("{} exists; not replaced", output_dir.display())
+    }
+}
+
+fn load_template(args: &TemplateArgs) -> Result<Parsed<PlatformTemplate>> {
+    let name = args
+        .platform
+        .as_deref()
+        .context("no platform: pass -p NAME (or set RDK_PLATFORM)")?;
+    let files = find_template(&args.search_path, name)?;
+    Ok(load_platform(&files)?)
+}
+
+fn warn_all(warnings: &[String]) {
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+}
+
+fn run_generate(args: &GenerateArgs) -> Result<(), Failure> {
+    let reference: ImageReference = args.image.parse()?;
+    let platform = load_template(&args.templates)?;
+    warn_all(&platform.warnings);
+    let operator = match &args.operator_config {
+        Some(file) => {
+            let parsed: Parsed<OperatorConfig> = load(file)?;
+            warn_all(&parsed.warnings);
+            parsed.value
+        }
+        None => OperatorConfig::default(),
     };
-    let layers = image.layers.len();
+    let mut output_options = output_options(&args.output);
+    confirm_replace(&args.output_dir, &mut output_options)?;
+    let options = pipeline::Options {
+        crun: args.crun,
+        create_mount_points: args.create_mount_points,
+        libraries: LibraryOptions {
+            mode: args.lib_matching_mode,
+            walk: !args.no_dep_walking,
+            prune_unused: args.prune_unused,
+        },
+    };
+    let request = generate::Request {
+        image: &reference,
+        output: &args.output_dir,
+        work_dir: args.output.work_dir.as_deref(),
+        platform: &platform.value,
+        app_metadata: args.app_metadata.as_deref(),
+        app_id: args.app_id.as_deref(),
+        operator: &operator,
+        options: &options,
+        registry: &registry_options(&args.source),
+        unpack: &unpack_options(&args.source),
+        output_options: &output_options,
+    };
+    let progress = layer_progress();
+    let generated: Result<Generated, GenerateError> = runtime()?.block_on(generate::generate(&request, progress));
+    let generated = generated.map_err(|e| Failure {
+        code: e.exit_code(),
+        error: e.into(),
+    })?;
+    warn_all(&generated.warnings);
+    for note in &generated.library_notes {
+        tracing::debug!("{note}");
+    }
+    tracing::info!(
+        "{} for {}: {} entries unpacked",
+        generated.app_id,
+        platform.value.platform_name,
+        generated.unpacked.entries
+    );
+    report(&generated.written);
+    Ok(())
+}
+
+fn run_validate(args: &ValidateArgs) -> Result<(), Failure> {
+    let mut checked = 0;
+    let platform = match &args.templates.platform {
+        Some(_) => {
+            let parsed = load_template(&args.templates)?;
+            warn_all(&parsed.warnings);
+            println!("platform {}: ok", parsed.value.platform_name);
+            checked += 1;
+            Some(parsed.value)
+        }
+        None => None,
+    };
+    let app = match &args.app_metadata {
+        Some(file) => {
+            let parsed: Parsed<AppMetadata> = load(file)?;
+            warn_all(&parsed.warnings);
+            println!("app metadata {}: ok", file.display());
+            checked += 1;
+            Some(parsed.value)
+        }
+        None => None,
+    };
+    let operator = match &args.operator_config {
+        Some(file) => {
+            let parsed: Parsed<OperatorConfig> = load(file)?;
+            warn_all(&parsed.warnings);
+            println!("operator config {}: ok", file.display());
+            checked += 1;
+            parsed.value
+        }
+        None => OperatorConfig::default(),
+    };
+    if checked == 0 {
+        return Err(anyhow::anyhow!("nothing to check: pass -p NAME, -a FILE or --operator-config FILE").into());
+    }
+    if let (Some(platform), Some(app)) = (&platform, &app) {
+        // Without an image, assume it is built for the platform.
+        let image_platform = generate::target_platform(platform);
+        let options = pipeline::Options {
+            crun: false,
+            create_mount_points: false,
+            libraries: LibraryOptions::default(),
+        };
+        let inputs = Inputs {
+            platform,
+            app,
+            operator: &operator,
+            options: &options,
+            image_platform: &image_platform,
+        };
+        let mut warnings = Vec::new();
+        compat::check(&inputs, &mut warnings).map_err(|e| Failure {
+            code: 2,
+            error: e.into(),
+        })?;
+        warn_all(&warnings);
+        println!("{} can run on {}", app.id, platform.platform_name);
+    }
+    Ok(())
+}
+
+fn run_unpack(args: &UnpackArgs) -> Result<()> {
+    let platform = match &args.arch {
+        Some(arch) => TargetPlatform::new(&args.os, arch, args.variant.as_deref()),
+        None => TargetPlatform {
+            os: args.os.clone(),
+            ..TargetPlatform::host()
+        },
+    };
+    let (output_dir, source) = (args.output_dir.as_path(), &args.source);
+    let reference: ImageReference = args.image.parse()?;
+    let mut options = output_options(&args.output);
+    options.archive = ArchiveOptions {
+        uid_map: args.uid_map.clone(),
+        gid_map: args.gid_map.clone(),
+        mode_mask: args.file_mask,
+        ..ArchiveOptions::default()
+    };
+    confirm_replace(output_dir, &mut options)?;
+    output::check_destination(output_dir, &options)?;
+    let image = runtime()?
+        .block_on(open_image(&reference, &platform, &registry_options(source)))
+        .with_context(|| format!("opening {reference}"))?;
+    let image_platform = image.platform();
+    if platform.match_score(&image_platform).is_none() {
+        tracing::warn!("{reference} is built for {image_platform}, not {platform}");
+    }
     let place = Place {
         output: output_dir,
-        work_dir: args.work_dir.as_deref(),
+        work_dir: args.output.work_dir.as_deref(),
     };
+    let progress = layer_progress();
     let (bundle, stats) = Bundle::from_image(
         &image,
         &place,
-        &unpack_options,
+        &unpack_options(source),
         &args.uid_map,
         &args.gid_map,
-        |index, stats| {
-            tracing::info!(
-                "applied layer {}/{layers} ({} entries, {} bytes so far)",
-                index + 1,
-                stats.entries,
-                stats.file_bytes
-            );
-        },
+        progress,
     )?;
     tracing::info!("unpacked {} entries, {} bytes", stats.entries, stats.file_bytes);
-
-    if format == Format::Ipk {
+    if options.format == Format::Ipk {
         let name = output_dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

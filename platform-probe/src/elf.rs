@@ -50,6 +50,29 @@ impl Abi {
                 || other.float == FloatAbi::Unspecified)
     }
 
+    /// The ABI of an OCI architecture name (`amd64`, `arm64`, `arm`, ...); the
+    /// ARM float ABI is left unspecified.
+    pub fn for_oci_arch(arch: &str) -> Option<Abi> {
+        use goblin::elf::header::*;
+        let (machine, is_64, little_endian) = match arch {
+            "amd64" => (EM_X86_64, true, true),
+            "386" => (EM_386, false, true),
+            "arm64" => (EM_AARCH64, true, true),
+            "arm" => (EM_ARM, false, true),
+            "mipsle" => (EM_MIPS, false, true),
+            "mips" => (EM_MIPS, false, false),
+            "riscv64" => (EM_RISCV, true, true),
+            "ppc64le" => (EM_PPC64, true, true),
+            _ => return None,
+        };
+        Some(Abi {
+            is_64,
+            little_endian,
+            machine,
+            float: FloatAbi::Unspecified,
+        })
+    }
+
     /// The name of the architecture, as in OCI platforms.
     pub fn arch_name(&self) -> String {
         use goblin::elf::header::*;

@@ -130,30 +130,28 @@ fn wildcard_match(pattern: &[u8], name: &[u8]) -> bool {
     }
 }
 
+/// Read access to a root filesystem's configuration files.
+pub trait ConfFiles {
+    /// A file's text, if it exists (symlinks followed inside the root).
+    fn read(&mut self, path: &str) -> Option<String>;
+    /// The names in a directory.
+    fn list(&mut self, dir: &str) -> Vec<String>;
+}
+
 /// The directories `/etc/ld.so.conf` names, following `include` lines.
-/// `read` returns a file's text; `list` the names in a directory.
-pub fn ld_so_conf_dirs(
-    read: &mut dyn FnMut(&str) -> Option<String>,
-    list: &mut dyn FnMut(&str) -> Vec<String>,
-) -> Vec<String> {
+pub fn ld_so_conf_dirs(files: &mut dyn ConfFiles) -> Vec<String> {
     let mut dirs = Vec::new();
-    parse_conf("/etc/ld.so.conf", read, list, &mut dirs, 0);
+    parse_conf("/etc/ld.so.conf", files, &mut dirs, 0);
     let mut seen = std::collections::BTreeSet::new();
     dirs.retain(|d| seen.insert(d.clone()));
     dirs
 }
 
-fn parse_conf(
-    file: &str,
-    read: &mut dyn FnMut(&str) -> Option<String>,
-    list: &mut dyn FnMut(&str) -> Vec<String>,
-    dirs: &mut Vec<String>,
-    depth: usize,
-) {
+fn parse_conf(file: &str, files: &mut dyn ConfFiles, dirs: &mut Vec<String>, depth: usize) {
     if depth > MAX_INCLUDE_DEPTH {
         return;
     }
-    let Some(text) = read(file) else { return };
+    let Some(text) = files.read(file) else { return };
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
         if let Some(pattern) = line
@@ -168,13 +166,14 @@ fn parse_conf(
                 };
                 let (dir, file_pattern) = pattern.rsplit_once('/').unwrap_or(("", &pattern));
                 let dir = if dir.is_empty() { "/" } else { dir };
-                let mut names: Vec<String> = list(dir)
+                let mut names: Vec<String> = files
+                    .list(dir)
                     .into_iter()
                     .filter(|name| wildcard_match(file_pattern.as_bytes(), name.as_bytes()))
                     .collect();
                 names.sort();
                 for name in names {
-                    parse_conf(&normalize(&format!("{dir}/{name}")), read, list, dirs, depth + 1);
+                    parse_conf(&normalize(&format!("{dir}/{name}")), files, dirs, depth + 1);
                 }
             }
         } else if line.starts_with("hwcap") {
@@ -254,19 +253,25 @@ mod tests {
             ("/etc/loop.conf", "include /etc/loop.conf\n/opt/loop\n"),
             ("/etc/ld.so.conf.d/skip.txt", "/opt/never\n"),
         ]);
-        let mut read = |path: &str| files.get(path).map(|s| s.to_string());
-        let mut list = |dir: &str| -> Vec<String> {
-            files
-                .keys()
-                .filter_map(|f| {
-                    f.strip_prefix(&format!("{dir}/"))
-                        .filter(|rest| !rest.contains('/'))
-                        .map(str::to_string)
-                })
-                .collect()
-        };
+        struct Fake(BTreeMap<&'static str, &'static str>);
+        impl ConfFiles for Fake {
+            fn read(&mut self, path: &str) -> Option<String> {
+                self.0.get(path).map(|s| s.to_string())
+            }
+            fn list(&mut self, dir: &str) -> Vec<String> {
+                let prefix = format!("{dir}/");
+                self.0
+                    .keys()
+                    .filter_map(|f| {
+                        f.strip_prefix(&prefix)
+                            .filter(|rest| !rest.contains('/'))
+                            .map(str::to_string)
+                    })
+                    .collect()
+            }
+        }
         assert_eq!(
-            ld_so_conf_dirs(&mut read, &mut list),
+            ld_so_conf_dirs(&mut Fake(files)),
             ["/opt/a", "/opt/loop", "/opt/b1", "/opt/b2", "/opt/first"]
         );
     }

@@ -130,7 +130,7 @@ pub fn unpack_image(
     image: &Image,
     root: &mut RootDir,
     options: &UnpackOptions,
-    mut progress: impl FnMut(usize, &UnpackStats),
+    mut progress: impl FnMut(usize, usize, &UnpackStats),
 ) -> Result<(Manifest, UnpackStats), UnpackError> {
     let mut state = UnpackState::default();
     for index in 0..image.layers.len() {
@@ -138,7 +138,7 @@ pub fn unpack_image(
         let mut stream = image.open_layer(index)?;
         apply_layer(root, &mut state, &mut stream, &name, options)?;
         stream.finish()?;
-        progress(index, &state.stats);
+        progress(index, image.layers.len(), &state.stats);
     }
     state.finish(root)?;
     Ok((state.manifest, state.stats))

@@ -28,6 +28,9 @@ pub struct AppMetadata {
     pub resources: AppResources,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
+    /// Ours: the oldest RDK version the app runs on (`2020Q4`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rdk_version: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,179 @@
+//! The whole job: image + platform + app + operator → bundle and archive.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use bundlegen_protocol::archive::ipk::IpkControl;
+use bundlegen_protocol::config::app::{AppMetadata, container_id_problem};
+use bundlegen_protocol::config::operator::OperatorConfig;
+use bundlegen_protocol::config::platform::PlatformTemplate;
+use bundlegen_protocol::config::{ConfigError, Parsed, parse};
+use bundlegen_protocol::manifest::Owner;
+
+use crate::bundle::{Bundle, BundleError, Place};
+use crate::image::{ImageError, ImageReference, RegistryOptions, TargetPlatform, open_image};
+use crate::output::{self, OutputError, OutputOptions, Written};
+use crate::pipeline::{self, Inputs, StageError};
+use crate::unpack::{UnpackOptions, UnpackStats};
+
+/// Where BundleGen images keep their metadata.
+pub const IMAGE_METADATA: &str = "appmetadata.json";
+
+pub struct Request<'a> {
+    pub image: &'a ImageReference,
+    pub output: &'a Path,
+    pub work_dir: Option<&'a Path>,
+    pub platform: &'a PlatformTemplate,
+    /// `-a`: metadata file; otherwise the image's `/appmetadata.json`.
+    pub app_metadata: Option<&'a Path>,
+    /// `-x`: overrides the app id.
+    pub app_id: Option<&'a str>,
+    pub operator: &'a OperatorConfig,
+    pub options: &'a pipeline::Options,
+    pub registry: &'a RegistryOptions,
+    pub unpack: &'a UnpackOptions,
+    pub output_options: &'a OutputOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("no app metadata: pass -a FILE, or build the image with /{IMAGE_METADATA}")]
+    NoMetadata,
+    #[error("--appid {id:?}: {reason}")]
+    AppId { id: String, reason: String },
+}
+
+impl GenerateError {
+    /// BundleGen's exit codes: 2 for an incompatible app, 1 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            GenerateError::Stage(StageError::Incompatible(_)) => 2,
+            _ => 1,
+        }
+    }
+}
+
+pub struct Generated {
+    pub written: Written,
+    pub app_id: String,
+    pub warnings: Vec<String>,
+    pub library_notes: Vec<String>,
+    pub unpacked: UnpackStats,
+}
+
+/// The platform a template describes.
+pub fn target_platform(platform: &PlatformTemplate) -> TargetPlatform {
+    TargetPlatform::new(&platform.os, &platform.arch.arch, platform.arch.variant.as_deref())
+}
+
+/// Reads the app metadata: the given file, or the image's (then deleted from the rootfs).
+fn app_metadata(bundle: &mut Bundle, file: Option<&Path>) -> Result<Parsed<AppMetadata>, GenerateError> {
+    if let Some(file) = file {
+        return Ok(bundlegen_protocol::config::load(file)?);
+    }
+    let in_image = Path::new(IMAGE_METADATA);
+    let Ok((file, real)) = bundle.rootfs.open_file_follow(in_image) else {
+        return Err(GenerateError::NoMetadata);
+    };
+    let mut text = String::new();
+    file.take(8 << 20)
+        .read_to_string(&mut text)
+        .map_err(|source| ConfigError::Read {
+            file: PathBuf::from("/").join(in_image),
+            source,
+        })?;
+    let parsed = parse(&text, &Path::new("image:/").join(in_image))?;
+    for path in [in_image.to_path_buf(), real] {
+        bundle.rootfs.remove_all(&path).map_err(BundleError::from)?;
+        bundle.manifest.remove_tree(&path);
+    }
+    Ok(parsed)
+}
+
+pub async fn generate(
+    request: &Request<'_>,
+    progress: impl FnMut(usize, usize, &UnpackStats),
+) -> Result<Generated, GenerateError> {
+    let platform = request.platform;
+    let target = target_platform(platform);
+    output::check_destination(request.output, request.output_options)?;
+    let image = open_image(request.image, &target, request.registry).await?;
+    let image_platform = image.platform();
+    let place = Place {
+        output: request.output,
+        work_dir: request.work_dir,
+    };
+    let (mut bundle, unpacked) = Bundle::from_image(&image, &place, request.unpack, &[], &[], progress)?;
+    let parsed = app_metadata(&mut bundle, request.app_metadata)?;
+    let mut warnings = parsed.warnings;
+    let mut app = parsed.value;
+    if let Some(id) = request.app_id {
+        if let Some(reason) = container_id_problem(id) {
+            return Err(GenerateError::AppId {
+                id: id.to_string(),
+                reason,
+            });
+        }
+        app.id = id.to_string();
+    }
+    let inputs = Inputs {
+        platform,
+        app: &app,
+        operator: request.operator,
+        options: request.options,
+        image_platform: &image_platform,
+    };
+    let report = pipeline::run(&mut bundle, &inputs)?;
+    warnings.extend(report.warnings);
+
+    let mut output_options = request.output_options.clone();
+    let linux = bundle.config.linux.clone().unwrap_or_default();
+    output_options.archive.uid_map = linux.uid_mappings;
+    output_options.archive.gid_map = linux.gid_mappings;
+    if let Some(tarball) = &platform.tarball {
+        if tarball.file_ownership_same_as_user {
+            let user = bundle
+                .config
+                .process
+                .as_ref()
+                .map(|p| p.user.clone())
+                .unwrap_or_default();
+            output_options.archive.owner_override = Some(Owner {
+                uid: user.uid,
+                gid: user.gid,
+            });
+        }
+        if output_options.archive.mode_mask.is_none() {
+            output_options.archive.mode_mask = tarball.mask();
+        }
+    }
+    output_options.ipk = Some(IpkControl {
+        package: app.id.clone(),
+        version: app.version.clone().unwrap_or_else(|| "1.0.0".into()),
+        architecture: format!("{}{}", target.architecture, target.variant.as_deref().unwrap_or("")),
+        description: app
+            .description
+            .clone()
+            .unwrap_or_else(|| format!("{} for {}", app.id, platform.platform_name)),
+        priority: app.priority.clone().unwrap_or_else(|| "optional".into()),
+        depends: Vec::new(),
+    });
+    let written = output::write(bundle, request.output, &output_options)?;
+    Ok(Generated {
+        written,
+        app_id: app.id,
+        warnings,
+        library_notes: report.library_notes,
+        unpacked,
+    })
+}

@@ -1,0 +1,610 @@
+//! Which libraries the container gets from the box, and which from the image.
+//!
+//! Two passes, both pure functions of the image inventory, the box's library
+//! list and a [`RootfsView`] (so tests drive them with small fakes):
+//!
+//! 1. BundleGen's walk, reproduced exactly for config parity: the platform's
+//!    graphics libraries are always taken from the box, plugin dependencies
+//!    and every dependency reached from them are taken from the box unless
+//!    the image's copy defines versions the box's lacks; glibc's family moves
+//!    with libc. A taken library is deleted from the rootfs (the path and the
+//!    file it resolves to) and bind-mounted at the same path.
+//! 2. What BundleGen never did: every library the image's own programs and
+//!    libraries need (their DT_NEEDED closure) is taken from the box when the
+//!    box has a library of that name for the same ABI, defining every symbol
+//!    version the image's users need, honouring pins, and whose own
+//!    dependencies the container can satisfy. The image's file is replaced by
+//!    a read-only bind mount of the box's at its real path (its symlinks stay),
+//!    and libraries the image lacks but needs are mounted from the box.
+//!
+//! Finally every program left in the image is checked against the libraries
+//! it will get: a symbol version no provider defines makes the app
+//! incompatible, instead of a bundle that fails on the box.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use platform_probe::elf::{Abi, ElfKind};
+use platform_probe::loader::default_dirs;
+
+use super::box_libs::{BoxLibraries, BoxLibrary};
+use super::inventory::{Inventory, split};
+
+/// BundleGen's `-m/--libmatchingmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchMode {
+    /// Decide by symbol versions.
+    Normal,
+    /// Keep the image's copies where it has them.
+    Image,
+    /// Take the box's copies where it has them.
+    Host,
+}
+
+impl std::str::FromStr for MatchMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "normal" => Ok(MatchMode::Normal),
+            "image" => Ok(MatchMode::Image),
+            "host" => Ok(MatchMode::Host),
+            other => Err(format!(
+                "unknown library matching mode {other:?}: use normal, image or host"
+            )),
+        }
+    }
+}
+
+/// Where paths of the rootfs lead.
+pub trait RootfsView {
+    /// The real path behind a container path, if something exists there.
+    fn real_path(&mut self, path: &str) -> Option<String>;
+}
+
+#[derive(Debug, Clone)]
+pub struct MatchRequest {
+    pub mode: MatchMode,
+    /// Walk dependencies and compare versions (`--nodepwalking` turns it off).
+    pub walk: bool,
+    /// Box libraries always mounted: (box path, container path).
+    pub forced: Vec<(String, String)>,
+    /// Box libraries mounted unless the image has a better copy.
+    pub host_or_image: Vec<String>,
+    /// Also match the image's own dependency closure.
+    pub match_image: bool,
+    /// Exact versions (`libfoo.so.2.1.5`) the box must have for its copy to be used.
+    pub pins: Vec<String>,
+    /// The ABI of the box's libraries (from the platform's architecture).
+    pub box_abi: Option<Abi>,
+    /// The app's program: libraries it cannot find make the app incompatible.
+    pub entrypoint: Option<String>,
+}
+
+/// A box library bind-mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LibraryMount {
+    pub source: String,
+    pub destination: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub mounts: Vec<LibraryMount>,
+    /// Container paths to delete, in order.
+    pub remove: Vec<String>,
+    /// One line per decision, for `-vv`.
+    pub notes: Vec<String>,
+    /// Why the app cannot run with these libraries (makes it incompatible).
+    pub problems: Vec<String>,
+    /// Needs nothing provides, outside the app's program (warnings).
+    pub unresolved: Vec<String>,
+}
+
+impl Plan {
+    fn mount(&mut self, source: &str, destination: &str) {
+        let mount = LibraryMount {
+            source: source.to_string(),
+            destination: destination.to_string(),
+        };
+        if !self.mounts.contains(&mount) {
+            self.mounts.push(mount);
+        }
+    }
+
+    fn remove(&mut self, path: &str) {
+        if !self.remove.iter().any(|p| p == path) {
+            self.remove.push(path.to_string());
+        }
+    }
+}
+
+fn file_name(path: &str) -> &str {
+    split(path).1
+}
+
+pub fn plan(inventory: &Inventory, libs: &BoxLibraries, view: &mut dyn RootfsView, request: &MatchRequest) -> Plan {
+    let mut walk = Walk {
+        inventory,
+        libs,
+        view,
+        request,
+        plan: Plan::default(),
+        handled: BTreeSet::new(),
+        removed_real: BTreeSet::new(),
+    };
+    for (source, destination) in &request.forced {
+        walk.take_host(
+            source,
+            destination,
+            libs.get(source),
+            "a graphics library of the platform",
+        );
+    }
+    for dependency in &request.host_or_image {
+        walk.mount_or_use_rootfs(dependency, dependency, "a plugin dependency");
+    }
+    let Walk {
+        mut plan,
+        handled,
+        removed_real,
+        view,
+        ..
+    } = walk;
+    let mut closure = Closure {
+        inventory,
+        libs,
+        view,
+        request,
+        decided: BTreeMap::new(),
+        by_walk: handled.iter().map(|d| file_name(d).to_string()).collect(),
+        removed_real,
+    };
+    if request.match_image && request.walk && request.mode != MatchMode::Image {
+        closure.match_image(&mut plan);
+    }
+    closure.check_users(&mut plan);
+    plan
+}
+
+/// Pass 1: BundleGen's walk (`library_matching.py`).
+struct Walk<'a> {
+    inventory: &'a Inventory,
+    libs: &'a BoxLibraries,
+    view: &'a mut dyn RootfsView,
+    request: &'a MatchRequest,
+    plan: Plan,
+    /// Container paths decided.
+    handled: BTreeSet<String>,
+    /// Real image files deleted.
+    removed_real: BTreeSet<String>,
+}
+
+impl Walk<'_> {
+    /// Deletes `path` and the file it resolves to, as BundleGen does.
+    fn remove_from_rootfs(&mut self, path: &str) {
+        if let Some(real) = self.view.real_path(path) {
+            self.plan.remove(path);
+            if real != path {
+                self.plan.remove(&real);
+            }
+            self.removed_real.insert(real);
+        }
+    }
+
+    fn take_host(&mut self, source: &str, destination: &str, info: Option<&BoxLibrary>, why: &str) {
+        self.handled.insert(destination.to_string());
+        self.remove_from_rootfs(destination);
+        self.plan.mount(source, destination);
+        self.plan
+            .notes
+            .push(format!("{destination}: from the box ({source}): {why}"));
+        let Some(info) = info else { return };
+        let family = self.libs.family_of(&info.path).to_vec();
+        for member in family {
+            self.handled.insert(member.clone());
+            self.remove_from_rootfs(&member);
+            self.plan.mount(&member, &member);
+            self.plan
+                .notes
+                .push(format!("{member}: from the box: glibc's family follows {}", info.path));
+        }
+        if self.request.walk {
+            for dependency in info.deps.clone() {
+                self.mount_or_use_rootfs(&dependency, &dependency, &format!("needed by {}", info.path));
+            }
+        }
+    }
+
+    fn take_rootfs(&mut self, destination: &str, why: &str) {
+        self.handled.insert(destination.to_string());
+        if let Some(info) = self.libs.get(destination) {
+            for member in self.libs.family_of(&info.path) {
+                self.handled.insert(member.clone());
+            }
+        }
+        self.plan.notes.push(format!("{destination}: the image's copy: {why}"));
+    }
+
+    fn mount_or_use_rootfs(&mut self, source: &str, destination: &str, why: &str) {
+        if self.handled.contains(destination) {
+            return;
+        }
+        let libs = self.libs;
+        let Some(info) = libs.get(source) else {
+            let exists = self.view.real_path(destination).is_some();
+            if self.request.mode == MatchMode::Image && exists {
+                self.take_rootfs(destination, "not in the box's library list (image mode)");
+            } else {
+                self.take_host(
+                    source,
+                    destination,
+                    None,
+                    &format!("{why}; not in the box's library list"),
+                );
+            }
+            return;
+        };
+        if self.request.mode == MatchMode::Normal
+            && let Some(parent) = &info.parent
+        {
+            return self.mount_or_use_rootfs(parent, parent, &format!("glibc's family, for {destination}"));
+        }
+        let Some(real) = self.view.real_path(destination) else {
+            return self.take_host(source, destination, Some(info), &format!("{why}; the image lacks it"));
+        };
+        match self.request.mode {
+            MatchMode::Image => self.take_rootfs(destination, "image mode"),
+            MatchMode::Host => self.take_host(source, destination, Some(info), &format!("{why}; host mode")),
+            MatchMode::Normal if info.versions.is_empty() => {
+                self.take_host(source, destination, Some(info), &format!("{why}; unversioned"))
+            }
+            MatchMode::Normal => {
+                let image_versions = self
+                    .inventory
+                    .objects
+                    .get(&real)
+                    .map(|o| o.info.version_definitions.clone())
+                    .unwrap_or_default();
+                if info.versions.is_superset(&image_versions) {
+                    let reason = format!("{why}; the box's versions include the image's");
+                    self.take_host(source, destination, Some(info), &reason);
+                } else {
+                    let missing: Vec<&String> = image_versions.difference(&info.versions).collect();
+                    self.take_rootfs(destination, &format!("the box lacks {missing:?}"));
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Deciding,
+    Box,
+    Image,
+}
+
+/// Pass 2: the image's own dependency closure.
+struct Closure<'a> {
+    inventory: &'a Inventory,
+    libs: &'a BoxLibraries,
+    view: &'a mut dyn RootfsView,
+    request: &'a MatchRequest,
+    /// Decisions by library name.
+    decided: BTreeMap<String, Decision>,
+    /// Names the walk already decided.
+    by_walk: BTreeSet<String>,
+    removed_real: BTreeSet<String>,
+}
+
+impl Closure<'_> {
+    /// The image's library for `name`: where its users find it, or where
+    /// the loader would look for it by default.
+    fn image_library(&mut self, name: &str) -> Option<String> {
+        let used = self
+            .inventory
+            .objects
+            .values()
+            .flat_map(|o| &o.needs)
+            .find_map(|need| match &need.found {
+                Some((_, real)) if need.name == name => Some(real.clone()),
+                _ => None,
+            });
+        if used.is_some() {
+            return used;
+        }
+        let abi = self.request.box_abi?;
+        let dirs = self
+            .inventory
+            .search
+            .configured
+            .iter()
+            .cloned()
+            .chain(default_dirs(&abi));
+        for dir in dirs.collect::<Vec<_>>() {
+            if let Some(real) = self.view.real_path(&format!("{dir}/{name}"))
+                && self
+                    .inventory
+                    .objects
+                    .get(&real)
+                    .is_some_and(|o| o.info.abi.can_load(&abi))
+            {
+                return Some(real);
+            }
+        }
+        None
+    }
+
+    /// Symbol versions the image's objects need from `name`, and whether any
+    /// of them hides its needs (no section headers).
+    fn needed_versions(&self, name: &str) -> (BTreeSet<String>, bool) {
+        let mut versions = BTreeSet::new();
+        let mut unknown = false;
+        for object in self.inventory.objects.values() {
+            if object.needs.iter().any(|n| n.name == name) {
+                unknown |= object.info.sections_stripped;
+                if let Some(needed) = object.info.version_needs.get(name) {
+                    versions.extend(needed.iter().cloned());
+                }
+            }
+        }
+        (versions, unknown)
+    }
+
+    fn box_library(&self, name: &str) -> Option<&BoxLibrary> {
+        self.libs.named(name).into_iter().next()
+    }
+
+    /// Whether the box's `name` can serve the container; decides it (and the
+    /// dependencies it needs) on the way.
+    fn try_box(&mut self, name: &str, notes: &mut Vec<String>) -> bool {
+        match self.decided.get(name) {
+            Some(Decision::Box) | Some(Decision::Deciding) => return true,
+            Some(Decision::Image) => return false,
+            None => {}
+        }
+        if self.by_walk.contains(name) {
+            return true;
+        }
+        let verdict = self.check_box(name, notes);
+        let from_box = verdict.is_ok();
+        self.decided
+            .insert(name.to_string(), if from_box { Decision::Box } else { Decision::Image });
+        match verdict {
+            Ok(why) => notes.push(format!("{name}: from the box: {why}")),
+            Err(why) => notes.push(format!("{name}: the image's copy: {why}")),
+        }
+        from_box
+    }
+
+    fn check_box(&mut self, name: &str, notes: &mut Vec<String>) -> Result<String, String> {
+        let Some(library) = self.box_library(name).cloned() else {
+            return Err("the box has no library of that name".into());
+        };
+        let image = self.image_library(name);
+        if let (Some(real), Some(abi)) = (&image, self.request.box_abi)
+            && !self.inventory.objects[real].info.abi.can_load(&abi)
+        {
+            return Err(format!("the image's {real} is for another ABI than the box"));
+        }
+        for pin in &self.request.pins {
+            let pins_this = pin == name || pin.starts_with(&format!("{name}."));
+            if pins_this && self.libs.named(pin).is_empty() {
+                return Err(format!("pinned to {pin}, which the box does not have"));
+            }
+        }
+        if self.request.mode == MatchMode::Normal {
+            let (needed, unknown) = self.needed_versions(name);
+            if unknown {
+                return Err("a user has no section headers, so its version needs are unknown".into());
+            }
+            let missing: Vec<&String> = needed.difference(&library.versions).collect();
+            if !missing.is_empty() {
+                return Err(format!("the box's {} lacks {missing:?}", library.path));
+            }
+        }
+        self.decided.insert(name.to_string(), Decision::Deciding);
+        for dependency in &library.deps {
+            let dep_name = file_name(dependency).to_string();
+            if self.try_box(&dep_name, notes) {
+                continue;
+            }
+            // The image's copy serves the box library if it defines at least
+            // what the box's copy defines.
+            let covered = self.image_library(&dep_name).is_some_and(|real| {
+                let box_versions = self
+                    .libs
+                    .get(dependency)
+                    .map(|l| l.versions.clone())
+                    .unwrap_or_default();
+                self.inventory.objects[&real]
+                    .info
+                    .version_definitions
+                    .is_superset(&box_versions)
+            });
+            if !covered {
+                self.decided.remove(name);
+                return Err(format!(
+                    "its dependency {dep_name} cannot come from the box, and the image's copy is older"
+                ));
+            }
+        }
+        Ok(match image {
+            Some(_) if self.request.mode == MatchMode::Host => "host mode".into(),
+            Some(_) => format!("{} defines every version the image needs", library.path),
+            None => "the image lacks it".into(),
+        })
+    }
+
+    fn match_image(&mut self, plan: &mut Plan) {
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        for object in self.inventory.objects.values() {
+            for need in &object.needs {
+                let removed = need
+                    .found
+                    .as_ref()
+                    .is_some_and(|(_, real)| self.removed_real.contains(real));
+                if !removed && !self.by_walk.contains(&need.name) {
+                    names.insert(need.name.clone());
+                }
+            }
+        }
+        // glibc's family moves together: all from the box, or none.
+        let family: Vec<String> = self.libs.family_names();
+        let present: Vec<String> = family.iter().filter(|n| names.contains(*n)).cloned().collect();
+        if !present.is_empty() && !family.iter().any(|n| self.by_walk.contains(n)) {
+            let mut notes = Vec::new();
+            let all = present.iter().all(|n| self.check_box(n, &mut notes).is_ok());
+            for name in &present {
+                self.decided
+                    .insert(name.clone(), if all { Decision::Box } else { Decision::Image });
+            }
+            let verdict = if all { "from the box" } else { "the image's copies" };
+            plan.notes.push(format!("glibc family {present:?}: {verdict}"));
+            plan.notes.extend(notes);
+        }
+        for name in &names {
+            self.try_box(name, &mut plan.notes);
+        }
+        let boxed: Vec<String> = self
+            .decided
+            .iter()
+            .filter(|(_, d)| **d == Decision::Box)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in boxed {
+            let Some(library) = self.box_library(&name).cloned() else {
+                continue;
+            };
+            match self.image_library(&name) {
+                Some(real) => {
+                    plan.remove(&real);
+                    plan.mount(&library.path, &real);
+                    self.removed_real.insert(real);
+                }
+                None => plan.mount(&library.path, &library.path),
+            }
+        }
+    }
+
+    /// Checks every object left in the image against what it will load.
+    fn check_users(&mut self, plan: &mut Plan) {
+        let entry_closure = self.entry_closure();
+        let mounted: BTreeMap<String, String> = plan
+            .mounts
+            .iter()
+            .map(|m| (m.destination.clone(), m.source.clone()))
+            .collect();
+        let by_name: BTreeMap<String, String> = plan
+            .mounts
+            .iter()
+            .map(|m| (file_name(&m.destination).to_string(), m.source.clone()))
+            .collect();
+        for (path, object) in &self.inventory.objects {
+            if self.removed_real.contains(path) {
+                continue;
+            }
+            for need in &object.needs {
+                let provider = match &need.found {
+                    Some((candidate, real)) if self.removed_real.contains(real) => mounted
+                        .get(candidate)
+                        .or_else(|| mounted.get(real))
+                        .or_else(|| by_name.get(&need.name))
+                        .cloned(),
+                    Some(_) => continue,
+                    None => by_name.get(&need.name).cloned(),
+                };
+                let Some(source) = provider else {
+                    let line = format!(
+                        "{path} needs {}, which neither the image nor the box provides",
+                        need.name
+                    );
+                    if entry_closure.contains(path) {
+                        plan.problems.push(line);
+                    } else {
+                        plan.unresolved.push(line);
+                    }
+                    continue;
+                };
+                let Some(needed) = object.info.version_needs.get(&need.name) else {
+                    continue;
+                };
+                let Some(library) = self.libs.get(&source).or_else(|| self.box_library(&need.name)) else {
+                    continue;
+                };
+                let missing: Vec<&String> = needed.difference(&library.versions).collect();
+                if !missing.is_empty() && !library.versions.is_empty() {
+                    plan.problems.push(format!(
+                        "{path} needs {missing:?} of {}, but the box's {} (mounted in its place) lacks them",
+                        need.name, library.path
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The app's program and every image object it loads.
+    fn entry_closure(&mut self) -> BTreeSet<String> {
+        let mut closure = BTreeSet::new();
+        let Some(entry) = &self.request.entrypoint else {
+            return closure;
+        };
+        let Some(start) = self.view.real_path(entry) else {
+            return closure;
+        };
+        let mut pending = vec![start];
+        while let Some(path) = pending.pop() {
+            if !closure.insert(path.clone()) {
+                continue;
+            }
+            if let Some(object) = self.inventory.objects.get(&path) {
+                pending.extend(
+                    object
+                        .needs
+                        .iter()
+                        .filter_map(|n| n.found.as_ref().map(|(_, real)| real.clone())),
+                );
+            }
+        }
+        closure
+    }
+}
+
+/// Libraries no program of the image needs: not in the DT_NEEDED closure of
+/// any executable, not listed as `dlopen`ed, and not named in any binary.
+pub fn unused_libraries(inventory: &Inventory, dlopen: &[String], names_in_binaries: &BTreeSet<String>) -> Vec<String> {
+    let mut reachable = BTreeSet::new();
+    let mut pending: Vec<&str> = inventory
+        .objects
+        .iter()
+        .filter(|(_, o)| o.info.kind == ElfKind::Executable)
+        .map(|(p, _)| p.as_str())
+        .collect();
+    while let Some(path) = pending.pop() {
+        if !reachable.insert(path.to_string()) {
+            continue;
+        }
+        if let Some(object) = inventory.objects.get(path) {
+            pending.extend(
+                object
+                    .needs
+                    .iter()
+                    .filter_map(|n| n.found.as_ref().map(|(_, real)| real.as_str())),
+            );
+        }
+    }
+    inventory
+        .objects
+        .iter()
+        .filter(|(path, object)| {
+            let name = file_name(path);
+            let soname = object.info.soname.as_deref().unwrap_or(name);
+            let kept = |n: &str| dlopen.iter().any(|d| d == n || file_name(d) == n) || names_in_binaries.contains(n);
+            object.info.kind == ElfKind::SharedObject && !reachable.contains(*path) && !kept(name) && !kept(soname)
+        })
+        .map(|(path, _)| path.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

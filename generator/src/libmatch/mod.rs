@@ -1,0 +1,199 @@
+//! Library matching: which shared libraries the box provides, so the bundle
+//! holds only what the box cannot. See [`decide`] for the rules.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::Path;
+
+use bundlegen_protocol::runtime::Mount;
+use platform_probe::elf::Abi;
+
+use crate::bundle::Bundle;
+use crate::pipeline::{Inputs, StageError, add_mount, create_mount_point, env_value};
+
+mod box_libs;
+pub mod decide;
+mod inventory;
+
+pub use box_libs::BoxLibraries;
+pub use decide::{LibraryMount, MatchMode, MatchRequest, Plan, RootfsView};
+pub use inventory::Inventory;
+
+/// The CLI's library options.
+#[derive(Debug, Clone)]
+pub struct LibraryOptions {
+    pub mode: MatchMode,
+    /// `--nodepwalking` turns this off.
+    pub walk: bool,
+    /// Delete libraries no program needs (`--prune-unused`).
+    pub prune_unused: bool,
+}
+
+impl Default for LibraryOptions {
+    fn default() -> Self {
+        LibraryOptions {
+            mode: MatchMode::Normal,
+            walk: true,
+            prune_unused: false,
+        }
+    }
+}
+
+/// What matching did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub notes: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// The ABI of a platform's libraries, from its architecture.
+pub fn platform_abi(arch: &str, variant: Option<&str>) -> Option<Abi> {
+    Abi::for_oci_arch(&crate::image::normalize_arch(arch, variant).0)
+}
+
+struct RootView<'a>(&'a mut bundlegen_protocol::root::RootDir);
+
+impl RootfsView for RootView<'_> {
+    fn real_path(&mut self, path: &str) -> Option<String> {
+        self.0
+            .resolve_follow(Path::new(path))
+            .ok()
+            .map(|p| format!("/{}", p.display()))
+    }
+}
+
+/// Matches the image's libraries against the box's and edits the bundle.
+pub fn match_libraries(
+    bundle: &mut Bundle,
+    inputs: &Inputs<'_>,
+    entrypoint: Option<&str>,
+) -> Result<Outcome, StageError> {
+    let options = &inputs.options.libraries;
+    let platform = inputs.platform;
+    let libs = BoxLibraries::new(&platform.libs);
+    let mut forced = Vec::new();
+    if inputs.app.graphics
+        && let Some(gpu) = &platform.gpu
+    {
+        forced.extend(gpu.gfx_libs.iter().map(|l| (l.src.clone(), l.dst.clone())));
+    }
+    let host_or_image = if inputs.options.crun {
+        Vec::new()
+    } else {
+        platform.dobby().plugin_dependencies
+    };
+    let app_hints = inputs.app.libraries.clone().unwrap_or_default();
+    let request = MatchRequest {
+        mode: options.mode,
+        walk: options.walk && !libs.is_empty(),
+        forced,
+        host_or_image,
+        match_image: !libs.is_empty(),
+        pins: inputs
+            .operator
+            .library_pins
+            .iter()
+            .chain(&app_hints.pins)
+            .cloned()
+            .collect(),
+        box_abi: platform_abi(&platform.arch.arch, platform.arch.variant.as_deref()),
+        entrypoint: entrypoint.map(str::to_string),
+    };
+    let ld_library_path: Vec<String> = env_value(bundle, "LD_LIBRARY_PATH")
+        .map(|v| v.split(':').filter(|p| !p.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    let inventory = Inventory::scan(&mut bundle.rootfs, &ld_library_path);
+    let plan = decide::plan(&inventory, &libs, &mut RootView(&mut bundle.rootfs), &request);
+    if !plan.problems.is_empty() {
+        return Err(StageError::Incompatible(plan.problems));
+    }
+    let mut outcome = Outcome {
+        notes: plan.notes.clone(),
+        warnings: plan.unresolved.clone(),
+    };
+    outcome.warnings.extend(
+        inventory
+            .unreadable
+            .iter()
+            .map(|(path, why)| format!("{path}: not a readable ELF file ({why})")),
+    );
+    apply(bundle, inputs, &plan)?;
+    if options.prune_unused {
+        let pruned = prune(bundle, &inventory, &plan, &app_hints.dlopen)?;
+        outcome.notes.extend(
+            pruned
+                .iter()
+                .map(|p| format!("{p}: deleted, no program needs it (--prune-unused)")),
+        );
+    }
+    Ok(outcome)
+}
+
+/// Deletes what the plan replaces and adds its read-only bind mounts.
+fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, plan: &Plan) -> Result<(), StageError> {
+    for path in &plan.remove {
+        remove(bundle, path)?;
+    }
+    for LibraryMount { source, destination } in &plan.mounts {
+        add_mount(
+            bundle,
+            Mount::new(destination, "bind", source, &["rbind", "nosuid", "nodev", "ro"]),
+        );
+        if inputs.options.create_mount_points {
+            create_mount_point(bundle, destination, false)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove(bundle: &mut Bundle, path: &str) -> Result<(), StageError> {
+    let relative = Path::new(path.trim_start_matches('/'));
+    bundle
+        .rootfs
+        .remove_all(relative)
+        .map_err(StageError::rootfs("library matching"))?;
+    bundle.manifest.remove_tree(relative);
+    Ok(())
+}
+
+/// Deletes libraries no program needs, and the symlinks to them.
+fn prune(
+    bundle: &mut Bundle,
+    inventory: &Inventory,
+    plan: &Plan,
+    dlopen: &[String],
+) -> Result<Vec<String>, StageError> {
+    let names = names_in_binaries(bundle, inventory);
+    let removed: BTreeSet<&String> = plan.remove.iter().collect();
+    let unused: Vec<String> = decide::unused_libraries(inventory, dlopen, &names)
+        .into_iter()
+        .filter(|p| !removed.contains(p))
+        .collect();
+    for path in &unused {
+        remove(bundle, path)?;
+    }
+    Ok(unused)
+}
+
+/// Library-like strings (`libfoo.so`, `libfoo.so.1`) in the image's ELF
+/// files: what programs may `dlopen`.
+fn names_in_binaries(bundle: &mut Bundle, inventory: &Inventory) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for path in inventory.objects.keys() {
+        let Ok(mut file) = bundle.rootfs.open_file(Path::new(path.trim_start_matches('/'))) else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        if file.read_to_end(&mut bytes).is_err() {
+            continue;
+        }
+        for run in bytes.split(|b| !(b.is_ascii_graphic())) {
+            let Ok(text) = std::str::from_utf8(run) else { continue };
+            if let Some(position) = text.find(".so") {
+                let start = text[..position].rfind('/').map_or(0, |i| i + 1);
+                names.insert(text[start..].to_string());
+            }
+        }
+    }
+    names
+}
