@@ -449,8 +449,15 @@ impl Closure<'_> {
                 }
             }
         }
-        // glibc's family moves together: all from the box, or none.
-        let family: Vec<String> = self.libs.family_names();
+        // glibc's family moves together: all from the box, or none (its
+        // members share private interfaces of one build).
+        let mut family: Vec<String> = self.libs.family_names();
+        let by_soname: Vec<String> = names
+            .iter()
+            .filter(|n| is_glibc_soname(n) && !family.contains(n))
+            .cloned()
+            .collect();
+        family.extend(by_soname);
         let present: Vec<String> = family.iter().filter(|n| names.contains(*n)).cloned().collect();
         if !present.is_empty() && !family.iter().any(|n| self.by_walk.contains(n)) {
             let mut notes = Vec::new();
@@ -570,38 +577,82 @@ impl Closure<'_> {
     }
 }
 
-/// Libraries no program of the image needs: not in the DT_NEEDED closure of
-/// any executable, not listed as `dlopen`ed, and not named in any binary.
-pub fn unused_libraries(inventory: &Inventory, dlopen: &[String], names_in_binaries: &BTreeSet<String>) -> Vec<String> {
-    let mut reachable = BTreeSet::new();
-    let mut pending: Vec<&str> = inventory
+/// glibc's libraries by SONAME, wherever they live (BundleGen only knew
+/// `/lib` and `/usr/lib`, not multiarch directories).
+pub fn is_glibc_soname(name: &str) -> bool {
+    const MEMBERS: [&str; 16] = [
+        "libc.so.6",
+        "libm.so.6",
+        "libmvec.so.1",
+        "libpthread.so.0",
+        "libdl.so.2",
+        "librt.so.1",
+        "libresolv.so.2",
+        "libutil.so.1",
+        "libanl.so.1",
+        "libnsl.so.1",
+        "libBrokenLocale.so.1",
+        "libthread_db.so.1",
+        "libc_malloc_debug.so.0",
+        "ld.so.1",
+        "ld64.so.1",
+        "ld64.so.2",
+    ];
+    MEMBERS.contains(&name) || name.starts_with("ld-linux") || (name.starts_with("libnss_") && name.ends_with(".so.2"))
+}
+
+/// Libraries no program of the image needs: outside the DT_NEEDED closure
+/// of its executables and of the libraries listed as `dlopen`ed, and not
+/// named by a string in anything that is in use (`names_in` gives each
+/// file's library-like strings), repeated until nothing changes.
+pub fn unused_libraries(
+    inventory: &Inventory,
+    dlopen: &[String],
+    names_in: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<String> {
+    let named = |path: &str, object: &crate::libmatch::inventory::ImageObject, names: &BTreeSet<String>| {
+        let name = file_name(path);
+        names.contains(name) || object.info.soname.as_ref().is_some_and(|s| names.contains(s))
+    };
+    let listed: BTreeSet<String> = dlopen.iter().map(|d| file_name(d).to_string()).collect();
+    let mut pending: Vec<String> = inventory
         .objects
         .iter()
-        .filter(|(_, o)| o.info.kind == ElfKind::Executable)
-        .map(|(p, _)| p.as_str())
+        .filter(|(path, o)| o.info.kind == ElfKind::Executable || named(path, o, &listed))
+        .map(|(p, _)| p.clone())
         .collect();
-    while let Some(path) = pending.pop() {
-        if !reachable.insert(path.to_string()) {
-            continue;
+    let mut reachable: BTreeSet<String> = BTreeSet::new();
+    while !pending.is_empty() {
+        while let Some(path) = pending.pop() {
+            if !reachable.insert(path.clone()) {
+                continue;
+            }
+            if let Some(object) = inventory.objects.get(&path) {
+                pending.extend(
+                    object
+                        .needs
+                        .iter()
+                        .filter_map(|n| n.found.as_ref().map(|(_, real)| real.clone())),
+                );
+            }
         }
-        if let Some(object) = inventory.objects.get(path) {
-            pending.extend(
-                object
-                    .needs
-                    .iter()
-                    .filter_map(|n| n.found.as_ref().map(|(_, real)| real.as_str())),
-            );
-        }
+        let mentioned: BTreeSet<String> = reachable
+            .iter()
+            .filter_map(|p| names_in.get(p))
+            .flatten()
+            .cloned()
+            .collect();
+        pending = inventory
+            .objects
+            .iter()
+            .filter(|(path, o)| !reachable.contains(*path) && named(path, o, &mentioned))
+            .map(|(p, _)| p.clone())
+            .collect();
     }
     inventory
         .objects
         .iter()
-        .filter(|(path, object)| {
-            let name = file_name(path);
-            let soname = object.info.soname.as_deref().unwrap_or(name);
-            let kept = |n: &str| dlopen.iter().any(|d| d == n || file_name(d) == n) || names_in_binaries.contains(n);
-            object.info.kind == ElfKind::SharedObject && !reachable.contains(*path) && !kept(name) && !kept(soname)
-        })
+        .filter(|(path, object)| object.info.kind == ElfKind::SharedObject && !reachable.contains(*path))
         .map(|(path, _)| path.clone())
         .collect()
 }

@@ -1,7 +1,7 @@
 //! Library matching: which shared libraries the box provides, so the bundle
 //! holds only what the box cannot. See [`decide`] for the rules.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 
@@ -169,17 +169,35 @@ fn prune(
         .into_iter()
         .filter(|p| !removed.contains(p))
         .collect();
+    let mut deleted = Vec::new();
     for path in &unused {
+        // The symlinks to it in its directory go too, before the file itself.
+        let (dir, _) = inventory::split(path);
+        let entries = bundle
+            .rootfs
+            .read_dir(Path::new(dir.trim_start_matches('/')))
+            .unwrap_or_default();
+        for (name, kind) in entries {
+            let link = format!("{}/{}", dir.trim_end_matches('/'), name.to_string_lossy());
+            if kind == bundlegen_protocol::root::EntryKind::Symlink
+                && RootView(&mut bundle.rootfs).real_path(&link).as_deref() == Some(path.as_str())
+            {
+                remove(bundle, &link)?;
+                deleted.push(link);
+            }
+        }
         remove(bundle, path)?;
+        deleted.push(path.clone());
     }
-    Ok(unused)
+    Ok(deleted)
 }
 
-/// Library-like strings (`libfoo.so`, `libfoo.so.1`) in the image's ELF
-/// files: what programs may `dlopen`.
-fn names_in_binaries(bundle: &mut Bundle, inventory: &Inventory) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
+/// Library-like strings (`libfoo.so`, `libfoo.so.1`) in each of the image's
+/// ELF files: what it may `dlopen`.
+fn names_in_binaries(bundle: &mut Bundle, inventory: &Inventory) -> BTreeMap<String, BTreeSet<String>> {
+    let mut all = BTreeMap::new();
     for path in inventory.objects.keys() {
+        let mut names = BTreeSet::new();
         let Ok(mut file) = bundle.rootfs.open_file(Path::new(path.trim_start_matches('/'))) else {
             continue;
         };
@@ -194,6 +212,7 @@ fn names_in_binaries(bundle: &mut Bundle, inventory: &Inventory) -> BTreeSet<Str
                 names.insert(text[start..].to_string());
             }
         }
+        all.insert(path.clone(), names);
     }
-    names
+    all
 }

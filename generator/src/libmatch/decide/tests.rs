@@ -420,7 +420,11 @@ fn unused_libraries_are_found_from_the_executables() {
         objects: image.objects,
         ..Inventory::default()
     };
-    let names = set(&["libnamed.so.2"]);
+    // The program names libnamed (a dlopen string); libunused names itself only.
+    let names = BTreeMap::from([
+        ("/usr/bin/app".to_string(), set(&["libnamed.so.2"])),
+        ("/usr/lib/libunused.so.1.0".to_string(), set(&["libunused.so.1"])),
+    ]);
     let unused = unused_libraries(&inventory, &["libplugin.so".to_string()], &names);
     assert_eq!(unused, ["/usr/lib/libunused.so.1.0"]);
 }
