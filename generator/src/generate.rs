@@ -8,6 +8,7 @@ use bundlegen_protocol::config::app::{AppMetadata, container_id_problem};
 use bundlegen_protocol::config::operator::OperatorConfig;
 use bundlegen_protocol::config::platform::PlatformTemplate;
 use bundlegen_protocol::config::{ConfigError, Parsed, parse};
+use bundlegen_protocol::idmap::IdMapping;
 use bundlegen_protocol::manifest::Owner;
 
 use crate::bundle::{Bundle, BundleError, Place};
@@ -69,6 +70,101 @@ pub struct Generated {
     pub warnings: Vec<String>,
     pub library_notes: Vec<String>,
     pub unpacked: UnpackStats,
+}
+
+/// What `bundlegen unpack` needs.
+pub struct UnpackRequest<'a> {
+    pub image: &'a ImageReference,
+    pub platform: &'a TargetPlatform,
+    pub output: &'a Path,
+    pub work_dir: Option<&'a Path>,
+    /// User namespace maps for the config and the archive's owners.
+    pub uid_map: &'a [IdMapping],
+    pub gid_map: &'a [IdMapping],
+    pub registry: &'a RegistryOptions,
+    pub unpack: &'a UnpackOptions,
+    pub output_options: &'a OutputOptions,
+}
+
+pub struct Unpacked {
+    pub written: Written,
+    pub unpacked: UnpackStats,
+    pub warnings: Vec<String>,
+}
+
+/// A plain OCI bundle of the image, as `umoci unpack --rootless` makes it.
+pub async fn unpack(
+    request: &UnpackRequest<'_>,
+    progress: impl FnMut(usize, usize, &UnpackStats),
+) -> Result<Unpacked, GenerateError> {
+    output::check_destination(request.output, request.output_options)?;
+    let image = open_image(request.image, request.platform, request.registry).await?;
+    let image_platform = image.platform();
+    let mut warnings = Vec::new();
+    if request.platform.match_score(&image_platform).is_none() {
+        warnings.push(format!(
+            "{} is built for {image_platform}, not {}",
+            request.image, request.platform
+        ));
+    }
+    let place = Place {
+        output: request.output,
+        work_dir: request.work_dir,
+    };
+    let (bundle, unpacked) = Bundle::from_image(
+        &image,
+        &place,
+        request.unpack,
+        request.uid_map,
+        request.gid_map,
+        progress,
+    )?;
+    let mut options = request.output_options.clone();
+    options.archive.uid_map = request.uid_map.to_vec();
+    options.archive.gid_map = request.gid_map.to_vec();
+    options.ipk = Some(IpkControl {
+        package: request
+            .output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        version: "1.0.0".into(),
+        architecture: image_platform.package_architecture(),
+        description: format!("OCI bundle of {}", request.image),
+        priority: "optional".into(),
+        depends: Vec::new(),
+    });
+    let written = output::write(bundle, request.output, &options)?;
+    Ok(Unpacked {
+        written,
+        unpacked,
+        warnings,
+    })
+}
+
+/// Whether `app` can run on `platform`, without an image (assumed built for
+/// the platform): the compatibility stage alone. Returns its warnings.
+pub fn check_compatibility(
+    platform: &PlatformTemplate,
+    app: &AppMetadata,
+    operator: &OperatorConfig,
+) -> Result<Vec<String>, GenerateError> {
+    let image_platform = target_platform(platform);
+    let options = pipeline::Options {
+        crun: false,
+        create_mount_points: false,
+        libraries: Default::default(),
+    };
+    let inputs = Inputs {
+        platform,
+        app,
+        operator,
+        options: &options,
+        image_platform: &image_platform,
+    };
+    let mut warnings = Vec::new();
+    pipeline::compat::check(&inputs, &mut warnings)?;
+    Ok(warnings)
 }
 
 /// The platform a template describes.
@@ -160,7 +256,7 @@ pub async fn generate(
     output_options.ipk = Some(IpkControl {
         package: app.id.clone(),
         version: app.version.clone().unwrap_or_else(|| "1.0.0".into()),
-        architecture: format!("{}{}", target.architecture, target.variant.as_deref().unwrap_or("")),
+        architecture: target.package_architecture(),
         description: app
             .description
             .clone()

@@ -7,15 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use bundlegen::bundle::{Bundle, Place};
 use bundlegen::generate::{self, GenerateError, Generated};
-use bundlegen::image::{ImageReference, RegistryOptions, TargetPlatform, open_image, registry::Credentials};
+use bundlegen::image::{ImageReference, RegistryOptions, TargetPlatform, registry::Credentials};
 use bundlegen::libmatch::{LibraryOptions, MatchMode};
 use bundlegen::output::{self, Format, OutputOptions, Written};
-use bundlegen::pipeline::{self, Inputs, compat};
+use bundlegen::pipeline;
 use bundlegen::unpack::{DeviceNodes, Limits, UnpackOptions, UnpackStats};
 use bundlegen_protocol::archive::ArchiveOptions;
-use bundlegen_protocol::archive::ipk::IpkControl;
 use bundlegen_protocol::config::app::AppMetadata;
 use bundlegen_protocol::config::operator::OperatorConfig;
 use bundlegen_protocol::config::platform::{PlatformTemplate, find_template, load_platform};
@@ -263,7 +261,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => run_generate(&args),
         Command::Validate(args) => run_validate(&args),
-        Command::Unpack(args) => run_unpack(&args).map_err(Failure::from),
+        Command::Unpack(args) => run_unpack(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -430,13 +428,11 @@ fn run_generate(args: &GenerateArgs) -> Result<(), Failure> {
 }
 
 fn run_validate(args: &ValidateArgs) -> Result<(), Failure> {
-    let mut checked = 0;
     let platform = match &args.templates.platform {
         Some(_) => {
             let parsed = load_template(&args.templates)?;
             warn_all(&parsed.warnings);
             println!("platform {}: ok", parsed.value.platform_name);
-            checked += 1;
             Some(parsed.value)
         }
         None => None,
@@ -446,7 +442,6 @@ fn run_validate(args: &ValidateArgs) -> Result<(), Failure> {
             let parsed: Parsed<AppMetadata> = load(file)?;
             warn_all(&parsed.warnings);
             println!("app metadata {}: ok", file.display());
-            checked += 1;
             Some(parsed.value)
         }
         None => None,
@@ -456,41 +451,26 @@ fn run_validate(args: &ValidateArgs) -> Result<(), Failure> {
             let parsed: Parsed<OperatorConfig> = load(file)?;
             warn_all(&parsed.warnings);
             println!("operator config {}: ok", file.display());
-            checked += 1;
-            parsed.value
+            Some(parsed.value)
         }
-        None => OperatorConfig::default(),
+        None => None,
     };
-    if checked == 0 {
+    if platform.is_none() && app.is_none() && operator.is_none() {
         return Err(anyhow::anyhow!("nothing to check: pass -p NAME, -a FILE or --operator-config FILE").into());
     }
     if let (Some(platform), Some(app)) = (&platform, &app) {
-        // Without an image, assume it is built for the platform.
-        let image_platform = generate::target_platform(platform);
-        let options = pipeline::Options {
-            crun: false,
-            create_mount_points: false,
-            libraries: LibraryOptions::default(),
-        };
-        let inputs = Inputs {
-            platform,
-            app,
-            operator: &operator,
-            options: &options,
-            image_platform: &image_platform,
-        };
-        let mut warnings = Vec::new();
-        compat::check(&inputs, &mut warnings).map_err(|e| Failure {
-            code: 2,
-            error: e.into(),
-        })?;
+        let warnings =
+            generate::check_compatibility(platform, app, &operator.unwrap_or_default()).map_err(|e| Failure {
+                code: e.exit_code(),
+                error: e.into(),
+            })?;
         warn_all(&warnings);
         println!("{} can run on {}", app.id, platform.platform_name);
     }
     Ok(())
 }
 
-fn run_unpack(args: &UnpackArgs) -> Result<()> {
+fn run_unpack(args: &UnpackArgs) -> Result<(), Failure> {
     let platform = match &args.arch {
         Some(arch) => TargetPlatform::new(&args.os, arch, args.variant.as_deref()),
         None => TargetPlatform {
@@ -498,58 +478,34 @@ fn run_unpack(args: &UnpackArgs) -> Result<()> {
             ..TargetPlatform::host()
         },
     };
-    let (output_dir, source) = (args.output_dir.as_path(), &args.source);
     let reference: ImageReference = args.image.parse()?;
-    let mut options = output_options(&args.output);
-    options.archive = ArchiveOptions {
-        uid_map: args.uid_map.clone(),
-        gid_map: args.gid_map.clone(),
-        mode_mask: args.file_mask,
-        ..ArchiveOptions::default()
-    };
-    confirm_replace(output_dir, &mut options)?;
-    output::check_destination(output_dir, &options)?;
-    let image = runtime()?
-        .block_on(open_image(&reference, &platform, &registry_options(source)))
-        .with_context(|| format!("opening {reference}"))?;
-    let image_platform = image.platform();
-    if platform.match_score(&image_platform).is_none() {
-        tracing::warn!("{reference} is built for {image_platform}, not {platform}");
-    }
-    let place = Place {
-        output: output_dir,
+    let mut output_options = output_options(&args.output);
+    output_options.archive.mode_mask = args.file_mask;
+    confirm_replace(&args.output_dir, &mut output_options)?;
+    let request = generate::UnpackRequest {
+        image: &reference,
+        platform: &platform,
+        output: &args.output_dir,
         work_dir: args.output.work_dir.as_deref(),
+        uid_map: &args.uid_map,
+        gid_map: &args.gid_map,
+        registry: &registry_options(&args.source),
+        unpack: &unpack_options(&args.source),
+        output_options: &output_options,
     };
-    let progress = layer_progress();
-    let (bundle, stats) = Bundle::from_image(
-        &image,
-        &place,
-        &unpack_options(source),
-        &args.uid_map,
-        &args.gid_map,
-        progress,
-    )?;
-    tracing::info!("unpacked {} entries, {} bytes", stats.entries, stats.file_bytes);
-    if options.format == Format::Ipk {
-        let name = output_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        options.ipk = Some(IpkControl {
-            package: name,
-            version: "1.0.0".into(),
-            architecture: format!(
-                "{}{}",
-                image_platform.architecture,
-                image_platform.variant.as_deref().unwrap_or("")
-            ),
-            description: format!("OCI bundle of {reference}"),
-            priority: "optional".into(),
-            depends: Vec::new(),
-        });
-    }
-    let written = output::write(bundle, output_dir, &options)?;
-    report(&written);
+    let unpacked = runtime()?
+        .block_on(generate::unpack(&request, layer_progress()))
+        .map_err(|e| Failure {
+            code: e.exit_code(),
+            error: e.into(),
+        })?;
+    warn_all(&unpacked.warnings);
+    tracing::info!(
+        "unpacked {} entries, {} bytes",
+        unpacked.unpacked.entries,
+        unpacked.unpacked.file_bytes
+    );
+    report(&unpacked.written);
     Ok(())
 }
 

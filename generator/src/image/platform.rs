@@ -59,6 +59,12 @@ impl TargetPlatform {
         TargetPlatform::new("linux", std::env::consts::ARCH, None)
     }
 
+    /// The name opkg packages use for it (`armv7`, `arm64`, `amd64`):
+    /// architecture and variant run together.
+    pub fn package_architecture(&self) -> String {
+        format!("{}{}", self.architecture, self.variant.as_deref().unwrap_or(""))
+    }
+
     /// How well an image built for `candidate` runs here: `None` if it does
     /// not, higher is better (exact variant, then unspecified, then an older
     /// ARM variant, which newer cores still run).
