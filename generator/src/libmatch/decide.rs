@@ -27,7 +27,7 @@ use platform_probe::elf::{Abi, ElfKind};
 use platform_probe::loader::default_dirs;
 
 use super::box_libs::{BoxLibraries, BoxLibrary};
-use super::inventory::{Inventory, split};
+use super::inventory::{ImageObject, Inventory, split};
 
 /// BundleGen's `-m/--libmatchingmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,13 +101,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Adds a mount unless something is mounted there already (two names of
+    /// one library lead to one file).
     fn mount(&mut self, source: &str, destination: &str) {
-        let mount = LibraryMount {
-            source: source.to_string(),
-            destination: destination.to_string(),
-        };
-        if !self.mounts.contains(&mount) {
-            self.mounts.push(mount);
+        if !self.mounts.iter().any(|m| m.destination == destination) {
+            self.mounts.push(LibraryMount {
+                source: source.to_string(),
+                destination: destination.to_string(),
+            });
         }
     }
 
@@ -340,7 +341,7 @@ impl Closure<'_> {
     fn needed_versions(&self, name: &str) -> (BTreeSet<String>, bool) {
         let mut versions = BTreeSet::new();
         let mut unknown = false;
-        for object in self.inventory.objects.values() {
+        for object in self.remaining_objects() {
             if object.needs.iter().any(|n| n.name == name) {
                 unknown |= object.info.sections_stripped;
                 if let Some(needed) = object.info.version_needs.get(name) {
@@ -353,6 +354,15 @@ impl Closure<'_> {
 
     fn box_library(&self, name: &str) -> Option<&BoxLibrary> {
         self.libs.named(name).into_iter().next()
+    }
+
+    /// The image's objects still in the rootfs (the walk replaced the others).
+    fn remaining_objects(&self) -> impl Iterator<Item = &ImageObject> {
+        self.inventory
+            .objects
+            .iter()
+            .filter(|(path, _)| !self.removed_real.contains(*path))
+            .map(|(_, object)| object)
     }
 
     /// Whether the box's `name` can serve the container; decides it (and the
@@ -438,7 +448,7 @@ impl Closure<'_> {
 
     fn match_image(&mut self, plan: &mut Plan) {
         let mut names: BTreeSet<String> = BTreeSet::new();
-        for object in self.inventory.objects.values() {
+        for object in self.remaining_objects() {
             for need in &object.needs {
                 let removed = need
                     .found
@@ -610,7 +620,7 @@ pub fn unused_libraries(
     dlopen: &[String],
     names_in: &BTreeMap<String, BTreeSet<String>>,
 ) -> Vec<String> {
-    let named = |path: &str, object: &crate::libmatch::inventory::ImageObject, names: &BTreeSet<String>| {
+    let named = |path: &str, object: &ImageObject, names: &BTreeSet<String>| {
         let name = file_name(path);
         names.contains(name) || object.info.soname.as_ref().is_some_and(|s| names.contains(s))
     };
