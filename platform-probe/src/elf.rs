@@ -3,14 +3,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use goblin::container::{Container, Ctx, Endian};
 use goblin::elf::Elf;
+use goblin::elf::dynamic::{DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM};
 use goblin::elf::header::{EM_ARM, ET_DYN, ET_EXEC};
+use goblin::elf::program_header::PT_LOAD;
+use goblin::elf::section_header::{SHT_GNU_VERDEF, SHT_GNU_VERNEED, SectionHeader};
+use goblin::elf::symver::{VerdefSection, VerneedSection};
 
 /// `e_flags` bits of 32-bit ARM objects.
 const EF_ARM_ABI_FLOAT_SOFT: u32 = 0x200;
 const EF_ARM_ABI_FLOAT_HARD: u32 = 0x400;
 /// `DT_FLAGS_1` bit of position-independent executables.
 const DF_1_PIE: u64 = 0x0800_0000;
+/// Dynamic tags of filter libraries (goblin has no names for them).
+const DT_AUXILIARY: u64 = 0x7fff_fffd;
+const DT_FILTER: u64 = 0x7fff_ffff;
 /// `vd_flags` of a file's own (base) version definition.
 const VER_FLG_BASE: u16 = 1;
 
@@ -19,76 +27,7 @@ pub fn is_elf(head: &[u8]) -> bool {
     head.starts_with(b"\x7fELF")
 }
 
-/// The ARM floating-point calling convention (hard-float objects cannot load
-/// soft-float libraries and the other way round).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum FloatAbi {
-    Hard,
-    Soft,
-    /// Not ARM, or the object does not say.
-    Unspecified,
-}
-
-/// What must be equal for one object to load another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Abi {
-    pub is_64: bool,
-    pub little_endian: bool,
-    /// `e_machine` (`EM_ARM` 40, `EM_AARCH64` 183, `EM_X86_64` 62, ...).
-    pub machine: u16,
-    pub float: FloatAbi,
-}
-
-impl Abi {
-    /// Whether an object of `self` can load a library of `other`.
-    pub fn can_load(&self, other: &Abi) -> bool {
-        self.is_64 == other.is_64
-            && self.little_endian == other.little_endian
-            && self.machine == other.machine
-            && (self.float == other.float
-                || self.float == FloatAbi::Unspecified
-                || other.float == FloatAbi::Unspecified)
-    }
-
-    /// The ABI of an OCI architecture name (`amd64`, `arm64`, `arm`, ...); the
-    /// ARM float ABI is left unspecified.
-    pub fn for_oci_arch(arch: &str) -> Option<Abi> {
-        use goblin::elf::header::*;
-        let (machine, is_64, little_endian) = match arch {
-            "amd64" => (EM_X86_64, true, true),
-            "386" => (EM_386, false, true),
-            "arm64" => (EM_AARCH64, true, true),
-            "arm" => (EM_ARM, false, true),
-            "mipsle" => (EM_MIPS, false, true),
-            "mips" => (EM_MIPS, false, false),
-            "riscv64" => (EM_RISCV, true, true),
-            "ppc64le" => (EM_PPC64, true, true),
-            _ => return None,
-        };
-        Some(Abi {
-            is_64,
-            little_endian,
-            machine,
-            float: FloatAbi::Unspecified,
-        })
-    }
-
-    /// The name of the architecture, as in OCI platforms.
-    pub fn arch_name(&self) -> String {
-        use goblin::elf::header::*;
-        match self.machine {
-            EM_X86_64 => "amd64".into(),
-            EM_386 => "386".into(),
-            EM_AARCH64 => "arm64".into(),
-            EM_ARM => "arm".into(),
-            EM_MIPS if self.is_64 => "mips64".into(),
-            EM_MIPS => "mips".into(),
-            EM_PPC64 => "ppc64".into(),
-            EM_RISCV => "riscv64".into(),
-            other => format!("machine {other}"),
-        }
-    }
-}
+pub use bundlegen_protocol::probe::{Abi, FloatAbi};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElfKind {
@@ -99,6 +38,9 @@ pub enum ElfKind {
     Other,
 }
 
+/// Versions needed, by library name (`libc.so.6` -> `GLIBC_2.34`, ...).
+pub type VersionNeeds = BTreeMap<String, BTreeSet<String>>;
+
 /// The facts of one ELF file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElfInfo {
@@ -107,15 +49,17 @@ pub struct ElfInfo {
     pub interpreter: Option<String>,
     pub soname: Option<String>,
     pub needed: Vec<String>,
+    /// DT_FILTER and DT_AUXILIARY names: libraries loaded on its behalf.
+    pub filters: Vec<String>,
     pub rpath: Vec<String>,
     pub runpath: Vec<String>,
-    /// Version definitions (`GLIBC_2.4`, ...), without the base definition.
-    pub version_definitions: BTreeSet<String>,
-    /// Versions needed, by library name (`libc.so.6` -> `GLIBC_2.34`, ...).
-    pub version_needs: BTreeMap<String, BTreeSet<String>>,
-    /// Whether the file has no section headers (stripped with `sstrip`), so
-    /// its symbol versions are unknown.
-    pub sections_stripped: bool,
+    /// Version definitions (`GLIBC_2.4`, ...) in file order, without the
+    /// base definition.
+    pub version_definitions: Vec<String>,
+    pub version_needs: VersionNeeds,
+    /// False when the file declares version data that cannot be read, so
+    /// what it defines or needs is unknown.
+    pub versions_known: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +72,76 @@ fn split_paths(list: &[&str]) -> Vec<String> {
         .filter(|p| !p.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// The version sections as the dynamic segment locates them, for files whose
+/// section headers were stripped (`sstrip`): goblin finds version data
+/// through section headers only, so these stand in for the missing ones.
+fn version_headers_from_dynamic(elf: &Elf, file_len: usize) -> Vec<SectionHeader> {
+    let Some(dynamic) = &elf.dynamic else {
+        return Vec::new();
+    };
+    let value = |tag: u64| dynamic.dyns.iter().find(|d| d.d_tag == tag).map(|d| d.d_val);
+    let mut headers = Vec::new();
+    for (table, count, kind) in [
+        (DT_VERDEF, DT_VERDEFNUM, SHT_GNU_VERDEF),
+        (DT_VERNEED, DT_VERNEEDNUM, SHT_GNU_VERNEED),
+    ] {
+        let (Some(address), Some(count)) = (value(table), value(count)) else {
+            continue;
+        };
+        let Some(offset) = elf
+            .program_headers
+            .iter()
+            .filter(|p| p.p_type == PT_LOAD)
+            .find(|p| p.p_vaddr <= address && address < p.p_vaddr + p.p_filesz)
+            .map(|p| address - p.p_vaddr + p.p_offset)
+        else {
+            continue;
+        };
+        let offset = offset as usize;
+        if offset < file_len {
+            headers.push(SectionHeader {
+                sh_type: kind,
+                sh_offset: offset as u64,
+                sh_size: (file_len - offset) as u64,
+                sh_info: count as u32,
+                ..Default::default()
+            });
+        }
+    }
+    headers
+}
+
+/// Collects version definitions and needs from goblin's parsed sections;
+/// `None` if they are malformed.
+fn read_versions(
+    elf: &Elf,
+    verdef: Option<&VerdefSection>,
+    verneed: Option<&VerneedSection>,
+) -> Option<(Vec<String>, VersionNeeds)> {
+    let mut definitions = Vec::new();
+    if let Some(verdef) = verdef {
+        for definition in verdef.iter() {
+            if definition.vd_flags & VER_FLG_BASE != 0 {
+                continue;
+            }
+            let aux = definition.iter().next()?;
+            let name = elf.dynstrtab.get_at(aux.vda_name)?;
+            definitions.push(name.to_string());
+        }
+    }
+    let mut needs = VersionNeeds::new();
+    if let Some(verneed) = verneed {
+        for need in verneed.iter() {
+            let file = elf.dynstrtab.get_at(need.vn_file)?;
+            let versions = needs.entry(file.to_string()).or_default();
+            for aux in need.iter() {
+                versions.insert(elf.dynstrtab.get_at(aux.vna_name)?.to_string());
+            }
+        }
+    }
+    Some((definitions, needs))
 }
 
 impl ElfInfo {
@@ -155,35 +169,28 @@ impl ElfInfo {
             ET_DYN => ElfKind::SharedObject,
             _ => ElfKind::Other,
         };
-        let mut version_definitions = BTreeSet::new();
-        if let Some(verdef) = &elf.verdef {
-            for definition in verdef.iter() {
-                if definition.vd_flags & VER_FLG_BASE != 0 {
-                    continue;
-                }
-                if let Some(name) = definition
-                    .iter()
-                    .next()
-                    .and_then(|aux| elf.dynstrtab.get_at(aux.vda_name))
-                {
-                    version_definitions.insert(name.to_string());
-                }
-            }
-        }
-        let mut version_needs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        if let Some(verneed) = &elf.verneed {
-            for need in verneed.iter() {
-                let Some(file) = elf.dynstrtab.get_at(need.vn_file) else {
-                    continue;
-                };
-                let versions = version_needs.entry(file.to_string()).or_default();
-                for aux in need.iter() {
-                    if let Some(name) = elf.dynstrtab.get_at(aux.vna_name) {
-                        versions.insert(name.to_string());
-                    }
-                }
-            }
-        }
+        let versions = if elf.section_headers.is_empty() {
+            let headers = version_headers_from_dynamic(&elf, bytes.len());
+            let ctx = Ctx::new(
+                if elf.is_64 { Container::Big } else { Container::Little },
+                if elf.little_endian { Endian::Little } else { Endian::Big },
+            );
+            let verdef = VerdefSection::parse(bytes, &headers, ctx).ok().flatten();
+            let verneed = VerneedSection::parse(bytes, &headers, ctx).ok().flatten();
+            read_versions(&elf, verdef.as_ref(), verneed.as_ref())
+        } else {
+            read_versions(&elf, elf.verdef.as_ref(), elf.verneed.as_ref())
+        };
+        let versions_known = versions.is_some();
+        let (version_definitions, version_needs) = versions.unwrap_or_default();
+        let filters = elf
+            .dynamic
+            .iter()
+            .flat_map(|d| &d.dyns)
+            .filter(|d| d.d_tag == DT_FILTER || d.d_tag == DT_AUXILIARY)
+            .filter_map(|d| elf.dynstrtab.get_at(d.d_val as usize))
+            .map(str::to_string)
+            .collect();
         Ok(ElfInfo {
             abi: Abi {
                 is_64: elf.is_64,
@@ -195,12 +202,18 @@ impl ElfInfo {
             interpreter,
             soname: elf.soname.map(str::to_string),
             needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+            filters,
             rpath: split_paths(&elf.rpaths),
             runpath: split_paths(&elf.runpaths),
             version_definitions,
             version_needs,
-            sections_stripped: header.e_shnum == 0 && elf.dynamic.is_some(),
+            versions_known,
         })
+    }
+
+    /// The version definitions as a set, for comparisons.
+    pub fn version_set(&self) -> BTreeSet<String> {
+        self.version_definitions.iter().cloned().collect()
     }
 }
 
@@ -216,14 +229,14 @@ mod tests {
     }
 
     /// `readelf` is the peer: our versions must be its versions.
-    fn readelf_versions(path: &str) -> (BTreeSet<String>, BTreeMap<String, BTreeSet<String>>) {
+    fn readelf_versions(path: &str) -> (Vec<String>, VersionNeeds) {
         let output = Command::new("readelf")
             .args(["-V", "-W", path])
             .output()
             .expect("binutils readelf");
         let text = String::from_utf8_lossy(&output.stdout);
-        let mut defs = BTreeSet::new();
-        let mut needs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut defs = Vec::new();
+        let mut needs = VersionNeeds::new();
         let mut section = "";
         let mut file = String::new();
         for line in text.lines() {
@@ -234,7 +247,7 @@ mod tests {
             } else if line.starts_with("Version symbols section") {
                 section = "";
             } else if section == "def" && line.contains("Name: ") && !line.contains("BASE") {
-                defs.insert(
+                defs.push(
                     line.split("Name: ")
                         .nth(1)
                         .unwrap()
@@ -282,7 +295,7 @@ mod tests {
         let info = parse_file(libc);
         assert_eq!(info.soname.as_deref(), Some("libc.so.6"));
         assert_eq!(info.kind, ElfKind::SharedObject);
-        assert!(info.version_definitions.contains("GLIBC_2.2.5"));
+        assert!(info.version_definitions.contains(&"GLIBC_2.2.5".to_string()));
         let ls = parse_file("/bin/ls");
         assert_eq!(ls.kind, ElfKind::Executable);
         assert!(ls.needed.contains(&"libc.so.6".to_string()));
@@ -293,6 +306,68 @@ mod tests {
                 .replace("x86_64", "amd64")
                 .replace("aarch64", "arm64")
         );
+    }
+
+    /// readelf's DT_NEEDED, DT_FILTER, SONAME and RUNPATH of a file.
+    fn readelf_dynamic(path: &Path) -> Vec<(String, String)> {
+        let output = Command::new("readelf").args(["-d", "-W"]).arg(path).output().unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| {
+                let tag = line.split('(').nth(1)?.split(')').next()?.to_string();
+                let value = line.split('[').nth(1)?.split(']').next()?.to_string();
+                Some((tag, value))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn synthetic_arm_libraries_read_like_readelf_reads_them() {
+        use bundlegen_fixtures::elf::ElfSpec;
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = ElfSpec::arm_library("libwidget.so.2")
+            .needs(&["libc.so.6", "libm.so.6"])
+            .defines(&["WIDGET_1.0", "WIDGET_1.10", "WIDGET_1.2"])
+            .needs_versions("libc.so.6", &["GLIBC_2.4", "GLIBC_2.28"]);
+        spec.filters = vec!["libwidget-impl.so.2".into()];
+        spec.runpath = Some("$ORIGIN/../lib:/opt/widget".into());
+        let path = dir.path().join("libwidget.so.2.0");
+        std::fs::write(&path, spec.build()).unwrap();
+        let info = parse_file(path.to_str().unwrap());
+        let (defs, needs) = readelf_versions(path.to_str().unwrap());
+        assert_eq!(info.version_definitions, defs);
+        assert_eq!(info.version_definitions, ["WIDGET_1.0", "WIDGET_1.10", "WIDGET_1.2"]);
+        assert_eq!(info.version_needs, needs);
+        let dynamic = readelf_dynamic(&path);
+        let of = |tag: &str| -> Vec<String> {
+            dynamic
+                .iter()
+                .filter(|(t, _)| t == tag)
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        assert_eq!(info.needed, of("NEEDED"));
+        assert_eq!(info.filters, of("FILTER"));
+        assert_eq!(info.soname.iter().cloned().collect::<Vec<_>>(), of("SONAME"));
+        assert_eq!(info.runpath.join(":"), of("RUNPATH").join(":"));
+        assert_eq!(info.abi.float, FloatAbi::Hard);
+        assert_eq!(info.abi.arch_name(), "arm");
+        assert_eq!(info.kind, ElfKind::SharedObject);
+
+        // Without section headers (sstrip), readelf sees no versions; we
+        // still find them through the dynamic segment.
+        spec.strip_sections = true;
+        let stripped = ElfInfo::parse(&spec.build()).unwrap();
+        assert!(stripped.versions_known);
+        assert_eq!(stripped.version_definitions, info.version_definitions);
+        assert_eq!(stripped.version_needs, info.version_needs);
+
+        let program = ElfSpec::arm_library("unused")
+            .executable("/lib/ld-linux-armhf.so.3")
+            .build();
+        let program = ElfInfo::parse(&program).unwrap();
+        assert_eq!(program.kind, ElfKind::Executable);
+        assert_eq!(program.interpreter.as_deref(), Some("/lib/ld-linux-armhf.so.3"));
     }
 
     #[test]

@@ -1,8 +1,87 @@
-//! Inventories the shared libraries (and, later, device nodes) of a set-top
-//! box or of any root filesystem, so nobody writes library lists by hand.
+//! Inventories the shared libraries and device nodes of a set-top box (live,
+//! or a rootfs image of one), so nobody writes library lists by hand.
 //!
-//! The generator uses the same code to inventory an app image, so both sides
-//! of library matching are read by one set of rules.
+//! The generator uses the same ELF and loader rules to inventory an app
+//! image, so both sides of library matching are read alike.
 
+use std::path::{Path, PathBuf};
+
+use bundlegen_protocol::config::platform::GpuDevice;
+use bundlegen_protocol::digest::Sha256Digest;
+use bundlegen_protocol::probe::{ProbeReport, REPORT_FORMAT_VERSION};
+use bundlegen_protocol::root::{RootDir, RootError, Symlinks};
+
+pub mod devices;
 pub mod elf;
+pub mod formats;
+pub mod ldcache;
+pub mod libraries;
 pub mod loader;
+pub mod system;
+
+/// What to probe.
+#[derive(Debug, Clone)]
+pub struct ProbeOptions {
+    /// The box's root: `/` on the box, or a mounted or unpacked rootfs.
+    pub root: PathBuf,
+    /// Device nodes a platform template expects (its `gpu.devs`).
+    pub expected_devices: Vec<GpuDevice>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot open the root {path}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: RootError,
+    },
+}
+
+/// Whether `root` is this system's own `/`.
+fn is_live(root: &Path) -> bool {
+    std::fs::canonicalize(root).is_ok_and(|p| p == Path::new("/"))
+}
+
+/// Probes libraries and devices under `options.root`. Problems with single
+/// files become warnings in the report; only an unreadable root fails.
+pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, ProbeError> {
+    let mut root = RootDir::open(&options.root, Symlinks::FollowInRoot).map_err(|source| ProbeError::Root {
+        path: options.root.clone(),
+        source,
+    })?;
+    let scan = libraries::scan(&mut root);
+    let mut system = system::describe(&mut root, &scan, is_live(&options.root));
+    let mut warnings = scan.warnings.clone();
+    let devices = devices::inventory(&mut devices::RootDevices(&mut root), &mut warnings);
+    let device_mismatches = devices::check_expected(&devices, &options.expected_devices);
+    let libraries: Vec<_> = scan.libraries.into_values().collect();
+    system.libraries_fingerprint = fingerprint(&libraries);
+    warnings.sort();
+    warnings.dedup();
+    Ok(ProbeReport {
+        format_version: REPORT_FORMAT_VERSION,
+        tool: concat!("platform-probe ", env!("CARGO_PKG_VERSION")).into(),
+        system,
+        libraries,
+        devices,
+        device_mismatches,
+        warnings,
+    })
+}
+
+/// sha256 over each library's path, names and content hash, in order.
+fn fingerprint(libraries: &[bundlegen_protocol::probe::Library]) -> String {
+    let mut text = String::new();
+    for library in libraries {
+        text.push_str(&library.path);
+        for name in &library.names {
+            text.push(' ');
+            text.push_str(name);
+        }
+        text.push(' ');
+        text.push_str(&library.sha256);
+        text.push('\n');
+    }
+    Sha256Digest::of(text.as_bytes()).hex()
+}

@@ -6,6 +6,10 @@
 //! Files are read through closures, so the same rules apply to a live box, a
 //! box's rootfs image or an app image (each read inside its own root).
 
+use std::io::Read;
+use std::path::Path;
+
+use bundlegen_protocol::root::RootDir;
 use goblin::elf::header::{EM_386, EM_AARCH64, EM_ARM, EM_MIPS, EM_PPC64, EM_RISCV, EM_X86_64};
 
 use crate::elf::{Abi, ElfInfo, FloatAbi};
@@ -94,14 +98,14 @@ fn expand(entry: &str, origin: &str, abi: &Abi) -> Option<String> {
 /// Paths where the loader would look for `name`, needed by `object` which
 /// lives in directory `origin`, in the order it would try them.
 pub fn candidates(name: &str, object: &ElfInfo, origin: &str, search: &SearchPath) -> Vec<String> {
-    if name.contains('/') {
-        return vec![normalize(&if name.starts_with('/') {
-            name.to_string()
-        } else {
-            format!("/{name}")
-        })];
-    }
     let abi = &object.abi;
+    if name.contains('/') {
+        // A path is used as it is, after `$ORIGIN` and `$LIB` expansion.
+        return expand(name, origin, abi)
+            .map(|path| normalize(&path))
+            .into_iter()
+            .collect();
+    }
     let mut dirs: Vec<String> = Vec::new();
     if object.runpath.is_empty() {
         dirs.extend(object.rpath.iter().filter_map(|e| expand(e, origin, abi)));
@@ -136,6 +140,30 @@ pub trait ConfFiles {
     fn read(&mut self, path: &str) -> Option<String>;
     /// The names in a directory.
     fn list(&mut self, dir: &str) -> Vec<String>;
+}
+
+/// A root filesystem's files, read inside it (symlinks followed as in a chroot).
+impl ConfFiles for RootDir {
+    fn read(&mut self, path: &str) -> Option<String> {
+        let (mut file, _) = self.open_file_follow(Path::new(path)).ok()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).ok()?;
+        Some(text)
+    }
+
+    fn list(&mut self, dir: &str) -> Vec<String> {
+        let Ok(real) = self.resolve_follow(Path::new(dir)) else {
+            return Vec::new();
+        };
+        self.read_dir(&real)
+            .map(|entries| {
+                entries
+                    .into_iter()
+                    .map(|(name, _)| name.to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// The directories `/etc/ld.so.conf` names, following `include` lines.
@@ -206,11 +234,12 @@ mod tests {
             interpreter: None,
             soname: None,
             needed: vec![],
+            filters: vec![],
             rpath: rpath.iter().map(|s| s.to_string()).collect(),
             runpath: runpath.iter().map(|s| s.to_string()).collect(),
             version_definitions: Default::default(),
             version_needs: Default::default(),
-            sections_stripped: false,
+            versions_known: true,
         }
     }
 
@@ -239,6 +268,10 @@ mod tests {
         assert_eq!(found[..2], ["/opt/env/libbar.so", "/app/plugins/libbar.so"]);
         assert!(!found.iter().any(|c| c.starts_with("/opt/rpath")));
         assert_eq!(candidates("../x/lib.so", &both, "/app", &search), ["/x/lib.so"]);
+        assert_eq!(
+            candidates("$ORIGIN/../lib/libpython3.so.1", &both, "/opt/py/bin", &search),
+            ["/opt/py/lib/libpython3.so.1"]
+        );
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //! and the on-box agent. Kept small: the agent links it on the set-top box.
 
 pub mod archive;
+pub mod cdi;
 pub mod config;
 pub mod digest;
+pub mod fsutil;
 pub mod idmap;
 pub mod manifest;
 pub mod plugins;
+pub mod probe;
 pub mod root;
 pub mod runtime;
 pub mod tar_read;

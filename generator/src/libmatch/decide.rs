@@ -264,7 +264,7 @@ impl Walk<'_> {
                     .inventory
                     .objects
                     .get(&real)
-                    .map(|o| o.info.version_definitions.clone())
+                    .map(|o| o.info.version_set())
                     .unwrap_or_default();
                 if info.versions.is_superset(&image_versions) {
                     let reason = format!("{why}; the box's versions include the image's");
@@ -343,7 +343,7 @@ impl Closure<'_> {
         let mut unknown = false;
         for object in self.remaining_objects() {
             if object.needs.iter().any(|n| n.name == name) {
-                unknown |= object.info.sections_stripped;
+                unknown |= !object.info.versions_known;
                 if let Some(needed) = object.info.version_needs.get(name) {
                     versions.extend(needed.iter().cloned());
                 }
@@ -429,7 +429,7 @@ impl Closure<'_> {
                     .unwrap_or_default();
                 self.inventory.objects[&real]
                     .info
-                    .version_definitions
+                    .version_set()
                     .is_superset(&box_versions)
             });
             if !covered {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bundlegen_protocol::root::{EntryKind, RootDir};
 use platform_probe::elf::{ElfInfo, is_elf};
-use platform_probe::loader::{ConfFiles, SearchPath, candidates, ld_so_conf_dirs};
+use platform_probe::loader::{SearchPath, candidates, ld_so_conf_dirs};
 
 /// ELF files larger than this are not parsed (none of a bundle's libraries is).
 const MAX_ELF_BYTES: u64 = 1 << 30;
@@ -72,7 +72,7 @@ impl Inventory {
         }
         inventory.search = SearchPath {
             ld_library_path: ld_library_path.to_vec(),
-            configured: ld_so_conf_dirs(&mut RootConf(rootfs)),
+            configured: ld_so_conf_dirs(rootfs),
         };
         inventory.resolve_all(rootfs);
         inventory
@@ -127,33 +127,6 @@ impl Inventory {
                 .filter(move |need| need.found.as_ref().is_some_and(|(_, r)| r == real))
                 .map(move |need| (path.as_str(), object, need.name.as_str()))
         })
-    }
-}
-
-/// The image's configuration files, read inside its rootfs.
-struct RootConf<'a>(&'a mut RootDir);
-
-impl ConfFiles for RootConf<'_> {
-    fn read(&mut self, path: &str) -> Option<String> {
-        let (mut file, _) = self.0.open_file_follow(Path::new(path)).ok()?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).ok()?;
-        Some(text)
-    }
-
-    fn list(&mut self, dir: &str) -> Vec<String> {
-        let Ok(real) = self.0.resolve_follow(Path::new(dir)) else {
-            return Vec::new();
-        };
-        self.0
-            .read_dir(&real)
-            .map(|entries| {
-                entries
-                    .into_iter()
-                    .map(|(n, _)| n.to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 }
 

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use bundlegen_protocol::archive::ipk::{IpkControl, write_ipk};
 use bundlegen_protocol::archive::{ArchiveError, ArchiveOptions, ArchiveSummary, write_bundle};
 use bundlegen_protocol::digest::{HashingWriter, Sha256Digest};
+use bundlegen_protocol::fsutil::write_file_atomic;
 
 use crate::bundle::{Bundle, BundleError};
 
@@ -283,22 +284,7 @@ fn write_checksum_file(archive: &Path, sha256: &Sha256Digest) -> Result<(), Outp
     let line = format!("{}  {}\n", sha256.hex(), name.to_string_lossy());
     name.push(".sha256");
     let path = archive.with_file_name(name);
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut partial = tempfile::Builder::new()
-        .prefix(".sha256.partial-")
-        .tempfile_in(parent)
-        .map_err(io_error(parent))?;
-    partial.write_all(line.as_bytes()).map_err(io_error(&path))?;
-    partial
-        .as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(io_error(&path))?;
-    partial.as_file().sync_all().map_err(io_error(&path))?;
-    partial.persist(&path).map_err(|e| io_error(&path)(e.error))?;
-    Ok(())
+    write_file_atomic(&path, line.as_bytes(), 0o644).map_err(io_error(&path))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), OutputError> {

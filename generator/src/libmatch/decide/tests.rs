@@ -89,11 +89,12 @@ fn object(kind: ElfKind, soname: Option<String>, defines: &[&str]) -> ImageObjec
             interpreter: None,
             soname,
             needed: vec![],
+            filters: vec![],
             rpath: vec![],
             runpath: vec![],
-            version_definitions: set(defines),
+            version_definitions: defines.iter().map(|s| s.to_string()).collect(),
             version_needs: BTreeMap::new(),
-            sections_stripped: false,
+            versions_known: true,
         },
         needs: vec![],
     }
@@ -398,7 +399,7 @@ fn modes_and_switches() {
 fn unknown_needs_or_another_abi_keep_the_image_copy() {
     let boxed = [lib(LIBZ, &["ZLIB_1.2.9"], &[])];
     let mut stripped = zlib_app(&[]);
-    stripped.objects.get_mut("/usr/bin/app").unwrap().info.sections_stripped = true;
+    stripped.objects.get_mut("/usr/bin/app").unwrap().info.versions_known = false;
     assert!(stripped.plan(&boxed, &request()).mounts.is_empty());
     let x86 = MatchRequest {
         box_abi: Some(Abi {

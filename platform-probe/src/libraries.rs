@@ -1,0 +1,442 @@
+//! Finds every shared library the loader could use under a root, with the
+//! names that lead to it and where each of its dependencies resolves.
+//!
+//! Sources, so that no single stale or missing one loses a library:
+//! `ld.so.cache` (parsed), the `ld.so.conf` directories, the standard and
+//! multiarch directories (walked recursively, as BundleGen's
+//! `generate_libs_json` does for `/lib` and `/usr/lib`), and whatever a
+//! RUNPATH or RPATH points at. Every path is read inside the root, so an
+//! absolute symlink in a box image never reaches the build host's files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bundlegen_protocol::digest::Sha256Digest;
+use bundlegen_protocol::probe::{Dependency, Library};
+use bundlegen_protocol::root::{EntryKind, RootDir};
+
+use crate::elf::{ElfInfo, ElfKind, is_elf};
+use crate::ldcache::{self, LdCache};
+use crate::loader::{SearchPath, candidates, ld_so_conf_dirs};
+
+/// Directories walked on every box (missing ones are skipped).
+const STANDARD_DIRS: &[&str] = &[
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/usr/lib",
+    "/usr/lib32",
+    "/usr/lib64",
+    "/usr/libx32",
+    "/usr/local/lib",
+];
+/// Deepest directory level walked below a library directory.
+const MAX_DEPTH: usize = 24;
+/// Files larger than this are reported, not read.
+const MAX_LIBRARY_BYTES: u64 = 1 << 30;
+
+/// Libraries found under a root.
+#[derive(Debug, Default)]
+pub struct LibraryScan {
+    /// By real path.
+    pub libraries: BTreeMap<String, Library>,
+    /// The loader's view of each library, by real path.
+    pub elf: BTreeMap<String, ElfInfo>,
+    pub cache: Option<LdCache>,
+    /// The `ld.so.conf` directories.
+    pub configured_dirs: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// `/a/b` for a path relative to the root.
+fn absolute(relative: &Path) -> String {
+    format!("/{}", relative.display())
+}
+
+fn relative(absolute: &str) -> &Path {
+    Path::new(absolute.trim_start_matches('/'))
+}
+
+fn parent_dir(path: &str) -> &str {
+    match path.rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((dir, _)) => dir,
+    }
+}
+
+/// Whether `path` lies in directory `dir` or below it.
+fn is_within(path: &str, dir: &str) -> bool {
+    dir == "/" || path == dir || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// BundleGen's file name filter (`^\S+\.so\S*$`).
+fn looks_like_library(name: &str) -> bool {
+    !name.chars().any(char::is_whitespace) && name.find(".so").is_some_and(|at| at > 0)
+}
+
+/// A library directory as the loader names it, and where it really is.
+#[derive(Debug, Clone)]
+struct TopDir {
+    name: String,
+    real: String,
+}
+
+/// What the walk found: each name in the library directories and the real
+/// file it leads to.
+#[derive(Debug, Default)]
+struct Names {
+    by_name: BTreeMap<String, String>,
+}
+
+/// Scans the libraries under `root`.
+pub fn scan(root: &mut RootDir) -> LibraryScan {
+    let mut scan = LibraryScan {
+        configured_dirs: ld_so_conf_dirs(root),
+        ..LibraryScan::default()
+    };
+    scan.cache = read_cache(root, &mut scan.warnings);
+
+    let mut wanted: Vec<String> = STANDARD_DIRS.iter().map(|d| d.to_string()).collect();
+    wanted.extend(scan.configured_dirs.iter().cloned());
+    if let Some(cache) = &scan.cache {
+        wanted.extend(cache.entries.iter().map(|e| parent_dir(&e.path).to_string()));
+    }
+    let tops = top_dirs(root, wanted);
+    let mut names = Names::default();
+    walk(root, &tops, &mut names, &mut scan.warnings);
+    if let Some(cache) = &scan.cache {
+        for entry in &cache.entries {
+            if names.by_name.contains_key(&entry.path) {
+                continue;
+            }
+            match root.resolve_follow(relative(&entry.path)) {
+                Ok(real) => {
+                    names.by_name.insert(entry.path.clone(), absolute(&real));
+                }
+                Err(_) => scan.warnings.push(format!(
+                    "ld.so.cache is stale: {} ({}) does not exist; run ldconfig",
+                    entry.path, entry.key
+                )),
+            }
+        }
+    }
+    let reals: BTreeSet<String> = names.by_name.values().cloned().collect();
+    read_libraries(root, reals, &mut scan);
+    for (name, real) in &names.by_name {
+        if let Some(library) = scan.libraries.get_mut(real) {
+            library.names.push(name.clone());
+        }
+    }
+    let walked: Vec<String> = tops.iter().map(|t| t.name.clone()).collect();
+    resolve_dependencies(root, &mut scan, &walked);
+    for library in scan.libraries.values_mut() {
+        library.names.sort();
+        library.names.dedup();
+    }
+    scan
+}
+
+fn read_cache(root: &mut RootDir, warnings: &mut Vec<String>) -> Option<LdCache> {
+    let (mut file, _) = root.open_file_follow(Path::new("etc/ld.so.cache")).ok()?;
+    let mut data = Vec::new();
+    if let Err(e) = file.read_to_end(&mut data) {
+        warnings.push(format!("/etc/ld.so.cache: cannot read it: {e}"));
+        return None;
+    }
+    match ldcache::parse(&data) {
+        Ok(cache) => Some(cache),
+        Err(e) => {
+            warnings.push(format!("/etc/ld.so.cache: ignored, {e}"));
+            None
+        }
+    }
+}
+
+/// The existing directories among `wanted`, each with its real path; a
+/// directory inside another one is covered by that one's walk.
+fn top_dirs(root: &mut RootDir, wanted: Vec<String>) -> Vec<TopDir> {
+    let mut tops: Vec<TopDir> = Vec::new();
+    for name in wanted {
+        let name = crate::loader::normalize(&name);
+        if tops.iter().any(|t| t.name == name) {
+            continue;
+        }
+        let Ok(real) = root.resolve_follow(relative(&name)) else {
+            continue;
+        };
+        if root
+            .lstat(&real)
+            .ok()
+            .flatten()
+            .map(|st| EntryKind::from_mode(st.st_mode))
+            != Some(EntryKind::Dir)
+        {
+            continue;
+        }
+        tops.push(TopDir {
+            name,
+            real: absolute(&real),
+        });
+    }
+    tops
+}
+
+/// Walks each real directory once (merged-/usr boxes reach `/usr/lib` also
+/// as `/lib`), and names every library file under each top directory that
+/// leads to it. Symlinked subdirectories are not followed.
+fn walk(root: &mut RootDir, tops: &[TopDir], names: &mut Names, warnings: &mut Vec<String>) {
+    let mut reals: Vec<&str> = tops.iter().map(|t| t.real.as_str()).collect();
+    reals.sort();
+    reals.dedup();
+    let outermost: Vec<&str> = reals
+        .iter()
+        .copied()
+        .filter(|r| !reals.iter().any(|other| other != r && is_within(r, other)))
+        .collect();
+    for start in outermost {
+        let mut pending = vec![(start.to_string(), 0usize)];
+        while let Some((dir, depth)) = pending.pop() {
+            let entries = match root.read_dir(relative(&dir)) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    warnings.push(format!("{dir}: cannot list it: {e}"));
+                    continue;
+                }
+            };
+            for (name, kind) in entries {
+                let name = name.to_string_lossy();
+                let path = if dir == "/" {
+                    format!("/{name}")
+                } else {
+                    format!("{dir}/{name}")
+                };
+                match kind {
+                    EntryKind::Dir if depth < MAX_DEPTH => pending.push((path, depth + 1)),
+                    EntryKind::Dir => warnings.push(format!("{path}: deeper than {MAX_DEPTH} levels, not walked")),
+                    EntryKind::File if looks_like_library(&name) => add_names(tops, &path, &path, names),
+                    EntryKind::Symlink if looks_like_library(&name) => match root.resolve_follow(relative(&path)) {
+                        Ok(real) => {
+                            let real = absolute(&real);
+                            let is_file = root
+                                .lstat(relative(&real))
+                                .ok()
+                                .flatten()
+                                .is_some_and(|st| EntryKind::from_mode(st.st_mode) == EntryKind::File);
+                            if is_file {
+                                add_names(tops, &path, &real, names);
+                            }
+                        }
+                        Err(e) => warnings.push(format!("{path}: dangling or looping symlink ({e})")),
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Records `found` (a path under some top directory's real path) under
+/// every top directory name that reaches it.
+fn add_names(tops: &[TopDir], found: &str, real: &str, names: &mut Names) {
+    for top in tops {
+        if let Some(rest) = found.strip_prefix(top.real.as_str())
+            && (rest.starts_with('/') || top.real == "/")
+        {
+            let name = crate::loader::normalize(&format!("{}/{}", top.name, rest));
+            names.by_name.insert(name, real.to_string());
+        }
+    }
+}
+
+/// Reads, parses and hashes each real file (in parallel: on a box the
+/// hashing is most of the work). Files that are not ELF shared objects
+/// (linker scripts such as `libc.so`, executables) are left out.
+fn read_libraries(root: &mut RootDir, reals: BTreeSet<String>, scan: &mut LibraryScan) {
+    let mut files: Vec<(String, File)> = Vec::new();
+    for real in reals {
+        if scan.libraries.contains_key(&real) {
+            continue;
+        }
+        match root.open_file(relative(&real)) {
+            Ok(file) => files.push((real, file)),
+            Err(e) => scan.warnings.push(format!("{real}: cannot open it: {e}")),
+        }
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(String, ReadResult)>> = Mutex::default();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                // One buffer per worker: fresh allocations per file would
+                // cost a page fault per 4 KiB of every library.
+                let mut buffer = Vec::new();
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((real, file)) = files.get(index) else { break };
+                    let result = read_library(file, &mut buffer);
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((real.clone(), result));
+                }
+            });
+        }
+    });
+    for (real, result) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        match result {
+            Ok(Some(read)) => {
+                scan.libraries.insert(real.clone(), library_record(&real, &read));
+                scan.elf.insert(real, read.info);
+            }
+            Ok(None) => {}
+            Err(reason) => scan.warnings.push(format!("{real}: {reason}")),
+        }
+    }
+}
+
+/// A library file as read.
+struct ReadLibrary {
+    info: ElfInfo,
+    size: u64,
+    sha256: Sha256Digest,
+}
+
+/// `None` for files that are not ELF shared objects; `Err` says why a file
+/// could not be read.
+type ReadResult = Result<Option<ReadLibrary>, String>;
+
+/// One file, read into `bytes`.
+fn read_library(mut file: &File, bytes: &mut Vec<u8>) -> ReadResult {
+    let size = file.metadata().map_err(|e| format!("cannot stat it: {e}"))?.len();
+    let mut head = [0u8; 4];
+    if file.read_exact(&mut head).is_err() || !is_elf(&head) {
+        return Ok(None);
+    }
+    if size > MAX_LIBRARY_BYTES {
+        return Err(format!("{size} bytes is too large to inspect"));
+    }
+    bytes.clear();
+    bytes.extend_from_slice(&head);
+    file.read_to_end(bytes).map_err(|e| format!("cannot read it: {e}"))?;
+    let info = ElfInfo::parse(bytes).map_err(|e| e.to_string())?;
+    let shared = info.kind == ElfKind::SharedObject || info.soname.is_some();
+    if !shared {
+        return Ok(None);
+    }
+    Ok(Some(ReadLibrary {
+        info,
+        size: bytes.len() as u64,
+        sha256: Sha256Digest::of(bytes),
+    }))
+}
+
+fn library_record(real: &str, read: &ReadLibrary) -> Library {
+    let info = &read.info;
+    Library {
+        path: real.to_string(),
+        names: Vec::new(),
+        soname: info.soname.clone(),
+        abi: info.abi,
+        needed: info.needed.iter().chain(&info.filters).cloned().collect(),
+        deps: Vec::new(),
+        rpath: info.rpath.clone(),
+        runpath: info.runpath.clone(),
+        versions: info.version_definitions.clone(),
+        versions_known: info.versions_known,
+        size: read.size,
+        sha256: read.sha256.hex(),
+    }
+}
+
+/// Resolves every library's needed names as the loader would, reading
+/// libraries found only through a RUNPATH or RPATH as they turn up.
+/// `walked` are the directories the walk covered completely: a name there
+/// that the walk did not find does not exist.
+fn resolve_dependencies(root: &mut RootDir, scan: &mut LibraryScan, walked: &[String]) {
+    let search = SearchPath {
+        ld_library_path: Vec::new(),
+        configured: scan.configured_dirs.clone(),
+    };
+    // Every name a library is known by, to its real path.
+    let mut known: BTreeMap<String, String> = scan
+        .libraries
+        .values()
+        .flat_map(|l| l.names.iter().map(move |n| (n.clone(), l.path.clone())))
+        .collect();
+    let mut absent: BTreeSet<String> = BTreeSet::new();
+    let mut pending: Vec<String> = scan.libraries.keys().cloned().collect();
+    while let Some(real) = pending.pop() {
+        let Some(info) = scan.elf.get(&real).cloned() else {
+            continue;
+        };
+        let origin = parent_dir(&real).to_string();
+        let mut deps = Vec::new();
+        for name in info.needed.iter().chain(&info.filters) {
+            let mut found = None;
+            for candidate in candidates(name, &info, &origin, &search) {
+                let target = if let Some(target) = known.get(&candidate) {
+                    target.clone()
+                } else if absent.contains(&candidate) || walked.iter().any(|dir| is_within(&candidate, dir)) {
+                    continue;
+                } else if let Some((target, new)) = discover(root, &candidate, scan) {
+                    known.insert(candidate.clone(), target.clone());
+                    if let Some(library) = scan.libraries.get_mut(&target) {
+                        library.names.push(candidate.clone());
+                    }
+                    if new {
+                        pending.push(target.clone());
+                    }
+                    target
+                } else {
+                    absent.insert(candidate);
+                    continue;
+                };
+                // The loader passes over libraries of another ABI.
+                if scan.elf.get(&target).is_some_and(|lib| info.abi.can_load(&lib.abi)) {
+                    found = Some(candidate);
+                    break;
+                }
+            }
+            if found.is_none() {
+                scan.warnings
+                    .push(format!("{real}: needs {name}, which the loader cannot find"));
+            }
+            deps.push(Dependency {
+                name: name.clone(),
+                path: found,
+            });
+        }
+        if let Some(library) = scan.libraries.get_mut(&real) {
+            library.deps = deps;
+        }
+    }
+}
+
+/// A library outside the walked directories (reached through a RUNPATH or
+/// RPATH): reads it if it is one. Returns its real path, and whether it was
+/// read just now.
+fn discover(root: &mut RootDir, path: &str, scan: &mut LibraryScan) -> Option<(String, bool)> {
+    let real = absolute(&root.resolve_follow(relative(path)).ok()?);
+    if scan.libraries.contains_key(&real) {
+        return Some((real, false));
+    }
+    let is_file = root
+        .lstat(relative(&real))
+        .ok()
+        .flatten()
+        .is_some_and(|st| EntryKind::from_mode(st.st_mode) == EntryKind::File);
+    if !is_file {
+        return None;
+    }
+    read_libraries(root, BTreeSet::from([real.clone()]), scan);
+    scan.libraries.contains_key(&real).then_some((real, true))
+}
+
+#[cfg(test)]
+mod tests;

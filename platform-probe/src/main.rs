@@ -1,0 +1,105 @@
+//! `platform-probe`: prints (or writes) what a box has, in the generator's
+//! format or in BundleGen's and CDI's.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use bundlegen_protocol::config::platform::PlatformTemplate;
+use bundlegen_protocol::config::{ConfigError, load};
+use bundlegen_protocol::fsutil::write_file_atomic;
+use clap::{Parser, ValueEnum};
+use platform_probe::{ProbeOptions, formats, probe};
+
+/// Exit code for a template that cannot be read: a configuration problem,
+/// which retrying will not fix.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    /// Everything, in the generator's own format (it prefers this one).
+    Full,
+    /// BundleGen's `NAME_libs.json`.
+    BundlegenLibs,
+    /// A Container Device Interface spec.
+    Cdi,
+    /// Device nodes for a BundleGen template's `gpu.devs`.
+    GpuDevs,
+}
+
+/// Inventories a set-top box's shared libraries and device nodes.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// The box's root filesystem: `/` on the box, or a mounted or unpacked
+    /// rootfs image of it (any architecture).
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+    #[arg(long, value_enum, default_value = "full")]
+    format: Format,
+    /// Write here (atomically) instead of to standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// A platform template whose `gpu.devs` the box should have; the report
+    /// lists the nodes that are missing or different.
+    #[arg(long, value_name = "TEMPLATE")]
+    expect: Option<PathBuf>,
+    /// Do not print warnings on standard error (they stay in the report).
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            if error.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(EXIT_BAD_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let expected_devices = match &cli.expect {
+        Some(path) => {
+            let template = load::<PlatformTemplate>(path)?;
+            template.value.gpu.map(|gpu| gpu.devs).unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    let report = probe(&ProbeOptions {
+        root: cli.root.clone(),
+        expected_devices,
+    })?;
+    if !cli.quiet {
+        for warning in &report.warnings {
+            eprintln!("warning: {warning}");
+        }
+        for mismatch in &report.device_mismatches {
+            eprintln!("warning: {}: {}", mismatch.path, mismatch.detail);
+        }
+    }
+    let mut text = match cli.format {
+        Format::Full => serde_json::to_string_pretty(&report),
+        Format::BundlegenLibs => serde_json::to_string_pretty(&formats::bundlegen_libs(&report)),
+        Format::Cdi => serde_json::to_string_pretty(&formats::cdi(&report)),
+        Format::GpuDevs => serde_json::to_string_pretty(&formats::gpu_devs(&report)),
+    }
+    .context("serialising the report")?;
+    text.push('\n');
+    match &cli.output {
+        Some(path) => {
+            write_file_atomic(path, text.as_bytes(), 0o644).with_context(|| format!("writing {}", path.display()))
+        }
+        None => std::io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .context("writing to standard output"),
+    }
+}

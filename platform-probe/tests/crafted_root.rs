@@ -1,0 +1,244 @@
+//! The probe over a crafted ARM box rootfs with the traps real images have:
+//! symlink chains and loops, absolute symlinks (which must stay inside the
+//! root), broken ELF files, linker scripts, libraries reached only through
+//! a RUNPATH, two ABIs under one name, and unreadable files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use bundlegen_fixtures::elf::{EM_ARM, ElfSpec};
+use bundlegen_fixtures::rootfs::RootBuilder;
+use bundlegen_protocol::probe::{FloatAbi, Library, ProbeReport};
+use platform_probe::{ProbeOptions, formats, probe};
+
+const GLIBC: &[&str] = &["GLIBC_2.4", "GLIBC_2.9", "GLIBC_2.30", "GLIBC_2.31", "GLIBC_PRIVATE"];
+
+fn build_box(root: &Path) {
+    let b = RootBuilder::new(root);
+    let mut libc = ElfSpec::arm_library("libc.so.6")
+        .needs(&["ld-linux-armhf.so.3"])
+        .defines(GLIBC);
+    libc.interpreter = Some("/lib/ld-linux-armhf.so.3".into());
+    b.elf(
+        "/lib/ld-linux-armhf.so.3",
+        &ElfSpec::arm_library("ld-linux-armhf.so.3").defines(&["GLIBC_2.4", "GLIBC_PRIVATE"]),
+    )
+    .elf("/lib/libc-2.31.so", &libc)
+    .symlink("/lib/libc.so.6", "libc-2.31.so")
+    .elf(
+        "/lib/libm-2.31.so",
+        &ElfSpec::arm_library("libm.so.6")
+            .needs(&["libc.so.6"])
+            .defines(&["GLIBC_2.4"]),
+    )
+    .symlink("/lib/libm.so.6", "libm-2.31.so")
+    // A chain, with an absolute link in it: inside the root it is /usr/lib.
+    .elf(
+        "/usr/lib/libz.so.1.2.11",
+        &ElfSpec::arm_library("libz.so.1")
+            .needs(&["libc.so.6"])
+            .defines(&["ZLIB_1.2.9"]),
+    )
+    .symlink("/usr/lib/libz.so.1", "/usr/lib/libz.so.1.2.11")
+    .symlink("/usr/lib/libz.so", "libz.so.1")
+    // Traps.
+    .symlink("/usr/lib/libloop.so", "libloop2.so")
+    .symlink("/usr/lib/libloop2.so", "libloop.so")
+    .symlink("/usr/lib/libdangling.so.1", "libnothere.so.1")
+    .symlink("/usr/lib/libhost.so.6", "/lib/x86_64-linux-gnu/libc.so.6")
+    .symlink("/usr/lib/loopdir", ".")
+    .file(
+        "/usr/lib/libbroken.so.1",
+        b"\x7fELF\x01\x01\x01 this is not an ELF file at all",
+    )
+    .file("/usr/lib/libc.so", b"/* GNU ld script */\nGROUP ( /lib/libc.so.6 )\n")
+    .file(
+        "/usr/lib/libsecret.so.1",
+        &ElfSpec::arm_library("libsecret.so.1").build(),
+    )
+    .mode("/usr/lib/libsecret.so.1", 0o000)
+    // A plugin whose dependency is found only through its RUNPATH.
+    .elf("/usr/lib/plugins/libplugin.so", &{
+        let mut spec = ElfSpec::arm_library("libplugin.so").needs(&["libprivate.so.1", "libz.so.1"]);
+        spec.runpath = Some("$ORIGIN/../../../opt/app/private".into());
+        spec
+    })
+    .elf(
+        "/opt/app/private/libprivate.so.1",
+        &ElfSpec::arm_library("libprivate.so.1").needs(&["libc.so.6"]),
+    )
+    // The same name in two ABIs: ARM programs must get the ARM one.
+    .elf("/lib/libtwo.so.1", &ElfSpec::x86_64_library("libtwo.so.1"))
+    .elf("/usr/lib/libtwo.so.1", &ElfSpec::arm_library("libtwo.so.1"))
+    .elf(
+        "/usr/lib/libuser.so.1",
+        &ElfSpec::arm_library("libuser.so.1").needs(&["libtwo.so.1", "libmissing.so.3"]),
+    )
+    // Configured directories, through an include.
+    .file("/etc/ld.so.conf", b"include /etc/ld.so.conf.d/*.conf\n")
+    .file("/etc/ld.so.conf.d/vendor.conf", b"/opt/vendor/lib\n")
+    .elf(
+        "/opt/vendor/lib/libvendor.so.2",
+        &ElfSpec::arm_library("libvendor.so.2").needs(&["libm.so.6"]),
+    )
+    .elf(
+        "/bin/sh",
+        &ElfSpec::arm_library("sh")
+            .executable("/lib/ld-linux-armhf.so.3")
+            .needs(&["libc.so.6"]),
+    )
+    .file("/etc/os-release", b"ID=rdk\nVERSION_ID=\"2024.1\"\n")
+    .file("/version.txt", b"imagename:RPI3_REF_2024\nBRANCH=main\n")
+    .dir("/lib/modules/5.15.92-v7")
+    .dir("/dev");
+}
+
+fn by_path(report: &ProbeReport) -> BTreeMap<&str, &Library> {
+    report.libraries.iter().map(|l| (l.path.as_str(), l)).collect()
+}
+
+fn dep<'a>(library: &'a Library, name: &str) -> Option<&'a str> {
+    library
+        .deps
+        .iter()
+        .find(|d| d.name == name)
+        .and_then(|d| d.path.as_deref())
+}
+
+fn run_probe(root: &Path) -> ProbeReport {
+    probe(&ProbeOptions {
+        root: root.to_path_buf(),
+        expected_devices: Vec::new(),
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_crafted_box_gives_a_complete_report_and_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    build_box(dir.path());
+    let report = run_probe(dir.path());
+    let libraries = by_path(&report);
+
+    let libc = libraries["/lib/libc-2.31.so"];
+    assert_eq!(libc.names, ["/lib/libc-2.31.so", "/lib/libc.so.6"]);
+    assert_eq!(libc.versions, GLIBC);
+    assert_eq!(dep(libc, "ld-linux-armhf.so.3"), Some("/lib/ld-linux-armhf.so.3"));
+    assert_eq!(libc.abi.machine, EM_ARM);
+    assert_eq!(libc.abi.float, FloatAbi::Hard);
+    assert_eq!(libc.sha256.len(), 64);
+
+    let zlib = libraries["/usr/lib/libz.so.1.2.11"];
+    assert_eq!(
+        zlib.names,
+        ["/usr/lib/libz.so", "/usr/lib/libz.so.1", "/usr/lib/libz.so.1.2.11"]
+    );
+    assert_eq!(dep(zlib, "libc.so.6"), Some("/lib/libc.so.6"));
+
+    let plugin = libraries["/usr/lib/plugins/libplugin.so"];
+    assert_eq!(dep(plugin, "libprivate.so.1"), Some("/opt/app/private/libprivate.so.1"));
+    assert_eq!(dep(plugin, "libz.so.1"), Some("/usr/lib/libz.so.1"));
+    let private = libraries["/opt/app/private/libprivate.so.1"];
+    assert_eq!(
+        dep(private, "libc.so.6"),
+        Some("/lib/libc.so.6"),
+        "found late, resolved too"
+    );
+
+    let user = libraries["/usr/lib/libuser.so.1"];
+    assert_eq!(
+        dep(user, "libtwo.so.1"),
+        Some("/usr/lib/libtwo.so.1"),
+        "the x86 one in /lib is skipped"
+    );
+    assert_eq!(dep(user, "libmissing.so.3"), None);
+    assert_eq!(
+        dep(libraries["/opt/vendor/lib/libvendor.so.2"], "libm.so.6"),
+        Some("/lib/libm.so.6")
+    );
+
+    // Not libraries: the linker script, the broken file, the host's libc.
+    for absent in [
+        "/usr/lib/libc.so",
+        "/usr/lib/libbroken.so.1",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+    ] {
+        assert!(!libraries.contains_key(absent), "{absent}");
+        assert!(
+            !report.libraries.iter().any(|l| l.names.iter().any(|n| n == absent)),
+            "{absent}"
+        );
+    }
+    let warned = |needle: &str| report.warnings.iter().any(|w| w.contains(needle));
+    for needle in [
+        "/usr/lib/libloop.so: dangling or looping symlink",
+        "/usr/lib/libdangling.so.1: dangling or looping symlink",
+        "/usr/lib/libhost.so.6: dangling or looping symlink",
+        "/usr/lib/libbroken.so.1: not a readable ELF file",
+        "/usr/lib/libuser.so.1: needs libmissing.so.3",
+    ] {
+        assert!(warned(needle), "no warning {needle:?} in {:#?}", report.warnings);
+    }
+    assert!(!warned("libc.so:"), "a linker script is not a problem");
+
+    let system = &report.system;
+    assert_eq!(system.arch.as_deref(), Some("arm"));
+    let libc_info = system.libc.as_ref().unwrap();
+    assert_eq!(
+        (libc_info.flavour.as_str(), libc_info.version.as_deref()),
+        ("glibc", Some("2.31"))
+    );
+    assert_eq!(libc_info.path, "/lib/libc-2.31.so");
+    assert_eq!(system.loader.as_deref(), Some("/lib/ld-linux-armhf.so.3"));
+    assert_eq!(system.kernels, ["5.15.92-v7"]);
+    assert_eq!(system.firmware.as_deref(), Some("RPI3_REF_2024"));
+    assert_eq!(system.os_release["VERSION_ID"], "2024.1");
+
+    // Deterministic: a second run gives the same report.
+    assert_eq!(run_probe(dir.path()), report);
+
+    let libs = formats::bundlegen_libs(&report);
+    let names: Vec<&str> = libs.libs.iter().map(|e| e.name.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    let libc_entry = libs.libs.iter().find(|e| e.name == "/lib/libc.so.6").unwrap();
+    assert_eq!(libc_entry.apiversions, GLIBC);
+    assert_eq!(libc_entry.deps, ["/lib/ld-linux-armhf.so.3"]);
+}
+
+/// An unreadable library is a warning; the rest of the report is complete.
+/// As root, permissions do not stop reads, so the probe runs as nobody.
+#[test]
+fn unreadable_files_are_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    build_box(dir.path());
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let binary = env!("CARGO_BIN_EXE_platform-probe");
+    let mut command = if nix_is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", binary]);
+        c
+    } else {
+        Command::new(binary)
+    };
+    let output = command.arg("--root").arg(dir.path()).arg("-q").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: ProbeReport = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("/usr/lib/libsecret.so.1: cannot open it")),
+        "{:#?}",
+        report.warnings
+    );
+    assert!(by_path(&report).contains_key("/usr/lib/libz.so.1.2.11"));
+}
+
+fn nix_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}

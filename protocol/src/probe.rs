@@ -1,0 +1,317 @@
+//! What `platform-probe` finds on a box (or in a box's rootfs image): every
+//! shared library the loader could use and every device node. The generator
+//! prefers this report to BundleGen's `NAME_libs.json` when it has one, and
+//! the agent uploads it to the generator service.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of this report's format; readers refuse newer major versions.
+pub const REPORT_FORMAT_VERSION: u32 = 1;
+
+/// `e_machine` values of the architectures set-top boxes and build hosts use.
+pub mod machine {
+    pub const EM_386: u16 = 3;
+    pub const EM_MIPS: u16 = 8;
+    pub const EM_PPC64: u16 = 21;
+    pub const EM_ARM: u16 = 40;
+    pub const EM_X86_64: u16 = 62;
+    pub const EM_AARCH64: u16 = 183;
+    pub const EM_RISCV: u16 = 243;
+}
+
+/// The ARM floating-point calling convention (hard-float objects cannot load
+/// soft-float libraries and the other way round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FloatAbi {
+    Hard,
+    Soft,
+    /// Not ARM, or the object does not say.
+    Unspecified,
+}
+
+/// What must be equal for one ELF object to load another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "AbiWire", try_from = "AbiWire")]
+pub struct Abi {
+    pub is_64: bool,
+    pub little_endian: bool,
+    /// `e_machine` (see [`machine`]).
+    pub machine: u16,
+    pub float: FloatAbi,
+}
+
+impl Abi {
+    /// Whether an object of `self` can load a library of `other`.
+    pub fn can_load(&self, other: &Abi) -> bool {
+        self.is_64 == other.is_64
+            && self.little_endian == other.little_endian
+            && self.machine == other.machine
+            && (self.float == other.float
+                || self.float == FloatAbi::Unspecified
+                || other.float == FloatAbi::Unspecified)
+    }
+
+    /// The ABI of an OCI architecture name (`amd64`, `arm64`, `arm`, ...); the
+    /// ARM float ABI is left unspecified.
+    pub fn for_oci_arch(arch: &str) -> Option<Abi> {
+        use machine::*;
+        let (machine, is_64, little_endian) = match arch {
+            "amd64" => (EM_X86_64, true, true),
+            "386" => (EM_386, false, true),
+            "arm64" => (EM_AARCH64, true, true),
+            "arm" => (EM_ARM, false, true),
+            "mipsle" => (EM_MIPS, false, true),
+            "mips" => (EM_MIPS, false, false),
+            "riscv64" => (EM_RISCV, true, true),
+            "ppc64le" => (EM_PPC64, true, true),
+            _ => return None,
+        };
+        Some(Abi {
+            is_64,
+            little_endian,
+            machine,
+            float: FloatAbi::Unspecified,
+        })
+    }
+
+    /// The name of the architecture, as in OCI platforms.
+    pub fn arch_name(&self) -> String {
+        use machine::*;
+        match (self.machine, self.is_64, self.little_endian) {
+            (EM_X86_64, _, _) => "amd64".into(),
+            (EM_386, _, _) => "386".into(),
+            (EM_AARCH64, _, _) => "arm64".into(),
+            (EM_ARM, _, _) => "arm".into(),
+            (EM_MIPS, true, true) => "mips64le".into(),
+            (EM_MIPS, true, false) => "mips64".into(),
+            (EM_MIPS, false, true) => "mipsle".into(),
+            (EM_MIPS, false, false) => "mips".into(),
+            (EM_PPC64, _, true) => "ppc64le".into(),
+            (EM_PPC64, _, false) => "ppc64".into(),
+            (EM_RISCV, _, _) => "riscv64".into(),
+            (other, _, _) => format!("machine {other}"),
+        }
+    }
+}
+
+/// How an [`Abi`] is written: names a person can read.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AbiWire {
+    bits: u8,
+    endian: String,
+    machine: u16,
+    float_abi: FloatAbi,
+}
+
+impl From<Abi> for AbiWire {
+    fn from(abi: Abi) -> AbiWire {
+        AbiWire {
+            bits: if abi.is_64 { 64 } else { 32 },
+            endian: if abi.little_endian { "little" } else { "big" }.into(),
+            machine: abi.machine,
+            float_abi: abi.float,
+        }
+    }
+}
+
+impl TryFrom<AbiWire> for Abi {
+    type Error = String;
+
+    fn try_from(wire: AbiWire) -> Result<Abi, String> {
+        let is_64 = match wire.bits {
+            32 => false,
+            64 => true,
+            other => return Err(format!("bits must be 32 or 64, not {other}")),
+        };
+        let little_endian = match wire.endian.as_str() {
+            "little" => true,
+            "big" => false,
+            other => return Err(format!("endian must be \"little\" or \"big\", not {other:?}")),
+        };
+        Ok(Abi {
+            is_64,
+            little_endian,
+            machine: wire.machine,
+            float: wire.float_abi,
+        })
+    }
+}
+
+/// The whole probe result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeReport {
+    pub format_version: u32,
+    /// `platform-probe VERSION`.
+    pub tool: String,
+    pub system: SystemInfo,
+    /// Sorted by real path.
+    pub libraries: Vec<Library>,
+    /// Sorted by path.
+    pub devices: Vec<DeviceNode>,
+    /// Device nodes a platform template expects that the box lacks or has
+    /// with other numbers (only when the probe was given a template).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_mismatches: Vec<DeviceMismatch>,
+    /// What could not be read or resolved; the rest of the report is complete.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// Facts about the box as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemInfo {
+    /// The OCI architecture name of the box's C library (`arm`, `arm64`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abi: Option<Abi>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libc: Option<Libc>,
+    /// The dynamic loader programs are linked against (`/lib/ld-linux-armhf.so.3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loader: Option<String>,
+    /// Kernel release (`uname -r` on a live box; `/lib/modules/*` in an image).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<String>,
+    /// Selected `/etc/os-release` fields (`ID`, `VERSION_ID`, `BUILD_ID`, ...).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub os_release: std::collections::BTreeMap<String, String>,
+    /// RDK's firmware image name (`imagename:` of `/version.txt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+    /// sha256 over every library's names and content hash: equal
+    /// fingerprints mean equal library sets.
+    pub libraries_fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Libc {
+    /// `glibc`, `musl` or `uclibc`.
+    pub flavour: String,
+    /// `2.31` for glibc (its newest `GLIBC_2.x` version definition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The C library's real path.
+    pub path: String,
+}
+
+/// One shared library file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Library {
+    /// Where the file really is, every symlink followed.
+    pub path: String,
+    /// Every name in the library directories that leads to it (symlinks,
+    /// and the path itself), sorted.
+    pub names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soname: Option<String>,
+    pub abi: Abi,
+    /// DT_NEEDED, then DT_FILTER/DT_AUXILIARY, in file order.
+    pub needed: Vec<String>,
+    /// Each needed name and the path the loader would find it at, if any.
+    pub deps: Vec<Dependency>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rpath: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runpath: Vec<String>,
+    /// Symbol version definitions in file order, without the base entry.
+    pub versions: Vec<String>,
+    /// False when the file has no section headers, so its versions are unknown.
+    #[serde(default = "yes")]
+    pub versions_known: bool,
+    pub size: u64,
+    pub sha256: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dependency {
+    pub name: String,
+    /// The name the loader finds (`/lib/libc.so.6`), not its real path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// What a device node is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceClass {
+    /// 3D/2D graphics: DRM nodes, Mali, VideoCore, vendor GPU drivers.
+    Gpu,
+    /// Video decode/encode: V4L2 memory-to-memory, media controllers, codec drivers.
+    Vpu,
+    /// Display output: framebuffers, HDMI-CEC.
+    Display,
+    /// Buffers shared between GPU, VPU and display (dma-heap, ion).
+    Memory,
+    Input,
+    Sound,
+    Other,
+}
+
+impl DeviceClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceClass::Gpu => "gpu",
+            DeviceClass::Vpu => "vpu",
+            DeviceClass::Display => "display",
+            DeviceClass::Memory => "memory",
+            DeviceClass::Input => "input",
+            DeviceClass::Sound => "sound",
+            DeviceClass::Other => "other",
+        }
+    }
+}
+
+/// One character or block device node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceNode {
+    pub path: String,
+    /// `c` or `b`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub major: u64,
+    pub minor: u64,
+    /// Permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The name its major is registered under (`/proc/devices`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// The driver bound to the device in sysfs (`vc4-drm`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_driver: Option<String>,
+    /// The kernel subsystem (`drm`, `sound`, `video4linux`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subsystem: Option<String>,
+    pub class: DeviceClass,
+    /// The major (or misc minor) is handed out at boot and may change.
+    pub dynamic: bool,
+    /// Symlinks in `/dev` that lead to this node (`/dev/dri/by-path/...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+}
+
+/// A node a template names that the box does not have as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceMismatch {
+    pub path: String,
+    /// `absent`, `type`, `numbers` (different major/minor on a node the
+    /// template does not mark dynamic) or `dynamic` (the box's major is
+    /// dynamic but the template does not say so).
+    pub problem: String,
+    pub detail: String,
+}
