@@ -1,10 +1,10 @@
-//! The report in the formats other tools read: BundleGen's `NAME_libs.json`,
-//! BundleGen's `gpu.devs` template section, and a CDI spec.
+//! The report in the formats other tools read: BundleGen's `gpu.devs`
+//! template section and a CDI spec (BundleGen's `NAME_libs.json` is
+//! [`ProbeReport::libs_file`], which the generator uses too).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bundlegen_protocol::cdi::{CdiDevice, CdiDeviceNode, CdiMount, CdiSpec, ContainerEdits};
-use bundlegen_protocol::config::libs::{LibEntry, LibsFile};
 use bundlegen_protocol::config::platform::GpuDevice;
 use bundlegen_protocol::probe::{DeviceClass, Library, ProbeReport};
 
@@ -42,25 +42,6 @@ const LIBRARY_MOUNT_OPTIONS: &[&str] = &["ro", "nosuid", "nodev", "rbind", "rpri
 
 fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
-}
-
-/// BundleGen's library list: one entry per name (real files and the
-/// symlinks to them), dependencies as the paths the loader finds, sorted.
-pub fn bundlegen_libs(report: &ProbeReport) -> LibsFile {
-    let mut entries: BTreeMap<String, LibEntry> = BTreeMap::new();
-    for library in &report.libraries {
-        let deps: BTreeSet<String> = library.deps.iter().filter_map(|d| d.path.clone()).collect();
-        for name in &library.names {
-            entries.entry(name.clone()).or_insert_with(|| LibEntry {
-                name: name.clone(),
-                apiversions: library.versions.clone(),
-                deps: deps.iter().cloned().collect(),
-            });
-        }
-    }
-    LibsFile {
-        libs: entries.into_values().collect(),
-    }
 }
 
 /// Device nodes for a template's `gpu.devs`: what app containers use,
@@ -227,7 +208,7 @@ mod tests {
 
     #[test]
     fn bundlegen_libs_lists_every_name_with_resolved_deps() {
-        let libs = bundlegen_libs(&report());
+        let libs = report().libs_file();
         let names: Vec<&str> = libs.libs.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(
             names,

@@ -87,7 +87,7 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let mut text = match cli.format {
         Format::Full => serde_json::to_string_pretty(&report),
-        Format::BundlegenLibs => serde_json::to_string_pretty(&formats::bundlegen_libs(&report)),
+        Format::BundlegenLibs => serde_json::to_string_pretty(&report.libs_file()),
         Format::Cdi => serde_json::to_string_pretty(&formats::cdi(&report)),
         Format::GpuDevs => serde_json::to_string_pretty(&formats::gpu_devs(&report)),
     }

@@ -49,6 +49,23 @@ fn glibc_version(versions: &[String]) -> Option<String> {
         .map(|(_, number)| number)
 }
 
+/// glibc's release (`2.31`) as `gnu_get_libc_version` reports it: from the
+/// banner the library carries ("... release version 2.31.").
+fn glibc_release(root: &mut RootDir, path: &str) -> Option<String> {
+    let file = root.open_file(Path::new(path.trim_start_matches('/'))).ok()?;
+    let mut bytes = Vec::new();
+    file.take(64 << 20).read_to_end(&mut bytes).ok()?;
+    const BANNER: &[u8] = b"release version ";
+    let at = bytes.windows(BANNER.len()).position(|w| w == BANNER)? + BANNER.len();
+    let version: String = bytes[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit() || **b == b'.')
+        .map(|&b| b as char)
+        .collect();
+    let version = version.trim_end_matches('.');
+    (!version.is_empty()).then(|| version.to_string())
+}
+
 fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -115,7 +132,12 @@ fn find_libc<'a>(scan: &'a LibraryScan, abi: Option<Abi>) -> Option<(Libc, &'a L
 pub fn describe(root: &mut RootDir, scan: &LibraryScan, live: bool) -> SystemInfo {
     let program = main_program(root);
     let program_abi = program.as_ref().map(|p| p.abi);
-    let libc = find_libc(scan, program_abi);
+    let mut libc = find_libc(scan, program_abi);
+    if let Some((libc, _)) = libc.as_mut().filter(|(l, _)| l.flavour == "glibc")
+        && let Some(release) = glibc_release(root, &libc.path)
+    {
+        libc.version = Some(release);
+    }
     let abi = program_abi.or(libc.as_ref().map(|(_, l)| l.abi));
     let loader = program.as_ref().and_then(|p| p.interpreter.clone()).or_else(|| {
         let (libc, library) = libc.as_ref()?;

@@ -10,7 +10,7 @@ use std::process::Command;
 use bundlegen_fixtures::elf::{EM_ARM, ElfSpec};
 use bundlegen_fixtures::rootfs::RootBuilder;
 use bundlegen_protocol::probe::{FloatAbi, Library, ProbeReport};
-use platform_probe::{ProbeOptions, formats, probe};
+use platform_probe::{ProbeOptions, probe};
 
 const GLIBC: &[&str] = &["GLIBC_2.4", "GLIBC_2.9", "GLIBC_2.30", "GLIBC_2.31", "GLIBC_PRIVATE"];
 
@@ -198,7 +198,7 @@ fn a_crafted_box_gives_a_complete_report_and_warnings() {
     // Deterministic: a second run gives the same report.
     assert_eq!(run_probe(dir.path()), report);
 
-    let libs = formats::bundlegen_libs(&report);
+    let libs = report.libs_file();
     let names: Vec<&str> = libs.libs.iter().map(|e| e.name.as_str()).collect();
     let mut sorted = names.clone();
     sorted.sort();
@@ -241,4 +241,91 @@ fn nix_is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
+}
+
+fn probe_command(root: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_platform-probe"));
+    command.arg("--root").arg(root).arg("-q");
+    command
+}
+
+fn conformance_template(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../shared/conformance/bundlegen/templates/{name}.json"))
+}
+
+#[test]
+fn the_cli_writes_each_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    build_box(&root);
+    let out = dir.path().join("libs.json");
+    let status = probe_command(&root)
+        .args(["--format", "bundlegen-libs", "-o"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let libs: bundlegen_protocol::config::libs::LibsFile =
+        serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(libs.libs.iter().any(|e| e.name == "/usr/lib/libz.so.1"));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 2, "no temporary files left: {leftovers:?}");
+
+    let output = probe_command(&root).args(["--format", "cdi"]).output().unwrap();
+    assert!(output.status.success());
+    let spec: bundlegen_protocol::cdi::CdiSpec = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(spec.kind, platform_probe::formats::CDI_KIND);
+    assert!(spec.devices.is_empty(), "the crafted box has no device nodes");
+
+    let output = probe_command(&root).args(["--format", "gpu-devs"]).output().unwrap();
+    assert!(output.status.success());
+    let devs: Vec<bundlegen_protocol::config::platform::GpuDevice> = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(devs.is_empty());
+}
+
+#[test]
+fn expected_devices_come_from_a_template() {
+    let dir = tempfile::tempdir().unwrap();
+    build_box(dir.path());
+    let output = Command::new(env!("CARGO_BIN_EXE_platform-probe"))
+        .arg("--root")
+        .arg(dir.path())
+        .arg("--expect")
+        .arg(conformance_template("rpi3_reference_vc4_dunfell"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let report: ProbeReport = serde_json::from_slice(&output.stdout).unwrap();
+    let absent: Vec<&str> = report
+        .device_mismatches
+        .iter()
+        .filter(|m| m.problem == "absent")
+        .map(|m| m.path.as_str())
+        .collect();
+    assert_eq!(absent.len(), 7, "{absent:?}");
+    assert!(absent.contains(&"/dev/dri/card0"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/dev/vchiq: the template names it"), "{stderr}");
+
+    // A broken template is a configuration error: exit code 2, with the file named.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, br#"{"platformName": 3}"#).unwrap();
+    let output = probe_command(dir.path()).arg("--expect").arg(&bad).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.json") && stderr.contains("platformName"),
+        "{stderr}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_platform-probe"))
+        .args(["--root", "/no/such/root"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such/root"));
 }

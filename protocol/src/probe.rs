@@ -3,7 +3,12 @@
 //! prefers this report to BundleGen's `NAME_libs.json` when it has one, and
 //! the agent uploads it to the generator service.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
+
+use crate::config::libs::{LibEntry, LibsFile};
+use crate::config::{Problem, Validate, check_absolute, field};
 
 /// Version of this report's format; readers refuse newer major versions.
 pub const REPORT_FORMAT_VERSION: u32 = 1;
@@ -160,6 +165,49 @@ pub struct ProbeReport {
     pub warnings: Vec<String>,
 }
 
+impl ProbeReport {
+    /// BundleGen's library list: one entry per name (real files and the
+    /// symlinks to them), dependencies as the paths the loader finds,
+    /// versions in file order, sorted by name.
+    pub fn libs_file(&self) -> LibsFile {
+        let mut entries: BTreeMap<String, LibEntry> = BTreeMap::new();
+        for library in &self.libraries {
+            let deps: BTreeSet<String> = library.deps.iter().filter_map(|d| d.path.clone()).collect();
+            for name in &library.names {
+                entries.entry(name.clone()).or_insert_with(|| LibEntry {
+                    name: name.clone(),
+                    apiversions: library.versions.clone(),
+                    deps: deps.iter().cloned().collect(),
+                });
+            }
+        }
+        LibsFile {
+            libs: entries.into_values().collect(),
+        }
+    }
+}
+
+impl Validate for ProbeReport {
+    fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
+        if self.format_version > REPORT_FORMAT_VERSION {
+            problems.push(Problem {
+                path: field(path, "formatVersion"),
+                reason: format!(
+                    "version {} is newer than this program reads ({REPORT_FORMAT_VERSION}); update it",
+                    self.format_version
+                ),
+            });
+        }
+        for (i, library) in self.libraries.iter().enumerate() {
+            let at = field(path, &format!("libraries[{i}]"));
+            check_absolute(&library.path, &field(&at, "path"), problems);
+            for (j, name) in library.names.iter().enumerate() {
+                check_absolute(name, &field(&at, &format!("names[{j}]")), problems);
+            }
+        }
+    }
+}
+
 /// Facts about the box as a whole.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -178,8 +226,8 @@ pub struct SystemInfo {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernels: Vec<String>,
     /// Selected `/etc/os-release` fields (`ID`, `VERSION_ID`, `BUILD_ID`, ...).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub os_release: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub os_release: BTreeMap<String, String>,
     /// RDK's firmware image name (`imagename:` of `/version.txt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware: Option<String>,
@@ -193,7 +241,8 @@ pub struct SystemInfo {
 pub struct Libc {
     /// `glibc`, `musl` or `uclibc`.
     pub flavour: String,
-    /// `2.31` for glibc (its newest `GLIBC_2.x` version definition).
+    /// glibc's release (`2.31`, from the banner in the library; failing
+    /// that, its newest `GLIBC_2.x` version definition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
     /// The C library's real path.

@@ -23,16 +23,13 @@ import argparse
 import datetime
 import hashlib
 import json
-import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchdoc import ROOT, machine, timed, write_section
+
 CONFORMANCE_IMAGE = ROOT.parent / "shared/conformance/bundlegen/images/dac-image-wayland-egl-test-oci"
 BINARY = ROOT / "target/release/bundlegen"
 MARK = "<!-- unpack-bench:{label}:{end} -->"
@@ -126,18 +123,6 @@ def sizes(layout):
     return len(blobs), compressed, uncompressed
 
 
-def timed(command, cleanup):
-    """Runs a shell command; returns (wall, cpu) seconds."""
-    cleanup()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    subprocess.run(["sh", "-c", command], check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu
-
-
 def contenders(layout, work, tag):
     out = work / "out"
     blobs = " ".join(str(b) for b in layer_blobs(layout))
@@ -154,13 +139,6 @@ def contenders(layout, work, tag):
         ("tar x (gzip) + tar c + gzip -6", extract_all("-z") + f" && tar -C {out}/rootfs -cf - . | gzip -6 > {out}/x.tar.gz"),
         ("tar x (pigz) + tar c + pigz -6", extract_all("-I pigz") + f" && tar -C {out}/rootfs -cf - . | pigz -6 > {out}/x.tar.gz"),
     ], out
-
-
-def machine(work):
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    mem = next((int(l.split()[1]) // 1024 // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
-    fs = subprocess.run(["df", "-T", str(work)], capture_output=True, text=True).stdout.splitlines()[-1].split()[1]
-    return f"{os.cpu_count()} × {cpu}, {mem} GiB RAM, Linux {platform.release()}, work directory on {fs}"
 
 
 def main():
@@ -200,19 +178,10 @@ def main():
             print(lines[-1], flush=True)
         shutil.rmtree(out, ignore_errors=True)
         lines.append("")
-    lines.append(end)
-    section = "\n".join(lines) + "\n"
-    print(section)
-    if not args.no_write:
-        doc = ROOT / "docs/BENCHMARKS.md"
-        text = doc.read_text() if doc.exists() else "# Benchmarks\n\nFigures written by the bench scripts; never timed assertions in tests.\n\n"
-        if begin in text:
-            before, rest = text.split(begin, 1)
-            text = before + section + rest.split(end, 1)[1].lstrip("\n")
-        else:
-            text += "\n" + section
-        doc.write_text(text)
-        print(f"updated {doc}")
+    if args.no_write:
+        print("\n".join(lines + [end]))
+    else:
+        write_section(begin, end, lines[1:])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-//! The box's side of library matching: the platform's library list, indexed.
+//! The box's side of library matching: the platform's library list (or its
+//! probe report, which also gives each library's ABI), indexed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bundlegen_protocol::config::libs::LibEntry;
+use bundlegen_protocol::probe::ProbeReport;
+use platform_probe::elf::Abi;
 
 /// A library on the box.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +17,8 @@ pub struct BoxLibrary {
     /// For glibc's satellite libraries (libm, libpthread, ld-linux, ...):
     /// libc's path, which decides for the whole family.
     pub parent: Option<String>,
+    /// Known when the list came from a probe report.
+    pub abi: Option<Abi>,
 }
 
 /// Every library of the box, by path and by file name.
@@ -66,6 +71,7 @@ impl BoxLibraries {
                 versions: entry.apiversions.iter().cloned().collect(),
                 deps: entry.deps.clone(),
                 parent,
+                abi: None,
             };
             libraries
                 .by_name
@@ -85,18 +91,36 @@ impl BoxLibraries {
         libraries
     }
 
+    /// The libraries of a probe report: its BundleGen view, plus ABIs.
+    pub fn from_report(report: &ProbeReport) -> BoxLibraries {
+        let mut libraries = BoxLibraries::new(&report.libs_file().libs);
+        for library in &report.libraries {
+            for name in &library.names {
+                if let Some(entry) = libraries.by_path.get_mut(name) {
+                    entry.abi = Some(library.abi);
+                }
+            }
+        }
+        libraries
+    }
+
     pub fn get(&self, path: &str) -> Option<&BoxLibrary> {
         self.by_path.get(path)
     }
 
-    /// Libraries with this file name, `/lib` and `/usr/lib` first.
-    pub fn named(&self, name: &str) -> Vec<&BoxLibrary> {
+    /// Libraries with this file name that an object of `abi` can load (when
+    /// both ABIs are known), `/lib` and `/usr/lib` first.
+    pub fn named(&self, name: &str, abi: Option<Abi>) -> Vec<&BoxLibrary> {
         let mut found: Vec<&BoxLibrary> = self
             .by_name
             .get(name)
             .into_iter()
             .flatten()
             .filter_map(|p| self.by_path.get(p))
+            .filter(|l| match (abi, l.abi) {
+                (Some(wanted), Some(has)) => wanted.can_load(&has),
+                _ => true,
+            })
             .collect();
         found.sort_by_key(|l| {
             (
@@ -185,7 +209,43 @@ mod tests {
             entry("/opt/x/libz.so.1", &[], &[]),
             entry("/usr/lib/libz.so.1", &[], &[]),
         ]);
-        let paths: Vec<&str> = libs.named("libz.so.1").iter().map(|l| l.path.as_str()).collect();
+        let paths: Vec<&str> = libs.named("libz.so.1", None).iter().map(|l| l.path.as_str()).collect();
         assert_eq!(paths, ["/usr/lib/libz.so.1", "/opt/x/libz.so.1"]);
+    }
+
+    /// A probe report knows each library's ABI: a 64-bit box's 32-bit
+    /// compatibility copy is not offered to 64-bit apps.
+    #[test]
+    fn probe_reports_filter_by_abi() {
+        use bundlegen_protocol::probe::{Library, SystemInfo};
+        let library = |path: &str, arch: &str| Library {
+            path: path.into(),
+            names: vec![path.into()],
+            soname: Some("libz.so.1".into()),
+            abi: Abi::for_oci_arch(arch).unwrap(),
+            needed: vec![],
+            deps: vec![],
+            rpath: vec![],
+            runpath: vec![],
+            versions: vec!["ZLIB_1.2.9".into()],
+            versions_known: true,
+            size: 0,
+            sha256: String::new(),
+        };
+        let report = ProbeReport {
+            format_version: 1,
+            tool: "test".into(),
+            system: SystemInfo::default(),
+            libraries: vec![library("/lib/libz.so.1", "arm"), library("/lib64/libz.so.1", "arm64")],
+            devices: vec![],
+            device_mismatches: vec![],
+            warnings: vec![],
+        };
+        let libs = BoxLibraries::from_report(&report);
+        let arm64 = Abi::for_oci_arch("arm64");
+        let paths: Vec<&str> = libs.named("libz.so.1", arm64).iter().map(|l| l.path.as_str()).collect();
+        assert_eq!(paths, ["/lib64/libz.so.1"]);
+        assert_eq!(libs.named("libz.so.1", None).len(), 2);
+        assert_eq!(libs.get("/lib/libz.so.1").unwrap().versions.len(), 1);
     }
 }

@@ -353,7 +353,7 @@ impl Closure<'_> {
     }
 
     fn box_library(&self, name: &str) -> Option<&BoxLibrary> {
-        self.libs.named(name).into_iter().next()
+        self.libs.named(name, self.request.box_abi).into_iter().next()
     }
 
     /// The image's objects still in the rootfs (the walk replaced the others).
@@ -399,7 +399,7 @@ impl Closure<'_> {
         }
         for pin in &self.request.pins {
             let pins_this = pin == name || pin.starts_with(&format!("{name}."));
-            if pins_this && self.libs.named(pin).is_empty() {
+            if pins_this && self.libs.named(pin, self.request.box_abi).is_empty() {
                 return Err(format!("pinned to {pin}, which the box does not have"));
             }
         }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 
+use bundlegen_protocol::probe::ProbeReport;
 use bundlegen_protocol::runtime::Mount;
 use platform_probe::elf::Abi;
 
@@ -51,6 +52,21 @@ pub fn platform_abi(arch: &str, variant: Option<&str>) -> Option<Abi> {
     Abi::for_oci_arch(&crate::image::normalize_arch(arch, variant).0)
 }
 
+/// A probe report of another architecture than the template's is a
+/// mistake in the platform's files, not something to match against.
+fn check_report_abi(report: &ProbeReport, box_abi: Option<Abi>, arch: &str) -> Result<(), StageError> {
+    match (report.system.abi, box_abi) {
+        (Some(probed), Some(expected)) if !expected.can_load(&probed) => Err(StageError::Failed {
+            stage: "library matching",
+            message: format!(
+                "the platform's probe report describes a {} box, but the template's arch is {arch:?}",
+                probed.arch_name()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 struct RootView<'a>(&'a mut bundlegen_protocol::root::RootDir);
 
 impl RootfsView for RootView<'_> {
@@ -70,7 +86,14 @@ pub fn match_libraries(
 ) -> Result<Outcome, StageError> {
     let options = &inputs.options.libraries;
     let platform = inputs.platform;
-    let libs = BoxLibraries::new(&platform.libs);
+    let box_abi = platform_abi(&platform.arch.arch, platform.arch.variant.as_deref());
+    let libs = match &platform.probe {
+        Some(report) => {
+            check_report_abi(report, box_abi, &platform.arch.arch)?;
+            BoxLibraries::from_report(report)
+        }
+        None => BoxLibraries::new(&platform.libs),
+    };
     let mut forced = Vec::new();
     if inputs.app.graphics
         && let Some(gpu) = &platform.gpu
@@ -96,7 +119,7 @@ pub fn match_libraries(
             .chain(&app_hints.pins)
             .cloned()
             .collect(),
-        box_abi: platform_abi(&platform.arch.arch, platform.arch.variant.as_deref()),
+        box_abi,
         entrypoint: entrypoint.map(str::to_string),
     };
     let ld_library_path: Vec<String> = env_value(bundle, "LD_LIBRARY_PATH")

@@ -1,4 +1,5 @@
-//! Platform templates: one per device model, `NAME.json` plus `NAME_libs.json`.
+//! Platform templates: one per device model, `NAME.json` plus `NAME_libs.json`
+//! (or `NAME_probe.json`, the platform probe's report).
 //!
 //! Field names follow BundleGen's templates. Where BundleGen's documentation and
 //! code disagree, both spellings are read: `hardware.maxRam` and `maxRAM`, and
@@ -15,6 +16,7 @@ use super::size::Size;
 use super::{ConfigError, Parsed, Problem, Validate, check_absolute, check_one_of, field, load};
 use crate::idmap::IdMapping;
 use crate::plugins::{IpcData, JournaldOptions, MinidumpData, OomCrashData};
+use crate::probe::ProbeReport;
 use crate::runtime::{Mount, Rlimit};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -67,7 +69,10 @@ pub struct PlatformTemplate {
     /// The baseline capability set (replaces the default one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Vec<String>>,
-    /// Filled from `NAME_libs.json`.
+    /// The platform probe's report, when the platform has one.
+    #[serde(skip)]
+    pub probe: Option<Box<ProbeReport>>,
+    /// Filled from `NAME_libs.json` (or from the probe report).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub libs: Vec<super::libs::LibEntry>,
 }
@@ -410,11 +415,14 @@ impl Validate for PlatformTemplate {
     }
 }
 
-/// A template found on disk: its file and its library list's file.
+/// A template found on disk: its file, its library list's file, and the
+/// platform probe's report (`NAME_probe.json`), which is preferred to the
+/// library list when both exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateFiles {
     pub template: PathBuf,
     pub libs: Option<PathBuf>,
+    pub probe: Option<PathBuf>,
 }
 
 /// All `*.json` files below `dir` (recursively, symlinked directories not
@@ -463,7 +471,7 @@ pub fn find_template(search_path: &Path, name: &str) -> Result<TemplateFiles, Co
         let mut available: Vec<String> = files
             .iter()
             .filter_map(|f| f.file_stem()?.to_str().map(str::to_string))
-            .filter(|stem| !stem.ends_with("_libs"))
+            .filter(|stem| !stem.ends_with("_libs") && !stem.ends_with("_probe"))
             .collect();
         available.sort();
         available.dedup();
@@ -474,20 +482,40 @@ pub fn find_template(search_path: &Path, name: &str) -> Result<TemplateFiles, Co
         });
     };
     let libs = pick(format!("{name}_libs.json"))?;
-    Ok(TemplateFiles { template, libs })
+    let probe = pick(format!("{name}_probe.json"))?;
+    Ok(TemplateFiles { template, libs, probe })
 }
 
-/// Loads a platform template and its library list, merged.
+/// Loads a platform template and its library list, merged. A probe report
+/// replaces the library list (it says more: ABIs, symlinks, content hashes).
 pub fn load_platform(files: &TemplateFiles) -> Result<Parsed<PlatformTemplate>, ConfigError> {
     let mut parsed: Parsed<PlatformTemplate> = load(&files.template)?;
-    if let Some(libs_file) = &files.libs {
+    let replaced = |by: &Path| {
+        format!(
+            "{}: its libs are replaced by {}",
+            files.template.display(),
+            by.display()
+        )
+    };
+    if let Some(probe_file) = &files.probe {
+        let report: Parsed<ProbeReport> = load(probe_file)?;
+        if !parsed.value.libs.is_empty() {
+            parsed.warnings.push(replaced(probe_file));
+        }
+        if let Some(libs_file) = &files.libs {
+            parsed.warnings.push(format!(
+                "{} is not used: {} describes the box's libraries",
+                libs_file.display(),
+                probe_file.display()
+            ));
+        }
+        parsed.value.libs = report.value.libs_file().libs;
+        parsed.value.probe = Some(Box::new(report.value));
+        parsed.warnings.extend(report.warnings);
+    } else if let Some(libs_file) = &files.libs {
         let libs: Parsed<LibsFile> = load(libs_file)?;
         if !parsed.value.libs.is_empty() {
-            parsed.warnings.push(format!(
-                "{}: its libs are replaced by {}",
-                files.template.display(),
-                libs_file.display()
-            ));
+            parsed.warnings.push(replaced(libs_file));
         }
         parsed.value.libs = libs.value.libs;
         parsed.warnings.extend(libs.warnings);
