@@ -12,5 +12,7 @@ pub mod libmatch;
 pub mod output;
 pub mod pipeline;
 pub mod runtime_config;
+pub mod service;
+mod stream;
 mod time;
 pub mod unpack;

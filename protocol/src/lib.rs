@@ -12,6 +12,7 @@ pub mod plugins;
 pub mod probe;
 pub mod root;
 pub mod runtime;
+pub mod signature;
 pub mod tar_read;
 
 /// An error and its causes, joined by ": " (what `anyhow`'s `{:#}` prints),

@@ -223,13 +223,29 @@ impl Session {
 
     /// GET with authentication and retries of transient failures.
     async fn get(&self, url: &str, accept: Option<&str>) -> Result<reqwest::Response, ImageError> {
+        let mut headers = header::HeaderMap::new();
+        if let Some(accept) = accept.and_then(|a| header::HeaderValue::from_str(a).ok()) {
+            headers.insert(header::ACCEPT, accept);
+        }
+        self.send(reqwest::Method::GET, url, headers, None).await
+    }
+
+    /// A request with authentication (answering 401 challenges once) and
+    /// retries of transient failures; `body` makes a fresh body per attempt.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        headers: header::HeaderMap,
+        body: Option<&(dyn Fn() -> Result<reqwest::Body, ImageError> + Sync)>,
+    ) -> Result<reqwest::Response, ImageError> {
         let mut attempt = 0;
         let mut authenticated = false;
         loop {
             attempt += 1;
-            let mut request = self.client.get(url);
-            if let Some(accept) = accept {
-                request = request.header(header::ACCEPT, accept);
+            let mut request = self.client.request(method.clone(), url).headers(headers.clone());
+            if let Some(body) = body {
+                request = request.body(body()?);
             }
             match (self.authorization.lock().await.clone(), &self.credentials) {
                 (Some(Authorization::Bearer(token)), _) => request = request.bearer_auth(token),
@@ -377,6 +393,116 @@ impl Session {
             source: e.error,
         })?;
         Ok(())
+    }
+}
+
+/// A registry repository the service keeps bundles in: blobs pushed and
+/// read back by digest, manifests pushed by tag.
+pub struct Repository {
+    session: Session,
+}
+
+impl Repository {
+    pub fn new(host: &str, repository: &str, options: &RegistryOptions) -> Result<Repository, ImageError> {
+        let scheme = if options.plain_http { "http" } else { "https" };
+        Ok(Repository {
+            session: Session {
+                client: build_client(options)?,
+                base: format!("{scheme}://{}/v2/", api_host(host)),
+                repository: repository.to_string(),
+                credentials: options.credentials.clone(),
+                authorization: Mutex::new(None),
+            },
+        })
+    }
+
+    /// `host/repository`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{}{}", self.session.base.trim_end_matches("v2/"), self.session.repository)
+    }
+
+    /// Whether the registry has the blob.
+    pub async fn has_blob(&self, digest: &Digest) -> Result<bool, ImageError> {
+        let url = self.session.url(&format!("blobs/{digest}"));
+        let response = self
+            .session
+            .send(reqwest::Method::HEAD, &url, header::HeaderMap::new(), None)
+            .await?;
+        Ok(response.status().is_success())
+    }
+
+    /// Uploads a file as a blob (one monolithic PUT), unless it is there.
+    pub async fn push_blob(&self, file: &Path, digest: &Digest, size: u64) -> Result<(), ImageError> {
+        if self.has_blob(digest).await? {
+            return Ok(());
+        }
+        let start = self.session.url("blobs/uploads/");
+        let response = self
+            .session
+            .send(reqwest::Method::POST, &start, header::HeaderMap::new(), None)
+            .await?;
+        let response = self.session.check_status(&start, response, "upload start").await?;
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| self.session.error(&start, "upload start without a Location"))?;
+        let mut upload = reqwest::Url::parse(&start)
+            .and_then(|base| base.join(location))
+            .map_err(|e| self.session.error(&start, format!("bad upload location {location:?}: {e}")))?;
+        upload.query_pairs_mut().append_pair("digest", &digest.to_string());
+        let mut headers = header::HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));
+        headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(size));
+        let path = file.to_path_buf();
+        let body = move || -> Result<reqwest::Body, ImageError> {
+            let file = std::fs::File::open(&path).map_err(|source| ImageError::Io {
+                what: path.display().to_string(),
+                source,
+            })?;
+            Ok(reqwest::Body::wrap_stream(crate::stream::file_stream(
+                tokio::fs::File::from_std(file),
+                size,
+            )))
+        };
+        let response = self
+            .session
+            .send(reqwest::Method::PUT, upload.as_str(), headers, Some(&body))
+            .await?;
+        self.session
+            .check_status(upload.as_str(), response, &format!("upload of {digest}"))
+            .await?;
+        Ok(())
+    }
+
+    /// Pushes a manifest under a tag; returns its digest.
+    pub async fn put_manifest(&self, tag: &str, media_type: &str, bytes: Vec<u8>) -> Result<Digest, ImageError> {
+        let url = self.session.url(&format!("manifests/{tag}"));
+        let mut headers = header::HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_str(media_type).map_err(|e| self.session.error(&url, e.to_string()))?,
+        );
+        let digest: Digest = bundlegen_protocol::digest::Sha256Digest::of(&bytes)
+            .to_string()
+            .parse()
+            .map_err(|e| self.session.error(&url, format!("{e}")))?;
+        let body = move || -> Result<reqwest::Body, ImageError> { Ok(reqwest::Body::from(bytes.clone())) };
+        let response = self.session.send(reqwest::Method::PUT, &url, headers, Some(&body)).await?;
+        self.session.check_status(&url, response, "manifest upload").await?;
+        Ok(digest)
+    }
+
+    /// A blob's response, for `range` (`bytes=...`) when given; the caller
+    /// streams the body.
+    pub async fn blob(&self, digest: &Digest, range: Option<&str>) -> Result<reqwest::Response, ImageError> {
+        let url = self.session.url(&format!("blobs/{digest}"));
+        let mut headers = header::HeaderMap::new();
+        if let Some(range) = range.and_then(|r| header::HeaderValue::from_str(r).ok()) {
+            headers.insert(header::RANGE, range);
+        }
+        let response = self.session.send(reqwest::Method::GET, &url, headers, None).await?;
+        self.session.check_status(&url, response, &format!("blob {digest}")).await
     }
 }
 

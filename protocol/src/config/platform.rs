@@ -489,36 +489,46 @@ pub fn find_template(search_path: &Path, name: &str) -> Result<TemplateFiles, Co
 /// Loads a platform template and its library list, merged. A probe report
 /// replaces the library list (it says more: ABIs, symlinks, content hashes).
 pub fn load_platform(files: &TemplateFiles) -> Result<Parsed<PlatformTemplate>, ConfigError> {
-    let mut parsed: Parsed<PlatformTemplate> = load(&files.template)?;
-    let replaced = |by: &Path| {
-        format!(
-            "{}: its libs are replaced by {}",
-            files.template.display(),
-            by.display()
-        )
+    let template: Parsed<PlatformTemplate> = load(&files.template)?;
+    let libs = match &files.libs {
+        Some(file) => Some((load::<LibsFile>(file)?, file.display().to_string())),
+        None => None,
     };
-    if let Some(probe_file) = &files.probe {
-        let report: Parsed<ProbeReport> = load(probe_file)?;
+    let probe = match &files.probe {
+        Some(file) => Some((load::<ProbeReport>(file)?, file.display().to_string())),
+        None => None,
+    };
+    Ok(merge_platform(template, &files.template.display().to_string(), libs, probe))
+}
+
+/// Puts a template and its generated parts together: the probe report if
+/// there is one (its library list then replaces any other), else the
+/// BundleGen library list. Each part comes with a name for warnings.
+pub fn merge_platform(
+    mut parsed: Parsed<PlatformTemplate>,
+    template_name: &str,
+    libs: Option<(Parsed<LibsFile>, String)>,
+    probe: Option<(Parsed<ProbeReport>, String)>,
+) -> Parsed<PlatformTemplate> {
+    let replaced = |by: &str| format!("{template_name}: its libs are replaced by {by}");
+    if let Some((report, probe_name)) = probe {
         if !parsed.value.libs.is_empty() {
-            parsed.warnings.push(replaced(probe_file));
+            parsed.warnings.push(replaced(&probe_name));
         }
-        if let Some(libs_file) = &files.libs {
-            parsed.warnings.push(format!(
-                "{} is not used: {} describes the box's libraries",
-                libs_file.display(),
-                probe_file.display()
-            ));
+        if let Some((_, libs_name)) = &libs {
+            parsed
+                .warnings
+                .push(format!("{libs_name} is not used: {probe_name} describes the box's libraries"));
         }
         parsed.value.libs = report.value.libs_file().libs;
         parsed.value.probe = Some(Box::new(report.value));
         parsed.warnings.extend(report.warnings);
-    } else if let Some(libs_file) = &files.libs {
-        let libs: Parsed<LibsFile> = load(libs_file)?;
+    } else if let Some((libs, libs_name)) = libs {
         if !parsed.value.libs.is_empty() {
-            parsed.warnings.push(replaced(libs_file));
+            parsed.warnings.push(replaced(&libs_name));
         }
         parsed.value.libs = libs.value.libs;
         parsed.warnings.extend(libs.warnings);
     }
-    Ok(parsed)
+    parsed
 }

@@ -21,6 +21,8 @@ use bundlegen_protocol::config::{Parsed, load};
 use bundlegen_protocol::idmap::IdMapping;
 use clap::{Args, Parser, Subcommand};
 
+mod service;
+
 #[derive(Parser)]
 #[command(
     name = "bundlegen",
@@ -44,6 +46,10 @@ enum Command {
     /// Unpack an image into a plain OCI bundle, as `umoci unpack --rootless`
     /// does, and archive it.
     Unpack(Box<UnpackArgs>),
+    /// Run the generator service: HTTP API (and, without --queue, its job workers).
+    Serve(Box<service::ServeArgs>),
+    /// Run bundle jobs from RabbitMQ (scale-out; also BundleGen's queue).
+    Worker(Box<service::WorkerArgs>),
 }
 
 #[derive(Args)]
@@ -257,11 +263,14 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    let long_running = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    init_logging(if long_running { cli.verbose.max(1) } else { cli.verbose });
     let result = match cli.command {
         Command::Generate(args) => run_generate(&args),
         Command::Validate(args) => run_validate(&args),
         Command::Unpack(args) => run_unpack(&args),
+        Command::Serve(args) => service::serve(&args),
+        Command::Worker(args) => service::worker(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

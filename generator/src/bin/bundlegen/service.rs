@@ -1,0 +1,143 @@
+//! `bundlegen serve` and `bundlegen worker`: options, then the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bundlegen::image::RegistryOptions;
+use bundlegen::image::registry::Credentials;
+use bundlegen::service::{self, ServiceConfig, ServiceError};
+use clap::Args;
+
+use crate::Failure;
+
+/// Exit code of a configuration that cannot work (`EX_CONFIG`); units use
+/// `RestartPreventExitStatus=78` so systemd does not restart-loop on it.
+pub const EXIT_BAD_CONFIG: u8 = 78;
+
+/// What `serve` and `worker` share.
+#[derive(Args)]
+pub struct CommonArgs {
+    /// Database, work files, bundles and the signing key live here.
+    #[arg(long, value_name = "DIR", env = "BUNDLEGEN_DATA_DIR", default_value = "/var/lib/bundlegen")]
+    data_dir: PathBuf,
+    /// PostgreSQL for the records (postgres://USER:PASS@HOST/DB); default: SQLite in --data-dir.
+    #[arg(long, value_name = "URL", env = "BUNDLEGEN_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// RabbitMQ for the jobs (amqp://USER:PASS@HOST:5672/%2f); default: in this process.
+    #[arg(long, value_name = "URL", env = "BUNDLEGEN_QUEUE", hide_env_values = true)]
+    queue: Option<String>,
+    /// Keep bundles in this registry repository (HOST[:PORT]/REPOSITORY) as OCI artifacts; default: --data-dir.
+    #[arg(long, value_name = "HOST/REPO", env = "BUNDLEGEN_BUNDLE_REGISTRY")]
+    bundle_registry: Option<String>,
+    /// Registry credentials (for images and the bundle registry).
+    #[arg(short = 'c', long = "creds", value_name = "USER:PASSWORD", env = "RDK_OCI_REGISTRY_CREDS", hide_env_values = true)]
+    creds: Option<Credentials>,
+    /// Talk plain HTTP to registries (local test registries only).
+    #[arg(long)]
+    plain_http: bool,
+    /// Extra CA certificates (PEM) to trust for registries.
+    #[arg(long, value_name = "FILE")]
+    registry_ca: Option<PathBuf>,
+    /// Keep downloaded image blobs here between jobs.
+    #[arg(long, value_name = "DIR", env = "BUNDLEGEN_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Jobs this process runs at once.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// The bundle signing key (ed25519 PKCS#8; created if missing); default: in --data-dir.
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// Operator policy applied to every bundle.
+    #[arg(long, value_name = "FILE")]
+    operator_config: Option<PathBuf>,
+    /// Accept oci:/oci-archive:/docker-archive: images from under this directory.
+    #[arg(long, value_name = "DIR")]
+    local_images: Option<PathBuf>,
+    /// Platform templates on disk, for BundleGen-queue requests naming unknown platforms.
+    #[arg(long, value_name = "DIR", env = "RDK_PLATFORM_SEARCHPATH")]
+    template_dir: Option<PathBuf>,
+    /// An admin token file: read at start, or written if missing and no admin exists yet.
+    #[arg(long, value_name = "FILE")]
+    bootstrap_token: Option<PathBuf>,
+    /// Attempts per job before a transient failure is final.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: i64,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy).
+    #[arg(long)]
+    insecure_listen: bool,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Also consume BundleGen's `bundlegen-requests` queue (replaces bundlegen-rabbitmq).
+    #[arg(long)]
+    bundlegen_queue: bool,
+    /// Where BundleGen-queue bundles are copied when a request names no outputdir.
+    #[arg(long, value_name = "DIR", env = "BUNDLE_STORE_DIR")]
+    bundle_store_dir: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn config(common: &CommonArgs, listen: SocketAddr) -> ServiceConfig {
+    ServiceConfig {
+        database: common.database.clone(),
+        queue: common.queue.clone(),
+        bundle_registry: common.bundle_registry.clone(),
+        registry: RegistryOptions {
+            credentials: common.creds.clone(),
+            plain_http: common.plain_http,
+            ca_file: common.registry_ca.clone(),
+            cache_dir: common.cache_dir.clone(),
+            parallel_downloads: 0,
+        },
+        workers: common.workers,
+        signing_key: common.signing_key.clone(),
+        operator_config: common.operator_config.clone(),
+        local_images: common.local_images.clone(),
+        template_dir: common.template_dir.clone(),
+        bootstrap_token: common.bootstrap_token.clone(),
+        max_attempts: common.max_attempts.max(1),
+        ..ServiceConfig::embedded(&common.data_dir, listen)
+    }
+}
+
+fn run(future: impl Future<Output = Result<(), ServiceError>>) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)?;
+    runtime.block_on(future).map_err(|error| Failure {
+        code: if matches!(error, ServiceError::Config(_)) { EXIT_BAD_CONFIG } else { 1 },
+        error: error.into(),
+    })
+}
+
+pub fn serve(args: &ServeArgs) -> Result<(), Failure> {
+    let mut config = config(&args.common, args.listen);
+    config.tls = args.tls_cert.clone().zip(args.tls_key.clone());
+    config.insecure_listen = args.insecure_listen;
+    run(service::serve(config))
+}
+
+pub fn worker(args: &WorkerArgs) -> Result<(), Failure> {
+    let mut config = config(&args.common, SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.bundlegen_queue = args.bundlegen_queue;
+    config.bundle_store_dir = args.bundle_store_dir.clone();
+    run(service::worker(config))
+}

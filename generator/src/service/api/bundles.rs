@@ -1,0 +1,356 @@
+//! Bundle requests, jobs, lookups and downloads.
+
+use std::path::Path;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bundlegen_protocol::config::app::AppMetadata;
+use bundlegen_protocol::config::parse;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{JsonBody, QueryParams};
+use crate::service::Service;
+use crate::service::auth::{Caller, Role};
+use crate::service::blobs::BlobStore;
+use crate::service::error::ApiError;
+use crate::service::jobs::BundleRequest;
+use crate::service::store::{BundleRecord, JobRecord, JobState};
+
+/// Checks app metadata the way the CLI reads `-a FILE`.
+pub fn parse_metadata(metadata: &Value) -> Result<AppMetadata, ApiError> {
+    parse::<AppMetadata>(&metadata.to_string(), Path::new("appMetadata"))
+        .map(|parsed| parsed.value)
+        .map_err(|e| ApiError::unprocessable("invalid_metadata", e.to_string()))
+}
+
+fn bundle_json(service: &Service, bundle: &BundleRecord) -> Value {
+    let mut value = json!({
+        "id": bundle.id,
+        "appId": bundle.app_id,
+        "appVersion": bundle.app_version,
+        "platform": bundle.platform,
+        "platformVersion": bundle.platform_version,
+        "format": bundle.format,
+        "size": bundle.size,
+        "sha256": bundle.sha256,
+        "signature": bundle.signature,
+        "downloadUrl": format!("/v1/bundles/{}/content", bundle.id),
+        "createdAt": bundle.created_at,
+    });
+    if let BlobStore::Registry(repository) = &service.blobs {
+        value["registry"] = json!({"repository": repository.describe(), "digest": bundle.location, "tag": bundle.id});
+    }
+    value
+}
+
+fn job_json(job: &JobRecord) -> Value {
+    json!({
+        "id": job.id,
+        "state": job.state,
+        "progress": job.progress as f64 / 1000.0,
+        "stage": job.stage,
+        "errorCode": job.error_code,
+        "error": job.error,
+        "attempts": job.attempts,
+        "platform": job.platform,
+        "platformVersion": job.platform_version,
+        "appId": job.app_id,
+        "appVersion": job.app_version,
+        "bundleId": job.bundle_id,
+        "createdAt": job.created_at,
+        "updatedAt": job.updated_at,
+    })
+}
+
+/// The HTTP status of a failed job's error code.
+fn failure_status(code: &str) -> StatusCode {
+    match code {
+        "registry_unavailable" | "storage_unavailable" | "database_unavailable" => StatusCode::BAD_GATEWAY,
+        "generation_failed" | "interrupted" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+/// The response for a job: its bundle when done, its error when failed,
+/// 202 with where to poll otherwise.
+async fn job_response(service: &Service, job: JobRecord) -> Result<Response, ApiError> {
+    match job.state {
+        JobState::Succeeded => {
+            let bundle = match &job.bundle_id {
+                Some(id) => service.store.bundle(id).await?,
+                None => None,
+            }
+            .ok_or_else(|| ApiError::internal(format!("job {} has no bundle record", job.id)))?;
+            Ok((StatusCode::OK, Json(json!({"job": job_json(&job), "bundle": bundle_json(service, &bundle)}))).into_response())
+        }
+        JobState::Failed => {
+            let code = job.error_code.clone().unwrap_or_else(|| "generation_failed".into());
+            let status = failure_status(&code);
+            let body = json!({
+                "error": {"code": code, "message": job.error.clone().unwrap_or_default()},
+                "job": job_json(&job),
+            });
+            Ok((status, Json(body)).into_response())
+        }
+        JobState::Queued | JobState::Running => {
+            let location = format!("/v1/jobs/{}", job.id);
+            let mut response = (StatusCode::ACCEPTED, Json(json!({"job": job_json(&job)}))).into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            Ok(response)
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct WaitQuery {
+    #[serde(default)]
+    wait: u64,
+}
+
+pub async fn request(
+    State(service): State<Service>,
+    caller: Caller,
+    QueryParams(query): QueryParams<WaitQuery>,
+    JsonBody(request): JsonBody<BundleRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::PlatformTeam])?;
+    let job = service.submit(request).await?;
+    let job = service.wait_for(job, query.wait).await?;
+    job_response(&service, job).await
+}
+
+#[derive(Deserialize)]
+pub struct LookupQuery {
+    app: String,
+    version: String,
+    platform: String,
+    #[serde(default)]
+    wait: u64,
+}
+
+/// The bundle of an app version for a platform's current version; the
+/// first lookup starts its generation (202, poll the job or look up again).
+pub async fn lookup(
+    State(service): State<Service>,
+    _caller: Caller,
+    QueryParams(query): QueryParams<LookupQuery>,
+) -> Result<Response, ApiError> {
+    let platform = service
+        .store
+        .platform_version(&query.platform, None)
+        .await?
+        .ok_or_else(|| ApiError::not_found("platform_not_found", format!("no platform named {}", query.platform)))?;
+    if let Some(bundle) = service
+        .store
+        .find_bundle(&query.app, &query.version, &query.platform, platform.version)
+        .await?
+    {
+        service.metrics.lookup(true);
+        return Ok((StatusCode::OK, Json(json!({"bundle": bundle_json(&service, &bundle)}))).into_response());
+    }
+    service.metrics.lookup(false);
+    let app = service
+        .store
+        .app(&query.app, &query.version)
+        .await?
+        .ok_or_else(|| ApiError::not_found("app_not_found", format!("no app {} version {}", query.app, query.version)))?;
+    let request = BundleRequest {
+        image: app.image,
+        platform: query.platform.clone(),
+        app_metadata: app.metadata,
+        app_id: Some(app.app_id),
+        app_version: Some(app.version),
+        options: serde_json::from_value(app.options).unwrap_or_default(),
+    };
+    let job = service.submit(request).await?;
+    let job = service.wait_for(job, query.wait).await?;
+    job_response(&service, job).await
+}
+
+pub async fn get_job(
+    State(service): State<Service>,
+    _caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let job = service
+        .store
+        .job(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job_not_found", format!("no job {id}")))?;
+    Ok(Json(job_json(&job)))
+}
+
+pub async fn list_jobs(State(service): State<Service>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::PlatformTeam])?;
+    let jobs: Vec<Value> = service.store.recent_jobs(200).await?.iter().map(job_json).collect();
+    Ok(Json(json!({"jobs": jobs})))
+}
+
+pub async fn list(State(service): State<Service>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::PlatformTeam])?;
+    let bundles: Vec<Value> = service
+        .store
+        .bundles(200)
+        .await?
+        .iter()
+        .map(|b| bundle_json(&service, b))
+        .collect();
+    Ok(Json(json!({"bundles": bundles})))
+}
+
+async fn find(service: &Service, id: &str) -> Result<BundleRecord, ApiError> {
+    service
+        .store
+        .bundle(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("bundle_not_found", format!("no bundle {id}")))
+}
+
+pub async fn get_bundle(
+    State(service): State<Service>,
+    _caller: Caller,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(bundle_json(&service, &find(&service, &id).await?)))
+}
+
+/// A single `bytes=` range (first-last, first-, or -suffix) within `size`:
+/// `Ok(None)` without a header, `Err` if it cannot be satisfied.
+pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(header) = header else { return Ok(None) };
+    let spec = header.trim().strip_prefix("bytes=").ok_or(())?;
+    if spec.contains(',') {
+        // One range is what boxes resume with; several are not served.
+        return Err(());
+    }
+    let (first, last) = spec.split_once('-').ok_or(())?;
+    let range = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let suffix: u64 = suffix.parse().map_err(|_| ())?;
+            if suffix == 0 || size == 0 {
+                return Err(());
+            }
+            (size.saturating_sub(suffix), size - 1)
+        }
+        (first, "") => (first.parse().map_err(|_| ())?, size.checked_sub(1).ok_or(())?),
+        (first, last) => {
+            let (first, last): (u64, u64) = (first.parse().map_err(|_| ())?, last.parse().map_err(|_| ())?);
+            (first, last.min(size.saturating_sub(1)))
+        }
+    };
+    if range.0 > range.1 || range.0 >= size {
+        return Err(());
+    }
+    Ok(Some(range))
+}
+
+fn content_type(format: &str) -> &'static str {
+    match format {
+        "tar.zst" => "application/zstd",
+        "ipk" => "application/vnd.debian.binary-package",
+        _ => "application/gzip",
+    }
+}
+
+/// The archive: `Range` for resuming, `ETag` (its sha256) with
+/// `If-None-Match`, and the sha256 and signature in headers.
+pub async fn content(
+    State(service): State<Service>,
+    _caller: Caller,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let bundle = find(&service, &id).await?;
+    let size = bundle.size as u64;
+    let etag = format!("\"{}\"", bundle.sha256);
+    let mut common = HeaderMap::new();
+    let mut set = |name: header::HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            common.insert(name, value);
+        }
+    };
+    set(header::ETAG, &etag);
+    set(header::ACCEPT_RANGES, "bytes");
+    set(header::HeaderName::from_static("x-bundle-sha256"), &bundle.sha256);
+    set(header::HeaderName::from_static("x-bundle-signature"), &bundle.signature);
+    let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    if if_none_match.is_some_and(|v| v.trim() == "*" || v.split(',').any(|tag| tag.trim() == etag)) {
+        return Ok((StatusCode::NOT_MODIFIED, common).into_response());
+    }
+    let range = match parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), size) {
+        Ok(range) => range,
+        Err(()) => {
+            let mut response = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the bundle has {size} bytes; ask for one range within them"),
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(response);
+        }
+    };
+    let read = service
+        .blobs
+        .read(&bundle.location, size, range)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "storage_unavailable", bundlegen_protocol::error_chain(&e)))?;
+    let metrics = service.metrics.clone();
+    let body = Body::from_stream(read.body.map(move |chunk| {
+        if let Ok(chunk) = &chunk {
+            metrics.served(chunk.len() as u64);
+        }
+        chunk
+    }));
+    let mut response = Response::new(body);
+    *response.headers_mut() = common;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&bundle.format)));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(read.length));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{}.{}\"", bundle.id, bundle.format)) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    if let Some((first, last)) = range {
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes {first}-{last}/{size}")) {
+            headers.insert(header::CONTENT_RANGE, value);
+        }
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_parsed_like_rfc_9110_says() {
+        let cases: &[(Option<&str>, Result<Option<(u64, u64)>, ()>)] = &[
+            (None, Ok(None)),
+            (Some("bytes=0-99"), Ok(Some((0, 99)))),
+            (Some("bytes=100-"), Ok(Some((100, 999)))),
+            (Some("bytes=-100"), Ok(Some((900, 999)))),
+            (Some("bytes=-5000"), Ok(Some((0, 999)))),
+            (Some("bytes=990-5000"), Ok(Some((990, 999)))),
+            (Some("bytes=1000-"), Err(())),
+            (Some("bytes=5-4"), Err(())),
+            (Some("bytes=0-1,5-6"), Err(())),
+            (Some("items=0-1"), Err(())),
+            (Some("bytes=-0"), Err(())),
+            (Some("bytes=a-b"), Err(())),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(parse_range(*header, 1000), *expected, "{header:?}");
+        }
+        assert_eq!(parse_range(Some("bytes=0-"), 0), Err(()));
+    }
+}

@@ -1,0 +1,133 @@
+//! Bearer tokens with a role. Tokens are random, shown once when created,
+//! and stored as their sha256 only.
+
+use bundlegen_protocol::digest::Sha256Digest;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::store::Store;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Everything, including tokens.
+    Admin,
+    /// Platforms, apps and bundle requests.
+    PlatformTeam,
+    /// What a box does: look bundles up, download them, upload its probe.
+    Device,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::PlatformTeam => "platform-team",
+            Role::Device => "device",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "admin" => Some(Role::Admin),
+            "platform-team" => Some(Role::PlatformTeam),
+            "device" => Some(Role::Device),
+            _ => None,
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub token_id: String,
+    pub name: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// Fails with 403 unless the caller has one of `roles` (admin always may).
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if self.role == Role::Admin || roles.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "the {} role may not do this",
+                self.role.as_str()
+            )))
+        }
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    SystemRandom::new()
+        .fill(&mut buffer)
+        .expect("the system's random number generator");
+    bundlegen_protocol::digest::to_hex(&buffer)
+}
+
+/// A new random token (`bgt_` and 64 hex digits) and its id.
+pub fn new_token() -> (String, String) {
+    (format!("tok-{}", random_hex(8)), format!("bgt_{}", random_hex(32)))
+}
+
+/// A random identifier with a prefix (`job-...`).
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", random_hex(12))
+}
+
+pub fn hash_token(token: &str) -> String {
+    Sha256Digest::of(token.trim().as_bytes()).hex()
+}
+
+/// Finds the caller of a request from its `Authorization: Bearer` header.
+pub async fn authenticate(store: &Store, header: Option<&str>) -> Result<Caller, ApiError> {
+    let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return Err(ApiError::unauthorized("an Authorization: Bearer token is required"));
+    };
+    let record = store
+        .token_by_hash(&hash_token(token))
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
+    let role = Role::parse(&record.role).ok_or_else(|| ApiError::unauthorized("token with an unknown role"))?;
+    Ok(Caller {
+        token_id: record.id,
+        name: record.name,
+        role,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_only_their_hash_is_kept() {
+        let (id_a, a) = new_token();
+        let (id_b, b) = new_token();
+        assert_ne!(a, b);
+        assert_ne!(id_a, id_b);
+        assert!(a.starts_with("bgt_") && a.len() == 68);
+        assert_eq!(hash_token(&a), hash_token(&format!("{a}\n")));
+        assert_ne!(hash_token(&a), hash_token(&b));
+        assert!(!hash_token(&a).contains(&a[4..]));
+    }
+
+    #[test]
+    fn admins_may_do_everything_others_what_they_are_given() {
+        let caller = |role| Caller {
+            token_id: "t".into(),
+            name: "n".into(),
+            role,
+        };
+        assert!(caller(Role::Admin).require(&[Role::Device]).is_ok());
+        assert!(caller(Role::Device).require(&[Role::Device]).is_ok());
+        assert!(caller(Role::Device).require(&[Role::PlatformTeam]).is_err());
+        for role in [Role::Admin, Role::PlatformTeam, Role::Device] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+    }
+}

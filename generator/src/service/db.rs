@@ -1,0 +1,352 @@
+//! The service's database: SQLite in a file (the embedded default) or
+//! PostgreSQL (scale-out). Both run the same SQL: `$1`-style parameters in
+//! increasing order (SQLite numbers named parameters by first appearance),
+//! `BIGINT` and `TEXT` columns only, single-statement updates.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::RwLock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database {url}: {message}")]
+    Open { url: String, message: String },
+    #[error("database query failed: {0}")]
+    Query(String),
+}
+
+/// A parameter or column value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Value {
+        Value::Int(Some(value))
+    }
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Value {
+        Value::Text(Some(value.to_string()))
+    }
+}
+
+impl From<String> for Value {
+    fn from(value: String) -> Value {
+        Value::Text(Some(value))
+    }
+}
+
+impl From<&String> for Value {
+    fn from(value: &String) -> Value {
+        Value::Text(Some(value.clone()))
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(value: Option<String>) -> Value {
+        Value::Text(value)
+    }
+}
+
+impl From<Option<&str>> for Value {
+    fn from(value: Option<&str>) -> Value {
+        Value::Text(value.map(str::to_string))
+    }
+}
+
+/// One result row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    pub fn int(&self, column: usize) -> i64 {
+        self.opt_int(column).unwrap_or(0)
+    }
+
+    pub fn opt_int(&self, column: usize) -> Option<i64> {
+        match self.0.get(column) {
+            Some(Value::Int(value)) => *value,
+            Some(Value::Text(Some(text))) => text.parse().ok(),
+            _ => None,
+        }
+    }
+
+    pub fn text(&self, column: usize) -> String {
+        self.opt_text(column).unwrap_or_default()
+    }
+
+    pub fn opt_text(&self, column: usize) -> Option<String> {
+        match self.0.get(column) {
+            Some(Value::Text(value)) => value.clone(),
+            Some(Value::Int(Some(value))) => Some(value.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// The schema, created on start (idempotent).
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, \
+     hash TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS platforms (name TEXT PRIMARY KEY, current_version BIGINT NOT NULL, \
+     updated_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS platform_versions (platform TEXT NOT NULL, version BIGINT NOT NULL, \
+     template TEXT NOT NULL, libs TEXT, probe TEXT, change TEXT NOT NULL, created_by TEXT NOT NULL, \
+     created_at BIGINT NOT NULL, PRIMARY KEY (platform, version))",
+    "CREATE TABLE IF NOT EXISTS apps (app_id TEXT NOT NULL, version TEXT NOT NULL, image TEXT NOT NULL, \
+     metadata TEXT, options TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (app_id, version))",
+    "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, state TEXT NOT NULL, \
+     request TEXT NOT NULL, platform TEXT NOT NULL, platform_version BIGINT NOT NULL, app_id TEXT, \
+     app_version TEXT, progress BIGINT NOT NULL, stage TEXT, error_code TEXT, error TEXT, \
+     attempts BIGINT NOT NULL, worker TEXT, bundle_id TEXT, created_at BIGINT NOT NULL, \
+     updated_at BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS bundles (id TEXT PRIMARY KEY, job_id TEXT NOT NULL, key TEXT NOT NULL, \
+     app_id TEXT NOT NULL, app_version TEXT, platform TEXT NOT NULL, platform_version BIGINT NOT NULL, \
+     format TEXT NOT NULL, size BIGINT NOT NULL, sha256 TEXT NOT NULL, signature TEXT NOT NULL, \
+     location TEXT NOT NULL, created_at BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS bundles_by_app ON bundles (app_id, app_version, platform)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at)",
+];
+
+/// A database connection (or a few), shared by the service's tasks.
+#[derive(Clone)]
+pub struct Db {
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    Postgres(Arc<Postgres>),
+}
+
+struct Postgres {
+    url: String,
+    client: RwLock<Arc<tokio_postgres::Client>>,
+}
+
+impl Db {
+    /// Opens `postgres://...` / `postgresql://...`, or else a SQLite file
+    /// (`sqlite:PATH` or a plain path), and creates the schema.
+    pub async fn open(url: &str) -> Result<Db, DbError> {
+        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let client = pg_connect(url).await?;
+            Db {
+                inner: Inner::Postgres(Arc::new(Postgres {
+                    url: url.to_string(),
+                    client: RwLock::new(Arc::new(client)),
+                })),
+            }
+        } else {
+            let path = url.strip_prefix("sqlite:").unwrap_or(url).to_string();
+            let open_error = |e: rusqlite::Error| DbError::Open {
+                url: url.to_string(),
+                message: e.to_string(),
+            };
+            let connection = tokio::task::spawn_blocking(move || {
+                let connection = rusqlite::Connection::open(&path)?;
+                // WAL: readers do not block the writer; FULL: a committed
+                // row survives a power cut (a finished bundle is never lost).
+                connection.pragma_update(None, "journal_mode", "WAL")?;
+                connection.pragma_update(None, "synchronous", "FULL")?;
+                connection.busy_timeout(std::time::Duration::from_secs(10))?;
+                Ok::<_, rusqlite::Error>(connection)
+            })
+            .await
+            .map_err(|e| DbError::Open {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?
+            .map_err(open_error)?;
+            Db {
+                inner: Inner::Sqlite(Arc::new(Mutex::new(connection))),
+            }
+        };
+        for statement in SCHEMA {
+            db.execute(statement, vec![]).await?;
+        }
+        Ok(db)
+    }
+
+    /// Which engine, for messages and metrics.
+    pub fn engine(&self) -> &'static str {
+        match self.inner {
+            Inner::Sqlite(_) => "sqlite",
+            Inner::Postgres(_) => "postgresql",
+        }
+    }
+
+    /// Runs a statement; returns the rows it changed.
+    pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
+        match &self.inner {
+            Inner::Sqlite(connection) => {
+                let connection = connection.clone();
+                let sql = sql.to_string();
+                tokio::task::spawn_blocking(move || {
+                    let connection = connection.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut statement = connection.prepare_cached(&sql)?;
+                    let changed = statement.execute(rusqlite::params_from_iter(params.iter().map(sqlite_value)))?;
+                    Ok::<_, rusqlite::Error>(changed as u64)
+                })
+                .await
+                .map_err(|e| DbError::Query(e.to_string()))?
+                .map_err(|e| DbError::Query(e.to_string()))
+            }
+            Inner::Postgres(pg) => {
+                let client = pg.client().await?;
+                let params = pg_params(&params);
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    params.iter().map(|p| p.as_ref() as _).collect();
+                client.execute(sql, &refs).await.map_err(pg_error)
+            }
+        }
+    }
+
+    /// Runs a query; returns its rows.
+    pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, DbError> {
+        match &self.inner {
+            Inner::Sqlite(connection) => {
+                let connection = connection.clone();
+                let sql = sql.to_string();
+                tokio::task::spawn_blocking(move || {
+                    let connection = connection.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut statement = connection.prepare_cached(&sql)?;
+                    let columns = statement.column_count();
+                    let rows = statement.query_map(rusqlite::params_from_iter(params.iter().map(sqlite_value)), |row| {
+                        let mut values = Vec::with_capacity(columns);
+                        for column in 0..columns {
+                            values.push(match row.get_ref(column)? {
+                                rusqlite::types::ValueRef::Null => Value::Text(None),
+                                rusqlite::types::ValueRef::Integer(i) => Value::Int(Some(i)),
+                                rusqlite::types::ValueRef::Real(f) => Value::Int(Some(f as i64)),
+                                rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                                    Value::Text(Some(String::from_utf8_lossy(t).into_owned()))
+                                }
+                            });
+                        }
+                        Ok(Row(values))
+                    })?;
+                    rows.collect::<Result<Vec<Row>, _>>()
+                })
+                .await
+                .map_err(|e| DbError::Query(e.to_string()))?
+                .map_err(|e| DbError::Query(e.to_string()))
+            }
+            Inner::Postgres(pg) => {
+                let client = pg.client().await?;
+                let params = pg_params(&params);
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    params.iter().map(|p| p.as_ref() as _).collect();
+                let rows = client.query(sql, &refs).await.map_err(pg_error)?;
+                Ok(rows.iter().map(pg_row).collect())
+            }
+        }
+    }
+}
+
+fn sqlite_value(value: &Value) -> rusqlite::types::Value {
+    match value {
+        Value::Int(Some(i)) => rusqlite::types::Value::Integer(*i),
+        Value::Text(Some(t)) => rusqlite::types::Value::Text(t.clone()),
+        Value::Int(None) | Value::Text(None) => rusqlite::types::Value::Null,
+    }
+}
+
+fn pg_params(params: &[Value]) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> {
+    params
+        .iter()
+        .map(|value| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+            match value {
+                Value::Int(i) => Box::new(*i),
+                Value::Text(t) => Box::new(t.clone()),
+            }
+        })
+        .collect()
+}
+
+fn pg_row(row: &tokio_postgres::Row) -> Row {
+    use tokio_postgres::types::Type;
+    Row(row
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(i, column)| match *column.type_() {
+            Type::INT8 => Value::Int(row.get::<_, Option<i64>>(i)),
+            Type::INT4 => Value::Int(row.get::<_, Option<i32>>(i).map(i64::from)),
+            Type::INT2 => Value::Int(row.get::<_, Option<i16>>(i).map(i64::from)),
+            _ => Value::Text(row.try_get::<_, Option<String>>(i).ok().flatten()),
+        })
+        .collect())
+}
+
+async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| DbError::Open {
+            url: super::redact(url),
+            message: bundlegen_protocol::error_chain(&e),
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("postgresql connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+fn pg_error(error: tokio_postgres::Error) -> DbError {
+    DbError::Query(bundlegen_protocol::error_chain(&error))
+}
+
+impl Postgres {
+    /// The shared client; a closed connection is replaced here.
+    async fn client(&self) -> Result<Arc<tokio_postgres::Client>, DbError> {
+        let client = self.client.read().await.clone();
+        if !client.is_closed() {
+            return Ok(client);
+        }
+        let mut slot = self.client.write().await;
+        if slot.is_closed() {
+            *slot = Arc::new(pg_connect(&self.url).await?);
+        }
+        Ok(slot.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_runs_the_shared_sql() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path().join("db.sqlite").to_str().unwrap()).await.unwrap();
+        let insert = "INSERT INTO tokens (id, name, role, hash, created_at) VALUES ($1, $2, $3, $4, $5) \
+                      ON CONFLICT (id) DO NOTHING";
+        let row = |id: &str| vec![id.into(), "ci".into(), "admin".into(), format!("h{id}").into(), 7.into()];
+        assert_eq!(db.execute(insert, row("a")).await.unwrap(), 1);
+        assert_eq!(db.execute(insert, row("a")).await.unwrap(), 0, "conflicts do nothing");
+        let rows = db
+            .query("SELECT id, created_at, name FROM tokens WHERE role = $1", vec!["admin".into()])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].text(0), rows[0].int(1)), ("a".to_string(), 7));
+        let updated = db
+            .query(
+                "UPDATE tokens SET name = $1 WHERE id = $2 RETURNING name",
+                vec!["renamed".into(), "a".into()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(updated[0].text(0), "renamed");
+        // Reopening keeps the data and the schema is created only once.
+        drop(db);
+        let db = Db::open(dir.path().join("db.sqlite").to_str().unwrap()).await.unwrap();
+        assert_eq!(db.query("SELECT id FROM tokens", vec![]).await.unwrap().len(), 1);
+    }
+}

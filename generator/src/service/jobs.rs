@@ -1,0 +1,451 @@
+//! Bundle jobs: what a request asks for, its de-duplication key, and running
+//! it with the same pipeline as `bundlegen generate`.
+//!
+//! A job's state machine: `queued` → `running` → `succeeded` | `failed`.
+//! A running job whose worker dies is taken over (`running` again, one more
+//! attempt); a transient failure (registry down) goes back to `queued` until
+//! the attempts run out. A bundle is recorded only after its archive is
+//! complete in the bundle store, so no partial bundle is ever served.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bundlegen_protocol::config::libs::LibsFile;
+use bundlegen_protocol::config::platform::{PlatformTemplate, merge_platform};
+use bundlegen_protocol::config::{ConfigError, Parsed, parse};
+use bundlegen_protocol::digest::Sha256Digest;
+use bundlegen_protocol::probe::ProbeReport;
+use bundlegen_protocol::signature::SignedIdentity;
+use serde::{Deserialize, Serialize};
+
+use super::Service;
+use super::store::{BundleRecord, JobRecord, PlatformVersion, now};
+use crate::generate::{self, GenerateError};
+use crate::image::{ImageError, ImageReference};
+use crate::libmatch::{LibraryOptions, MatchMode};
+use crate::output::{Format, OutputOptions};
+use crate::pipeline::{self, StageError};
+use crate::unpack::UnpackOptions;
+
+/// What a client asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BundleRequest {
+    /// An image reference (`docker://host/repo:tag`, or `oci:DIR` under the
+    /// service's local image directory).
+    pub image: String,
+    pub platform: String,
+    /// App metadata; without it, the image's `/appmetadata.json` is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_metadata: Option<serde_json::Value>,
+    /// Overrides the app id (`--appid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    /// The app version the bundle is recorded under (for lookups); default:
+    /// the metadata's `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+    #[serde(default)]
+    pub options: BundleOptions,
+}
+
+/// The CLI's generation options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BundleOptions {
+    /// `normal`, `image` or `host`.
+    #[serde(default = "normal")]
+    pub lib_match_mode: String,
+    #[serde(default)]
+    pub no_dep_walking: bool,
+    #[serde(default)]
+    pub create_mount_points: bool,
+    #[serde(default)]
+    pub crun: bool,
+    #[serde(default)]
+    pub prune_unused: bool,
+    /// `tar.gz`, `tar.zst` or `ipk`.
+    #[serde(default = "tar_gz")]
+    pub format: String,
+}
+
+fn normal() -> String {
+    "normal".into()
+}
+
+fn tar_gz() -> String {
+    "tar.gz".into()
+}
+
+impl Default for BundleOptions {
+    fn default() -> Self {
+        BundleOptions {
+            lib_match_mode: normal(),
+            no_dep_walking: false,
+            create_mount_points: false,
+            crun: false,
+            prune_unused: false,
+            format: tar_gz(),
+        }
+    }
+}
+
+impl BundleOptions {
+    /// Checks the values; names the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.lib_match_mode
+            .parse::<MatchMode>()
+            .map_err(|e| format!("options.libMatchMode: {e}"))?;
+        match self.format.as_str() {
+            "tar.gz" | "tar.zst" | "ipk" => Ok(()),
+            other => Err(format!(
+                "options.format: {other:?} is not tar.gz, tar.zst or ipk"
+            )),
+        }
+    }
+}
+
+/// The de-duplication key: equal requests against the same platform version
+/// give the same bundle.
+pub fn job_key(request: &BundleRequest, platform_version: i64) -> String {
+    // serde_json's maps are sorted, so this text is canonical.
+    let canonical = serde_json::json!({"request": request, "platformVersion": platform_version});
+    Sha256Digest::of(canonical.to_string().as_bytes()).hex()
+}
+
+/// A stored platform version as the pipeline's input.
+pub fn platform_template(version: &PlatformVersion) -> Result<Parsed<PlatformTemplate>, ConfigError> {
+    let name = format!("platform {} version {}", version.platform, version.version);
+    let template = parse::<PlatformTemplate>(&version.template, Path::new(&name))?;
+    let libs = match &version.libs {
+        Some(text) => Some((parse::<LibsFile>(text, Path::new(&format!("{name} libs")))?, format!("{name} libs"))),
+        None => None,
+    };
+    let probe = match &version.probe {
+        Some(text) => Some((
+            parse::<ProbeReport>(text, Path::new(&format!("{name} probe")))?,
+            format!("{name} probe report"),
+        )),
+        None => None,
+    };
+    Ok(merge_platform(template, &name, libs, probe))
+}
+
+/// How a job ended, with a stable code for failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded(String),
+    /// Worth another attempt (a registry or store that was down).
+    Transient { code: &'static str, message: String },
+    Failed { code: &'static str, message: String },
+}
+
+impl Outcome {
+    pub fn code(&self) -> &str {
+        match self {
+            Outcome::Succeeded(_) => "succeeded",
+            Outcome::Transient { code, .. } | Outcome::Failed { code, .. } => code,
+        }
+    }
+}
+
+/// Sorts a generation error into a job outcome.
+pub fn classify(error: &GenerateError) -> Outcome {
+    let message = bundlegen_protocol::error_chain(error);
+    let failed = |code| Outcome::Failed {
+        code,
+        message: message.clone(),
+    };
+    match error {
+        GenerateError::Stage(StageError::Incompatible(_)) => failed("incompatible_app"),
+        GenerateError::Image(ImageError::NotFound(_)) => failed("image_not_found"),
+        GenerateError::Image(ImageError::NoMatchingPlatform { .. }) => failed("image_platform_mismatch"),
+        GenerateError::Image(ImageError::Reference { .. }) => failed("invalid_image_reference"),
+        GenerateError::Image(ImageError::Registry { .. }) => Outcome::Transient {
+            code: "registry_unavailable",
+            message,
+        },
+        GenerateError::Image(_) => failed("invalid_image"),
+        GenerateError::Config(_) => failed("invalid_input"),
+        GenerateError::NoMetadata => failed("no_app_metadata"),
+        GenerateError::AppId { .. } => failed("invalid_app_id"),
+        GenerateError::Bundle(_) | GenerateError::Stage(_) | GenerateError::Output(_) => failed("generation_failed"),
+    }
+}
+
+/// Runs a claimed job to its end and records the outcome. Returns it.
+pub async fn run(service: &Service, job: &JobRecord) -> Outcome {
+    let started = Instant::now();
+    let work = service.config.data_dir.join("work").join(&job.id);
+    let outcome = match build(service, job, &work).await {
+        Ok(bundle) => Outcome::Succeeded(bundle),
+        Err(outcome) => outcome,
+    };
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    service.metrics.job_finished(outcome.code(), started.elapsed().as_secs_f64());
+    outcome
+}
+
+/// Updates the job's progress in the database as layers are applied.
+async fn report_progress(service: Service, job: String, mut updates: tokio::sync::mpsc::Receiver<(i64, String)>) {
+    let mut last = Instant::now();
+    while let Some((progress, stage)) = updates.recv().await {
+        // A write per layer is plenty; skip bursts.
+        if last.elapsed().as_millis() < 250 && !updates.is_empty() {
+            continue;
+        }
+        last = Instant::now();
+        let _ = service.store.job_progress(&job, &service.worker_id, progress, &stage).await;
+    }
+}
+
+async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String, Outcome> {
+    let failed = |code, message: String| Outcome::Failed { code, message };
+    let stored: StoredRequest = serde_json::from_str(&job.request)
+        .map_err(|e| failed("invalid_input", format!("stored request: {e}")))?;
+    let request = stored.request;
+    let version = service
+        .store
+        .platform_version(&job.platform, Some(job.platform_version))
+        .await
+        .map_err(|e| Outcome::Transient {
+            code: "database_unavailable",
+            message: e.to_string(),
+        })?
+        .ok_or_else(|| failed("platform_not_found", format!("platform {} version {}", job.platform, job.platform_version)))?;
+    let platform = platform_template(&version).map_err(|e| failed("invalid_input", e.to_string()))?;
+    let image = service
+        .image_reference(&request.image)
+        .map_err(|e| failed("invalid_image_reference", e.message))?;
+
+    let _ = tokio::fs::remove_dir_all(work).await;
+    tokio::fs::create_dir_all(work).await.map_err(|e| Outcome::Transient {
+        code: "storage_unavailable",
+        message: format!("{}: {e}", work.display()),
+    })?;
+    let metadata_file = match &request.app_metadata {
+        Some(metadata) => {
+            let path = work.join("appmetadata.json");
+            tokio::fs::write(&path, metadata.to_string())
+                .await
+                .map_err(|e| failed("storage_unavailable", e.to_string()))?;
+            Some(path)
+        }
+        None => None,
+    };
+    let format: Format = request
+        .options
+        .format
+        .parse()
+        .map_err(|e: String| failed("invalid_input", e))?;
+    let mode: MatchMode = request
+        .options
+        .lib_match_mode
+        .parse()
+        .map_err(|e: String| failed("invalid_input", e))?;
+    let options = pipeline::Options {
+        crun: request.options.crun,
+        create_mount_points: request.options.create_mount_points,
+        libraries: LibraryOptions {
+            mode,
+            walk: !request.options.no_dep_walking,
+            prune_unused: request.options.prune_unused,
+        },
+    };
+    let output_options = OutputOptions {
+        format,
+        keep_dir: false,
+        replace: true,
+        archive: Default::default(),
+        level: None,
+        threads: 0,
+        ipk: None,
+    };
+    let output = work.join("bundle");
+    let registry = service.config.registry.clone();
+    let operator = service.operator.clone();
+    let app_id = request.app_id.clone();
+    let platform_value = platform.value;
+    let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(64);
+    let reporter = tokio::spawn(report_progress(service.clone(), job.id.clone(), progress_rx));
+    // The pipeline does blocking file work: give it a thread of its own.
+    let generated = tokio::task::spawn_blocking({
+        let output = output.clone();
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| GenerateError::Output(crate::output::OutputError::Io {
+                    path: PathBuf::from("runtime"),
+                    source: e,
+                }))?;
+            let request = generate::Request {
+                image: &image,
+                output: &output,
+                work_dir: None,
+                platform: &platform_value,
+                app_metadata: metadata_file.as_deref(),
+                app_id: app_id.as_deref(),
+                operator: &operator,
+                options: &options,
+                registry: &registry,
+                unpack: &UnpackOptions::default(),
+                output_options: &output_options,
+            };
+            runtime.block_on(generate::generate(&request, |done, total, _| {
+                let progress = if total == 0 { 0 } else { (done * 900 / total) as i64 };
+                let _ = progress_tx.try_send((progress, format!("unpacking layer {}/{total}", done.min(total))));
+            }))
+        }
+    })
+    .await
+    .map_err(|e| failed("generation_failed", format!("the job's thread failed: {e}")))?;
+    let _ = reporter.await;
+    let generated = generated.map_err(|e| classify(&e))?;
+    let archive = generated
+        .written
+        .archive
+        .ok_or_else(|| failed("generation_failed", "no archive was written".into()))?;
+
+    let app_version = request
+        .app_version
+        .clone()
+        .or_else(|| {
+            request
+                .app_metadata
+                .as_ref()
+                .and_then(|m| m.get("version")?.as_str().map(str::to_string))
+        })
+        .or(job.app_version.clone());
+    let sha256 = archive.sha256.hex();
+    let format = request.options.format.clone();
+    let identity = SignedIdentity {
+        sha256: &sha256,
+        app_id: &generated.app_id,
+        app_version: app_version.as_deref().unwrap_or(""),
+        platform: &job.platform,
+        format: &format,
+    };
+    let signature = service.signer.sign(&identity);
+    let bundle_id = format!("b-{}", &job.key[..32]);
+    let _ = service
+        .store
+        .job_progress(&job.id, &service.worker_id, 950, "storing")
+        .await;
+    let location = service
+        .blobs
+        .put(
+            &archive.path,
+            &sha256,
+            archive.size,
+            &format,
+            &bundle_id,
+            &[
+                ("org.rdk.bundle.app", &generated.app_id),
+                ("org.rdk.bundle.version", identity.app_version),
+                ("org.rdk.bundle.platform", &job.platform),
+                ("org.rdk.bundle.signature", &signature),
+            ],
+        )
+        .await
+        .map_err(|e| Outcome::Transient {
+            code: "storage_unavailable",
+            message: bundlegen_protocol::error_chain(&e),
+        })?;
+    let record = BundleRecord {
+        id: bundle_id.clone(),
+        job_id: job.id.clone(),
+        key: job.key.clone(),
+        app_id: generated.app_id.clone(),
+        app_version,
+        platform: job.platform.clone(),
+        platform_version: job.platform_version,
+        format,
+        size: archive.size as i64,
+        sha256,
+        signature,
+        location,
+        created_at: now(),
+    };
+    service.store.add_bundle(&record).await.map_err(|e| Outcome::Transient {
+        code: "database_unavailable",
+        message: e.to_string(),
+    })?;
+    Ok(bundle_id)
+}
+
+/// What a job row keeps of its request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredRequest {
+    pub request: BundleRequest,
+    pub platform_version: i64,
+}
+
+/// Whether a reference names a registry image (or a local one the service
+/// may read).
+pub fn is_registry(reference: &ImageReference) -> bool {
+    matches!(reference, ImageReference::Registry { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> BundleRequest {
+        serde_json::from_value(serde_json::json!({
+            "image": "docker://localhost:5000/app:1",
+            "platform": "rpi3",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn equal_requests_share_a_key_and_any_difference_changes_it() {
+        let base = job_key(&request(), 1);
+        assert_eq!(job_key(&request(), 1), base);
+        let mut with_defaults = request();
+        with_defaults.options = BundleOptions::default();
+        assert_eq!(job_key(&with_defaults, 1), base, "defaults are the same request");
+        assert_ne!(job_key(&request(), 2), base, "another platform version");
+        let mut other = request();
+        other.options.format = "ipk".into();
+        assert_ne!(job_key(&other, 1), base);
+        let mut metadata = request();
+        metadata.app_metadata = Some(serde_json::json!({"id": "a", "b": 1}));
+        let mut reordered = request();
+        reordered.app_metadata = serde_json::from_str(r#"{"b": 1, "id": "a"}"#).ok();
+        assert_eq!(job_key(&metadata, 1), job_key(&reordered, 1), "key order does not matter");
+    }
+
+    #[test]
+    fn options_name_the_bad_field() {
+        let mut options = BundleOptions::default();
+        assert!(options.validate().is_ok());
+        options.lib_match_mode = "best".into();
+        assert!(options.validate().unwrap_err().starts_with("options.libMatchMode"));
+        options = BundleOptions {
+            format: "zip".into(),
+            ..BundleOptions::default()
+        };
+        assert!(options.validate().unwrap_err().starts_with("options.format"));
+        assert!(
+            serde_json::from_value::<BundleRequest>(serde_json::json!({"image": "x", "platform": "p", "extra": 1}))
+                .is_err(),
+            "unknown fields are refused"
+        );
+    }
+
+    #[test]
+    fn errors_sort_into_outcomes() {
+        let incompatible = GenerateError::Stage(StageError::Incompatible(vec!["needs graphics".into()]));
+        assert!(matches!(classify(&incompatible), Outcome::Failed { code: "incompatible_app", .. }));
+        let missing = GenerateError::Image(ImageError::NotFound("manifest".into()));
+        assert_eq!(classify(&missing).code(), "image_not_found");
+        let down = GenerateError::Image(ImageError::Registry {
+            url: "http://r".into(),
+            message: "connection refused".into(),
+        });
+        assert!(matches!(classify(&down), Outcome::Transient { .. }));
+    }
+}
