@@ -6,65 +6,13 @@ mod support;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::json;
 use support::*;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A registry process, killed on drop.
-struct Registry {
-    child: Child,
-    port: u16,
-}
-
-impl Registry {
-    fn start(dir: &Path, extra_config: &str) -> Registry {
-        let port = free_port();
-        let storage = dir.join("storage");
-        fs::create_dir_all(&storage).unwrap();
-        let config = dir.join("registry.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra_config}",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (Debian package docker-registry)");
-        let registry = Registry { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        registry
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A two-platform image (amd64 and arm/v7), each with a marker file.
 fn multi_platform_layout(dir: &Path) -> LayoutBuilder {
@@ -90,14 +38,6 @@ fn multi_platform_layout(dir: &Path) -> LayoutBuilder {
         .collect();
     let index = layout.index(manifests);
     layout.tag(index, "latest")
-}
-
-fn skopeo_push(layout: &Path, destination: &str, extra: &[&str]) {
-    run(Command::new("skopeo")
-        .args(["--insecure-policy", "copy", "--all"])
-        .args(extra)
-        .arg(format!("oci:{}:latest", layout.display()))
-        .arg(destination));
 }
 
 fn platform_of(out: &Path) -> String {

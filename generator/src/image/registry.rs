@@ -418,7 +418,11 @@ impl Repository {
 
     /// `host/repository`, for messages.
     pub fn describe(&self) -> String {
-        format!("{}{}", self.session.base.trim_end_matches("v2/"), self.session.repository)
+        format!(
+            "{}{}",
+            self.session.base.trim_end_matches("v2/"),
+            self.session.repository
+        )
     }
 
     /// Whether the registry has the blob.
@@ -449,10 +453,16 @@ impl Repository {
             .ok_or_else(|| self.session.error(&start, "upload start without a Location"))?;
         let mut upload = reqwest::Url::parse(&start)
             .and_then(|base| base.join(location))
-            .map_err(|e| self.session.error(&start, format!("bad upload location {location:?}: {e}")))?;
-        upload.query_pairs_mut().append_pair("digest", &digest.to_string());
+            .map_err(|e| {
+                self.session
+                    .error(&start, format!("bad upload location {location:?}: {e}"))
+            })?;
+        upload.query_pairs_mut().append_pair("digest", digest.as_ref());
         let mut headers = header::HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/octet-stream"),
+        );
         headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(size));
         let path = file.to_path_buf();
         let body = move || -> Result<reqwest::Body, ImageError> {
@@ -488,7 +498,10 @@ impl Repository {
             .parse()
             .map_err(|e| self.session.error(&url, format!("{e}")))?;
         let body = move || -> Result<reqwest::Body, ImageError> { Ok(reqwest::Body::from(bytes.clone())) };
-        let response = self.session.send(reqwest::Method::PUT, &url, headers, Some(&body)).await?;
+        let response = self
+            .session
+            .send(reqwest::Method::PUT, &url, headers, Some(&body))
+            .await?;
         self.session.check_status(&url, response, "manifest upload").await?;
         Ok(digest)
     }
@@ -502,7 +515,9 @@ impl Repository {
             headers.insert(header::RANGE, range);
         }
         let response = self.session.send(reqwest::Method::GET, &url, headers, None).await?;
-        self.session.check_status(&url, response, &format!("blob {digest}")).await
+        self.session
+            .check_status(&url, response, &format!("blob {digest}"))
+            .await
     }
 }
 

@@ -13,8 +13,8 @@ use oci_spec::image::Digest;
 use tokio::io::AsyncSeekExt;
 
 use crate::image::ImageError;
-use crate::stream::{ByteStream, file_stream, response_stream};
 use crate::image::registry::Repository;
+use crate::stream::{ByteStream, file_stream, response_stream};
 
 /// Media types of a bundle artifact.
 pub const ARTIFACT_TYPE: &str = "application/vnd.rdk.bundle.v1";

@@ -251,13 +251,15 @@ async fn import_platform(service: &Service, name: &str) -> Result<(), ApiError> 
         return Ok(());
     }
     let Some(dir) = &service.config.template_dir else {
-        return Err(ApiError::not_found("platform_not_found", format!("no platform named {name}")));
+        return Err(ApiError::not_found(
+            "platform_not_found",
+            format!("no platform named {name}"),
+        ));
     };
     let files = bundlegen_protocol::config::platform::find_template(dir, name)
         .map_err(|e| ApiError::not_found("platform_not_found", e.to_string()))?;
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))
-    };
+    let read =
+        |path: &Path| std::fs::read_to_string(path).map_err(|e| ApiError::internal(format!("{}: {e}", path.display())));
     bundlegen_protocol::config::platform::load_platform(&files)
         .map_err(|e| ApiError::unprocessable("invalid_template", e.to_string()))?;
     let template = read(&files.template)?;
@@ -265,7 +267,14 @@ async fn import_platform(service: &Service, name: &str) -> Result<(), ApiError> 
     let probe = files.probe.as_deref().map(read).transpose()?;
     service
         .store
-        .add_platform_version(name, &template, libs.as_deref(), probe.as_deref(), "import", "bundlegen-queue")
+        .add_platform_version(
+            name,
+            &template,
+            libs.as_deref(),
+            probe.as_deref(),
+            "import",
+            "bundlegen-queue",
+        )
         .await?;
     Ok(())
 }
@@ -273,7 +282,9 @@ async fn import_platform(service: &Service, name: &str) -> Result<(), ApiError> 
 /// Copies a stored bundle to `path` (temporary name, sync, rename).
 async fn copy_out(service: &Service, bundle: &super::store::BundleRecord, path: &Path) -> Result<(), String> {
     let dir = path.parent().ok_or("no directory")?;
-    tokio::fs::create_dir_all(dir).await.map_err(|e| format!("{}: {e}", dir.display()))?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let partial = tempfile::Builder::new()
         .prefix(".bundle.partial-")
         .tempfile_in(dir)
@@ -290,7 +301,9 @@ async fn copy_out(service: &Service, bundle: &super::store::BundleRecord, path: 
             .map_err(|e| e.to_string())?;
     }
     file.sync_all().await.map_err(|e| e.to_string())?;
-    partial.persist(path).map_err(|e| format!("{}: {}", path.display(), e.error))?;
+    partial
+        .persist(path)
+        .map_err(|e| format!("{}: {}", path.display(), e.error))?;
     Ok(())
 }
 

@@ -216,20 +216,21 @@ impl Db {
                     let connection = connection.lock().unwrap_or_else(|e| e.into_inner());
                     let mut statement = connection.prepare_cached(&sql)?;
                     let columns = statement.column_count();
-                    let rows = statement.query_map(rusqlite::params_from_iter(params.iter().map(sqlite_value)), |row| {
-                        let mut values = Vec::with_capacity(columns);
-                        for column in 0..columns {
-                            values.push(match row.get_ref(column)? {
-                                rusqlite::types::ValueRef::Null => Value::Text(None),
-                                rusqlite::types::ValueRef::Integer(i) => Value::Int(Some(i)),
-                                rusqlite::types::ValueRef::Real(f) => Value::Int(Some(f as i64)),
-                                rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
-                                    Value::Text(Some(String::from_utf8_lossy(t).into_owned()))
-                                }
-                            });
-                        }
-                        Ok(Row(values))
-                    })?;
+                    let rows =
+                        statement.query_map(rusqlite::params_from_iter(params.iter().map(sqlite_value)), |row| {
+                            let mut values = Vec::with_capacity(columns);
+                            for column in 0..columns {
+                                values.push(match row.get_ref(column)? {
+                                    rusqlite::types::ValueRef::Null => Value::Text(None),
+                                    rusqlite::types::ValueRef::Integer(i) => Value::Int(Some(i)),
+                                    rusqlite::types::ValueRef::Real(f) => Value::Int(Some(f as i64)),
+                                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                                        Value::Text(Some(String::from_utf8_lossy(t).into_owned()))
+                                    }
+                                });
+                            }
+                            Ok(Row(values))
+                        })?;
                     rows.collect::<Result<Vec<Row>, _>>()
                 })
                 .await
@@ -284,12 +285,13 @@ fn pg_row(row: &tokio_postgres::Row) -> Row {
 }
 
 async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| DbError::Open {
-            url: super::redact(url),
-            message: bundlegen_protocol::error_chain(&e),
-        })?;
+    let (client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| DbError::Open {
+                url: super::redact(url),
+                message: bundlegen_protocol::error_chain(&e),
+            })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("postgresql connection closed: {e}");
@@ -327,11 +329,22 @@ mod tests {
         let db = Db::open(dir.path().join("db.sqlite").to_str().unwrap()).await.unwrap();
         let insert = "INSERT INTO tokens (id, name, role, hash, created_at) VALUES ($1, $2, $3, $4, $5) \
                       ON CONFLICT (id) DO NOTHING";
-        let row = |id: &str| vec![id.into(), "ci".into(), "admin".into(), format!("h{id}").into(), 7.into()];
+        let row = |id: &str| {
+            vec![
+                id.into(),
+                "ci".into(),
+                "admin".into(),
+                format!("h{id}").into(),
+                7.into(),
+            ]
+        };
         assert_eq!(db.execute(insert, row("a")).await.unwrap(), 1);
         assert_eq!(db.execute(insert, row("a")).await.unwrap(), 0, "conflicts do nothing");
         let rows = db
-            .query("SELECT id, created_at, name FROM tokens WHERE role = $1", vec!["admin".into()])
+            .query(
+                "SELECT id, created_at, name FROM tokens WHERE role = $1",
+                vec!["admin".into()],
+            )
             .await
             .unwrap();
         assert_eq!(rows.len(), 1);

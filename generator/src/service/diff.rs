@@ -81,10 +81,17 @@ fn set_changes<T: PartialEq>(from: &BTreeMap<String, T>, to: &BTreeMap<String, T
     }
 }
 
-/// A version's libraries by name: versions, dependencies and, from a probe
-/// report, the content hash.
-fn libraries(version: &PlatformVersion) -> BTreeMap<String, (Vec<String>, Vec<String>, Option<String>)> {
-    if let Some(report) = version.probe.as_deref().and_then(|p| serde_json::from_str::<ProbeReport>(p).ok()) {
+/// What is compared of a library: its versions, dependencies and, from a
+/// probe report, its content hash.
+type LibraryFacts = (Vec<String>, Vec<String>, Option<String>);
+
+/// A version's libraries by name.
+fn libraries(version: &PlatformVersion) -> BTreeMap<String, LibraryFacts> {
+    if let Some(report) = version
+        .probe
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<ProbeReport>(p).ok())
+    {
         let mut by_name = BTreeMap::new();
         let libs = report.libs_file();
         let hashes: BTreeMap<&str, &str> = report
@@ -121,7 +128,14 @@ fn devices(version: &PlatformVersion) -> BTreeMap<String, String> {
                 .devices
                 .into_iter()
                 .map(|d| {
-                    let description = format!("{} {}:{} {} dynamic={}", d.kind, d.major, d.minor, d.class.name(), d.dynamic);
+                    let description = format!(
+                        "{} {}:{} {} dynamic={}",
+                        d.kind,
+                        d.major,
+                        d.minor,
+                        d.class.name(),
+                        d.dynamic
+                    );
                     (d.path, description)
                 })
                 .collect()
@@ -132,7 +146,12 @@ fn devices(version: &PlatformVersion) -> BTreeMap<String, String> {
 pub fn diff(from: &PlatformVersion, to: &PlatformVersion) -> PlatformDiff {
     let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
     let mut template = Vec::new();
-    diff_values("", Some(&parse(&from.template)), Some(&parse(&to.template)), &mut template);
+    diff_values(
+        "",
+        Some(&parse(&from.template)),
+        Some(&parse(&to.template)),
+        &mut template,
+    );
     PlatformDiff {
         platform: to.platform.clone(),
         from: from.version,

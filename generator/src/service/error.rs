@@ -55,7 +55,11 @@ impl ApiError {
 impl From<DbError> for ApiError {
     fn from(error: DbError) -> ApiError {
         tracing::error!("{error}");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", error.to_string())
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            error.to_string(),
+        )
     }
 }
 

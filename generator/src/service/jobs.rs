@@ -98,9 +98,7 @@ impl BundleOptions {
             .map_err(|e| format!("options.libMatchMode: {e}"))?;
         match self.format.as_str() {
             "tar.gz" | "tar.zst" | "ipk" => Ok(()),
-            other => Err(format!(
-                "options.format: {other:?} is not tar.gz, tar.zst or ipk"
-            )),
+            other => Err(format!("options.format: {other:?} is not tar.gz, tar.zst or ipk")),
         }
     }
 }
@@ -118,7 +116,10 @@ pub fn platform_template(version: &PlatformVersion) -> Result<Parsed<PlatformTem
     let name = format!("platform {} version {}", version.platform, version.version);
     let template = parse::<PlatformTemplate>(&version.template, Path::new(&name))?;
     let libs = match &version.libs {
-        Some(text) => Some((parse::<LibsFile>(text, Path::new(&format!("{name} libs")))?, format!("{name} libs"))),
+        Some(text) => Some((
+            parse::<LibsFile>(text, Path::new(&format!("{name} libs")))?,
+            format!("{name} libs"),
+        )),
         None => None,
     };
     let probe = match &version.probe {
@@ -136,8 +137,14 @@ pub fn platform_template(version: &PlatformVersion) -> Result<Parsed<PlatformTem
 pub enum Outcome {
     Succeeded(String),
     /// Worth another attempt (a registry or store that was down).
-    Transient { code: &'static str, message: String },
-    Failed { code: &'static str, message: String },
+    Transient {
+        code: &'static str,
+        message: String,
+    },
+    Failed {
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -182,7 +189,9 @@ pub async fn run(service: &Service, job: &JobRecord) -> Outcome {
         Err(outcome) => outcome,
     };
     let _ = tokio::fs::remove_dir_all(&work).await;
-    service.metrics.job_finished(outcome.code(), started.elapsed().as_secs_f64());
+    service
+        .metrics
+        .job_finished(outcome.code(), started.elapsed().as_secs_f64());
     outcome
 }
 
@@ -195,14 +204,17 @@ async fn report_progress(service: Service, job: String, mut updates: tokio::sync
             continue;
         }
         last = Instant::now();
-        let _ = service.store.job_progress(&job, &service.worker_id, progress, &stage).await;
+        let _ = service
+            .store
+            .job_progress(&job, &service.worker_id, progress, &stage)
+            .await;
     }
 }
 
 async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String, Outcome> {
     let failed = |code, message: String| Outcome::Failed { code, message };
-    let stored: StoredRequest = serde_json::from_str(&job.request)
-        .map_err(|e| failed("invalid_input", format!("stored request: {e}")))?;
+    let stored: StoredRequest =
+        serde_json::from_str(&job.request).map_err(|e| failed("invalid_input", format!("stored request: {e}")))?;
     let request = stored.request;
     let version = service
         .store
@@ -212,7 +224,12 @@ async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String
             code: "database_unavailable",
             message: e.to_string(),
         })?
-        .ok_or_else(|| failed("platform_not_found", format!("platform {} version {}", job.platform, job.platform_version)))?;
+        .ok_or_else(|| {
+            failed(
+                "platform_not_found",
+                format!("platform {} version {}", job.platform, job.platform_version),
+            )
+        })?;
     let platform = platform_template(&version).map_err(|e| failed("invalid_input", e.to_string()))?;
     let image = service
         .image_reference(&request.image)
@@ -275,10 +292,12 @@ async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| GenerateError::Output(crate::output::OutputError::Io {
-                    path: PathBuf::from("runtime"),
-                    source: e,
-                }))?;
+                .map_err(|e| {
+                    GenerateError::Output(crate::output::OutputError::Io {
+                        path: PathBuf::from("runtime"),
+                        source: e,
+                    })
+                })?;
             let request = generate::Request {
                 image: &image,
                 output: &output,
@@ -293,7 +312,7 @@ async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String
                 output_options: &output_options,
             };
             runtime.block_on(generate::generate(&request, |done, total, _| {
-                let progress = if total == 0 { 0 } else { (done * 900 / total) as i64 };
+                let progress = (done * 900).checked_div(total).unwrap_or(0) as i64;
                 let _ = progress_tx.try_send((progress, format!("unpacking layer {}/{total}", done.min(total))));
             }))
         }
@@ -367,10 +386,14 @@ async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String
         location,
         created_at: now(),
     };
-    service.store.add_bundle(&record).await.map_err(|e| Outcome::Transient {
-        code: "database_unavailable",
-        message: e.to_string(),
-    })?;
+    service
+        .store
+        .add_bundle(&record)
+        .await
+        .map_err(|e| Outcome::Transient {
+            code: "database_unavailable",
+            message: e.to_string(),
+        })?;
     Ok(bundle_id)
 }
 
@@ -415,7 +438,11 @@ mod tests {
         metadata.app_metadata = Some(serde_json::json!({"id": "a", "b": 1}));
         let mut reordered = request();
         reordered.app_metadata = serde_json::from_str(r#"{"b": 1, "id": "a"}"#).ok();
-        assert_eq!(job_key(&metadata, 1), job_key(&reordered, 1), "key order does not matter");
+        assert_eq!(
+            job_key(&metadata, 1),
+            job_key(&reordered, 1),
+            "key order does not matter"
+        );
     }
 
     #[test]
@@ -439,7 +466,13 @@ mod tests {
     #[test]
     fn errors_sort_into_outcomes() {
         let incompatible = GenerateError::Stage(StageError::Incompatible(vec!["needs graphics".into()]));
-        assert!(matches!(classify(&incompatible), Outcome::Failed { code: "incompatible_app", .. }));
+        assert!(matches!(
+            classify(&incompatible),
+            Outcome::Failed {
+                code: "incompatible_app",
+                ..
+            }
+        ));
         let missing = GenerateError::Image(ImageError::NotFound("manifest".into()));
         assert_eq!(classify(&missing).code(), "image_not_found");
         let down = GenerateError::Image(ImageError::Registry {

@@ -66,7 +66,10 @@ impl Metrics {
             let count = jobs.iter().find(|(s, _)| s == state).map_or(0, |(_, c)| *c);
             let _ = writeln!(out, "bundlegen_jobs{{state=\"{state}\"}} {count}");
         }
-        let _ = writeln!(out, "# HELP bundlegen_jobs_finished_total Jobs this process finished, by outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP bundlegen_jobs_finished_total Jobs this process finished, by outcome."
+        );
         let _ = writeln!(out, "# TYPE bundlegen_jobs_finished_total counter");
         for (outcome, count) in lock(&self.jobs_finished).iter() {
             let _ = writeln!(out, "bundlegen_jobs_finished_total{{outcome=\"{outcome}\"}} {count}");
@@ -92,7 +95,10 @@ impl Metrics {
             "bundlegen_bytes_served_total {}",
             self.bytes_served.load(Ordering::Relaxed)
         );
-        let _ = writeln!(out, "# HELP bundlegen_lookups_total Bundle lookups, by whether a bundle was ready.");
+        let _ = writeln!(
+            out,
+            "# HELP bundlegen_lookups_total Bundle lookups, by whether a bundle was ready."
+        );
         let _ = writeln!(out, "# TYPE bundlegen_lookups_total counter");
         let _ = writeln!(
             out,
@@ -104,7 +110,10 @@ impl Metrics {
             "bundlegen_lookups_total{{result=\"miss\"}} {}",
             self.lookups_miss.load(Ordering::Relaxed)
         );
-        let _ = writeln!(out, "# HELP bundlegen_http_requests_total HTTP requests, by route and status.");
+        let _ = writeln!(
+            out,
+            "# HELP bundlegen_http_requests_total HTTP requests, by route and status."
+        );
         let _ = writeln!(out, "# TYPE bundlegen_http_requests_total counter");
         for ((route, status), count) in lock(&self.requests).iter() {
             let _ = writeln!(

@@ -173,9 +173,9 @@ impl Service {
         };
         let blobs = match &config.bundle_registry {
             Some(spec) => {
-                let (host, repository) = spec
-                    .split_once('/')
-                    .ok_or_else(|| ServiceError::Config(format!("--bundle-registry {spec:?}: use HOST[:PORT]/REPOSITORY")))?;
+                let (host, repository) = spec.split_once('/').ok_or_else(|| {
+                    ServiceError::Config(format!("--bundle-registry {spec:?}: use HOST[:PORT]/REPOSITORY"))
+                })?;
                 let repository = crate::image::registry::Repository::new(host, repository, &config.registry)
                     .map_err(|e| ServiceError::Config(format!("--bundle-registry {spec}: {e}")))?;
                 BlobStore::Registry(Arc::new(repository))
@@ -189,9 +189,11 @@ impl Service {
             .unwrap_or_else(|| config.data_dir.join("signing-key.p8"));
         let signer = Arc::new(Signer::load_or_create(&key_path)?);
         let operator = match &config.operator_config {
-            Some(path) => bundlegen_protocol::config::load::<OperatorConfig>(path)
-                .map_err(|e| ServiceError::Config(e.to_string()))?
-                .value,
+            Some(path) => {
+                bundlegen_protocol::config::load::<OperatorConfig>(path)
+                    .map_err(|e| ServiceError::Config(e.to_string()))?
+                    .value
+            }
             None => OperatorConfig::default(),
         };
         let worker_id = format!(
@@ -229,11 +231,12 @@ impl Service {
                     return Ok(());
                 }
                 let (_, token) = auth::new_token();
-                bundlegen_protocol::fsutil::write_file_atomic(path, format!("{token}\n").as_bytes(), 0o600)
-                    .map_err(|source| ServiceError::Io {
+                bundlegen_protocol::fsutil::write_file_atomic(path, format!("{token}\n").as_bytes(), 0o600).map_err(
+                    |source| ServiceError::Io {
                         what: path.display().to_string(),
                         source,
-                    })?;
+                    },
+                )?;
                 token
             }
             Err(source) => {
@@ -270,7 +273,10 @@ impl Service {
         };
         let allowed = self.config.local_images.as_ref().ok_or_else(refused)?;
         let (Ok(allowed), Ok(local)) = (std::fs::canonicalize(allowed), std::fs::canonicalize(&local)) else {
-            return Err(ApiError::unprocessable("image_not_found", format!("{text}: no such image")));
+            return Err(ApiError::unprocessable(
+                "image_not_found",
+                format!("{text}: no such image"),
+            ));
         };
         if local.starts_with(&allowed) {
             Ok(reference)
@@ -290,12 +296,17 @@ impl Service {
             .store
             .platform_version(&request.platform, None)
             .await?
-            .ok_or_else(|| ApiError::not_found("platform_not_found", format!("no platform named {}", request.platform)))?;
+            .ok_or_else(|| {
+                ApiError::not_found("platform_not_found", format!("no platform named {}", request.platform))
+            })?;
         self.image_reference(&request.image)?;
         if let Some(id) = &request.app_id
             && let Some(reason) = bundlegen_protocol::config::app::container_id_problem(id)
         {
-            return Err(ApiError::unprocessable("invalid_app_id", format!("appId {id:?}: {reason}")));
+            return Err(ApiError::unprocessable(
+                "invalid_app_id",
+                format!("appId {id:?}: {reason}"),
+            ));
         }
         if let Some(metadata) = &request.app_metadata {
             let app = api::parse_metadata(metadata)?;
@@ -335,7 +346,11 @@ impl Service {
             .await?;
         if new {
             self.queue.announce(&job.id).await.map_err(|e| {
-                ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", e.to_string())
+                ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "queue_unavailable",
+                    e.to_string(),
+                )
             })?;
         }
         Ok(job)
@@ -366,7 +381,11 @@ impl Service {
                     .await
             }
             Outcome::Transient { .. } => self.store.requeue_job(&job.id).await.map(|()| true),
-            Outcome::Failed { code, message } => self.store.finish_job(&job.id, &self.worker_id, Err((code, message))).await,
+            Outcome::Failed { code, message } => {
+                self.store
+                    .finish_job(&job.id, &self.worker_id, Err((code, message)))
+                    .await
+            }
         };
         match result {
             Ok(recorded) => recorded,

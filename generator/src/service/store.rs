@@ -215,7 +215,10 @@ impl Store {
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>, DbError> {
-        let rows = self.db.query("SELECT id, name, role FROM tokens ORDER BY id", vec![]).await?;
+        let rows = self
+            .db
+            .query("SELECT id, name, role FROM tokens ORDER BY id", vec![])
+            .await?;
         Ok(rows
             .iter()
             .map(|r| TokenRecord {
@@ -227,7 +230,11 @@ impl Store {
     }
 
     pub async fn delete_token(&self, id: &str) -> Result<bool, DbError> {
-        Ok(self.db.execute("DELETE FROM tokens WHERE id = $1", vec![id.into()]).await? > 0)
+        Ok(self
+            .db
+            .execute("DELETE FROM tokens WHERE id = $1", vec![id.into()])
+            .await?
+            > 0)
     }
 
     pub async fn count_tokens(&self, role: &str) -> Result<i64, DbError> {
@@ -243,7 +250,10 @@ impl Store {
     pub async fn platforms(&self) -> Result<Vec<PlatformSummary>, DbError> {
         let rows = self
             .db
-            .query("SELECT name, current_version, updated_at FROM platforms ORDER BY name", vec![])
+            .query(
+                "SELECT name, current_version, updated_at FROM platforms ORDER BY name",
+                vec![],
+            )
             .await?;
         Ok(rows
             .iter()
@@ -475,7 +485,10 @@ impl Store {
     pub async fn job(&self, id: &str) -> Result<Option<JobRecord>, DbError> {
         let rows = self
             .db
-            .query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"), vec![id.into()])
+            .query(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"),
+                vec![id.into()],
+            )
             .await?;
         Ok(rows.first().map(job))
     }
@@ -483,7 +496,10 @@ impl Store {
     pub async fn job_by_key(&self, key: &str) -> Result<Option<JobRecord>, DbError> {
         let rows = self
             .db
-            .query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE key = $1"), vec![key.into()])
+            .query(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE key = $1"),
+                vec![key.into()],
+            )
             .await?;
         Ok(rows.first().map(job))
     }
@@ -514,7 +530,11 @@ impl Store {
     /// Claims a job for `worker`: a queued one, or (`take_over`) one whose
     /// worker died. `None` if someone else has it or it is finished.
     pub async fn claim_job(&self, id: &str, worker: &str, take_over: bool) -> Result<Option<JobRecord>, DbError> {
-        let states = if take_over { "('queued', 'running')" } else { "('queued')" };
+        let states = if take_over {
+            "('queued', 'running')"
+        } else {
+            "('queued')"
+        };
         let rows = self
             .db
             .query(
@@ -632,7 +652,10 @@ impl Store {
     pub async fn bundle(&self, id: &str) -> Result<Option<BundleRecord>, DbError> {
         let rows = self
             .db
-            .query(&format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE id = $1"), vec![id.into()])
+            .query(
+                &format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE id = $1"),
+                vec![id.into()],
+            )
             .await?;
         Ok(rows.first().map(bundle))
     }
@@ -652,7 +675,12 @@ impl Store {
                     "SELECT {BUNDLE_COLUMNS} FROM bundles WHERE app_id = $1 AND app_version = $2 AND platform = $3 \
                      AND platform_version = $4 ORDER BY created_at DESC LIMIT 1"
                 ),
-                vec![app_id.into(), app_version.into(), platform.into(), platform_version.into()],
+                vec![
+                    app_id.into(),
+                    app_version.into(),
+                    platform.into(),
+                    platform_version.into(),
+                ],
             )
             .await?;
         Ok(rows.first().map(bundle))

@@ -53,10 +53,12 @@ fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::S
 
 /// Binds the configured address and serves until a shutdown signal.
 pub async fn serve(config: &ServiceConfig, router: Router) -> Result<(), ServiceError> {
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServiceError::Io {
-        what: format!("listening on {}", config.listen),
-        source,
-    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServiceError::Io {
+            what: format!("listening on {}", config.listen),
+            source,
+        })?;
     let address = listener.local_addr().map_err(|source| ServiceError::Io {
         what: "listening socket".into(),
         source,

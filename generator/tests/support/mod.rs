@@ -3,12 +3,16 @@
 //! directory trees.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod service;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use bundlegen_protocol::digest::Sha256Digest;
 use serde_json::{Value, json};
@@ -323,4 +327,66 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real registry (Debian's `docker-registry`) on a free port, storing
+/// under `dir`; killed on drop.
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+}
+
+impl Registry {
+    pub fn start(dir: &Path, extra_config: &str) -> Registry {
+        let port = free_port();
+        let storage = dir.join("storage");
+        fs::create_dir_all(&storage).unwrap();
+        let config = dir.join("registry.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra_config}",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed (Debian package docker-registry)");
+        let registry = Registry { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies an OCI layout's `latest` (all platforms) to a destination.
+pub fn skopeo_push(layout: &Path, destination: &str, extra: &[&str]) {
+    run(Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "--all"])
+        .args(extra)
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(destination));
 }

@@ -498,7 +498,12 @@ pub fn load_platform(files: &TemplateFiles) -> Result<Parsed<PlatformTemplate>, 
         Some(file) => Some((load::<ProbeReport>(file)?, file.display().to_string())),
         None => None,
     };
-    Ok(merge_platform(template, &files.template.display().to_string(), libs, probe))
+    Ok(merge_platform(
+        template,
+        &files.template.display().to_string(),
+        libs,
+        probe,
+    ))
 }
 
 /// Puts a template and its generated parts together: the probe report if
@@ -516,9 +521,9 @@ pub fn merge_platform(
             parsed.warnings.push(replaced(&probe_name));
         }
         if let Some((_, libs_name)) = &libs {
-            parsed
-                .warnings
-                .push(format!("{libs_name} is not used: {probe_name} describes the box's libraries"));
+            parsed.warnings.push(format!(
+                "{libs_name} is not used: {probe_name} describes the box's libraries"
+            ));
         }
         parsed.value.libs = report.value.libs_file().libs;
         parsed.value.probe = Some(Box::new(report.value));

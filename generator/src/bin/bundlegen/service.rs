@@ -18,7 +18,12 @@ pub const EXIT_BAD_CONFIG: u8 = 78;
 #[derive(Args)]
 pub struct CommonArgs {
     /// Database, work files, bundles and the signing key live here.
-    #[arg(long, value_name = "DIR", env = "BUNDLEGEN_DATA_DIR", default_value = "/var/lib/bundlegen")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "BUNDLEGEN_DATA_DIR",
+        default_value = "/var/lib/bundlegen"
+    )]
     data_dir: PathBuf,
     /// PostgreSQL for the records (postgres://USER:PASS@HOST/DB); default: SQLite in --data-dir.
     #[arg(long, value_name = "URL", env = "BUNDLEGEN_DATABASE", hide_env_values = true)]
@@ -30,7 +35,13 @@ pub struct CommonArgs {
     #[arg(long, value_name = "HOST/REPO", env = "BUNDLEGEN_BUNDLE_REGISTRY")]
     bundle_registry: Option<String>,
     /// Registry credentials (for images and the bundle registry).
-    #[arg(short = 'c', long = "creds", value_name = "USER:PASSWORD", env = "RDK_OCI_REGISTRY_CREDS", hide_env_values = true)]
+    #[arg(
+        short = 'c',
+        long = "creds",
+        value_name = "USER:PASSWORD",
+        env = "RDK_OCI_REGISTRY_CREDS",
+        hide_env_values = true
+    )]
     creds: Option<Credentials>,
     /// Talk plain HTTP to registries (local test registries only).
     #[arg(long)]
@@ -123,7 +134,11 @@ fn run(future: impl Future<Output = Result<(), ServiceError>>) -> Result<(), Fai
         .build()
         .map_err(anyhow::Error::from)?;
     runtime.block_on(future).map_err(|error| Failure {
-        code: if matches!(error, ServiceError::Config(_)) { EXIT_BAD_CONFIG } else { 1 },
+        code: if matches!(error, ServiceError::Config(_)) {
+            EXIT_BAD_CONFIG
+        } else {
+            1
+        },
         error: error.into(),
     })
 }

@@ -38,9 +38,8 @@ pub async fn create_token(
     JsonBody(new): JsonBody<NewToken>,
 ) -> Result<Response, ApiError> {
     caller.require(&[])?;
-    let role = auth::Role::parse(&new.role).ok_or_else(|| {
-        ApiError::unprocessable("invalid_request", "role: use admin, platform-team or device")
-    })?;
+    let role = auth::Role::parse(&new.role)
+        .ok_or_else(|| ApiError::unprocessable("invalid_request", "role: use admin, platform-team or device"))?;
     if new.name.trim().is_empty() || new.name.len() > 200 {
         return Err(ApiError::unprocessable("invalid_request", "name: 1 to 200 characters"));
     }

@@ -86,7 +86,11 @@ async fn job_response(service: &Service, job: JobRecord) -> Result<Response, Api
                 None => None,
             }
             .ok_or_else(|| ApiError::internal(format!("job {} has no bundle record", job.id)))?;
-            Ok((StatusCode::OK, Json(json!({"job": job_json(&job), "bundle": bundle_json(service, &bundle)}))).into_response())
+            Ok((
+                StatusCode::OK,
+                Json(json!({"job": job_json(&job), "bundle": bundle_json(service, &bundle)})),
+            )
+                .into_response())
         }
         JobState::Failed => {
             let code = job.error_code.clone().unwrap_or_else(|| "generation_failed".into());
@@ -156,11 +160,12 @@ pub async fn lookup(
         return Ok((StatusCode::OK, Json(json!({"bundle": bundle_json(&service, &bundle)}))).into_response());
     }
     service.metrics.lookup(false);
-    let app = service
-        .store
-        .app(&query.app, &query.version)
-        .await?
-        .ok_or_else(|| ApiError::not_found("app_not_found", format!("no app {} version {}", query.app, query.version)))?;
+    let app = service.store.app(&query.app, &query.version).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "app_not_found",
+            format!("no app {} version {}", query.app, query.version),
+        )
+    })?;
     let request = BundleRequest {
         image: app.image,
         platform: query.platform.clone(),
@@ -299,11 +304,13 @@ pub async fn content(
             return Ok(response);
         }
     };
-    let read = service
-        .blobs
-        .read(&bundle.location, size, range)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "storage_unavailable", bundlegen_protocol::error_chain(&e)))?;
+    let read = service.blobs.read(&bundle.location, size, range).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "storage_unavailable",
+            bundlegen_protocol::error_chain(&e),
+        )
+    })?;
     let metrics = service.metrics.clone();
     let body = Body::from_stream(read.body.map(move |chunk| {
         if let Ok(chunk) = &chunk {
@@ -314,7 +321,10 @@ pub async fn content(
     let mut response = Response::new(body);
     *response.headers_mut() = common;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&bundle.format)));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&bundle.format)),
+    );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(read.length));
     if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{}.{}\"", bundle.id, bundle.format)) {
         headers.insert(header::CONTENT_DISPOSITION, value);
@@ -334,7 +344,8 @@ mod tests {
 
     #[test]
     fn ranges_are_parsed_like_rfc_9110_says() {
-        let cases: &[(Option<&str>, Result<Option<(u64, u64)>, ()>)] = &[
+        type Case<'a> = (Option<&'a str>, Result<Option<(u64, u64)>, ()>);
+        let cases: &[Case] = &[
             (None, Ok(None)),
             (Some("bytes=0-99"), Ok(Some((0, 99)))),
             (Some("bytes=100-"), Ok(Some((100, 999)))),

@@ -79,7 +79,11 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Service> for QueryParams<T> {
 async fn body_bytes(request: Request, service: &Service) -> Result<Bytes, ApiError> {
     Bytes::from_request(request, service).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", rejection.body_text())
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                rejection.body_text(),
+            )
         } else {
             ApiError::bad_request("invalid_body", rejection.body_text())
         }
@@ -135,11 +139,23 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Service>)> {
         ("DELETE", "/v1/tokens/{id}", delete(admin::delete_token)),
         ("GET", "/v1/platforms", get(platforms::list)),
         ("GET", "/v1/platforms/{name}", get(platforms::get_platform)),
-        ("PUT", "/v1/platforms/{name}", put(platforms::put_template).layer(document_limit())),
+        (
+            "PUT",
+            "/v1/platforms/{name}",
+            put(platforms::put_template).layer(document_limit()),
+        ),
         ("GET", "/v1/platforms/{name}/probe", get(platforms::get_probe)),
-        ("POST", "/v1/platforms/{name}/probe", post(platforms::post_probe).layer(document_limit())),
+        (
+            "POST",
+            "/v1/platforms/{name}/probe",
+            post(platforms::post_probe).layer(document_limit()),
+        ),
         ("GET", "/v1/platforms/{name}/libs", get(platforms::get_libs)),
-        ("PUT", "/v1/platforms/{name}/libs", put(platforms::put_libs).layer(document_limit())),
+        (
+            "PUT",
+            "/v1/platforms/{name}/libs",
+            put(platforms::put_libs).layer(document_limit()),
+        ),
         ("GET", "/v1/platforms/{name}/versions", get(platforms::versions)),
         ("GET", "/v1/platforms/{name}/diff", get(platforms::diff)),
         ("GET", "/v1/apps", get(admin::list_apps)),

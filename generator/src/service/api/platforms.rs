@@ -101,9 +101,12 @@ pub async fn get_probe(
     QueryParams(query): QueryParams<VersionQuery>,
 ) -> Result<Response, ApiError> {
     let version = current(&service, &name, query.version).await?;
-    let probe = version
-        .probe
-        .ok_or_else(|| ApiError::not_found("probe_not_found", format!("platform {name} version {} has no probe report", version.version)))?;
+    let probe = version.probe.ok_or_else(|| {
+        ApiError::not_found(
+            "probe_not_found",
+            format!("platform {name} version {} has no probe report", version.version),
+        )
+    })?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], probe).into_response())
 }
 
@@ -141,13 +144,24 @@ async fn document<T: serde::de::DeserializeOwned + Validate>(
     let bytes = body_bytes(request, service).await?;
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::bad_request("invalid_json", format!("the {what} is not UTF-8")))?;
+    // Syntax first (400), then the document's types and rules (422).
+    serde_json::from_str::<serde::de::IgnoredAny>(&text)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("{what}: {e}")))?;
     let parsed = parse::<T>(&text, Path::new(what)).map_err(|e| ApiError::unprocessable(code, e.to_string()))?;
     Ok((parsed.value, parsed.warnings, text))
 }
 
 fn created(version: i64, name: &str, warnings: Vec<String>) -> Response {
-    let status = if version == 1 { StatusCode::CREATED } else { StatusCode::OK };
-    (status, Json(json!({"name": name, "version": version, "warnings": warnings}))).into_response()
+    let status = if version == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(json!({"name": name, "version": version, "warnings": warnings})),
+    )
+        .into_response()
 }
 
 /// Creates or updates the hand-written template; the generated parts of
@@ -160,19 +174,22 @@ pub async fn put_template(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::PlatformTeam])?;
     check_name(&name)?;
-    let (template, warnings, text) =
+    // The name is the template's (BundleGen's file name); `platformName`
+    // inside may be a family name shared by several templates.
+    let (_template, warnings, text) =
         document::<PlatformTemplate>(request, &service, "template", "invalid_template").await?;
-    if template.platform_name != name {
-        return Err(ApiError::unprocessable(
-            "invalid_template",
-            format!("template: platformName is {:?}, the URL says {name:?}", template.platform_name),
-        ));
-    }
     let previous = service.store.platform_version(&name, None).await?;
     let (libs, probe) = previous.map_or((None, None), |p| (p.libs, p.probe));
     let version = service
         .store
-        .add_platform_version(&name, &text, libs.as_deref(), probe.as_deref(), "template", &caller.name)
+        .add_platform_version(
+            &name,
+            &text,
+            libs.as_deref(),
+            probe.as_deref(),
+            "template",
+            &caller.name,
+        )
         .await?;
     Ok(created(version, &name, warnings))
 }
@@ -187,7 +204,8 @@ pub async fn post_probe(
     caller.require(&[Role::PlatformTeam, Role::Device])?;
     let previous = current(&service, &name, None).await?;
     let (report, warnings, text) = document::<ProbeReport>(request, &service, "probe report", "invalid_probe").await?;
-    let template: PlatformTemplate = serde_json::from_str(&previous.template).map_err(|e| ApiError::internal(e.to_string()))?;
+    let template: PlatformTemplate =
+        serde_json::from_str(&previous.template).map_err(|e| ApiError::internal(e.to_string()))?;
     let expected = crate::libmatch::platform_abi(&template.arch.arch, template.arch.variant.as_deref());
     if let (Some(expected), Some(probed)) = (expected, report.system.abi)
         && !expected.can_load(&probed)
@@ -232,11 +250,16 @@ pub async fn versions(
 ) -> Result<Json<Value>, ApiError> {
     let history = service.store.platform_history(&name).await?;
     if history.is_empty() {
-        return Err(ApiError::not_found("platform_not_found", format!("no platform named {name}")));
+        return Err(ApiError::not_found(
+            "platform_not_found",
+            format!("no platform named {name}"),
+        ));
     }
     let versions: Vec<Value> = history
         .iter()
-        .map(|v| json!({"version": v.version, "change": v.change, "createdBy": v.created_by, "createdAt": v.created_at}))
+        .map(
+            |v| json!({"version": v.version, "change": v.change, "createdBy": v.created_by, "createdAt": v.created_at}),
+        )
         .collect();
     Ok(Json(json!({"name": name, "versions": versions})))
 }

@@ -1,0 +1,1130 @@
+//! `bundlegen serve` in its embedded mode (SQLite, in-process workers, bundles
+//! in a directory), as a real process answering real HTTP: every endpoint,
+//! auth failures, bad inputs, de-duplication, downloads with ranges and
+//! ETags, signatures, lookups, a crash mid-job, TLS.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bundlegen_protocol::signature::{SignedIdentity, base64_decode, verify};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::service::{Server, client, wait_for_job};
+use support::*;
+
+const PLATFORM: &str = "rpi3_reference_vc4_dunfell";
+
+fn images_dir() -> PathBuf {
+    conformance().join("bundlegen/images")
+}
+
+fn conformance_image() -> String {
+    format!(
+        "oci:{}:latest",
+        images_dir().join("dac-image-wayland-egl-test-oci").display()
+    )
+}
+
+fn template_text(name: &str) -> String {
+    std::fs::read_to_string(conformance().join(format!("bundlegen/templates/{name}.json"))).unwrap()
+}
+
+async fn error_code(response: reqwest::Response) -> (StatusCode, String, String) {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or_default().to_string(),
+        body["error"]["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// A server with the conformance platform (template and BundleGen's list).
+async fn server_with_platform(dir: &Path, extra: &[&str]) -> Server {
+    let images = images_dir();
+    let mut args = vec!["--local-images", images.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let server = Server::start(dir, &args);
+    let http = client();
+    let response = http
+        .put(server.url(&format!("/v1/platforms/{PLATFORM}")))
+        .bearer_auth(&server.admin)
+        .body(template_text(PLATFORM))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let libs =
+        std::fs::read_to_string(conformance().join(format!("bundlegen/templates/{PLATFORM}_libs.json"))).unwrap();
+    let response = http
+        .put(server.url(&format!("/v1/platforms/{PLATFORM}/libs")))
+        .bearer_auth(&server.admin)
+        .body(libs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    server
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_roles_and_auth_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = client();
+
+    let health = http.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "no token needed");
+    assert_eq!(health.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+
+    let anonymous = http.get(server.url("/v1/platforms")).send().await.unwrap();
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    assert_eq!(error_code(anonymous).await.1, "unauthorized");
+    let wrong = http
+        .get(server.url("/v1/platforms"))
+        .bearer_auth("bgt_nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(wrong).await.0, StatusCode::UNAUTHORIZED);
+    let not_bearer = http
+        .get(server.url("/v1/platforms"))
+        .basic_auth("admin", Some(&server.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_bearer.status(), StatusCode::UNAUTHORIZED);
+
+    let device = server.token("device").await;
+    let team = server.token("platform-team").await;
+    let forbidden = http
+        .post(server.url("/v1/tokens"))
+        .bearer_auth(&device)
+        .json(&json!({"name": "x", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(forbidden).await.1, "forbidden");
+    let put = http
+        .put(server.url("/v1/platforms/p1"))
+        .bearer_auth(&device)
+        .body(template_text(PLATFORM))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::FORBIDDEN, "devices do not edit templates");
+    for (token, path) in [
+        (&device, "/v1/platforms"),
+        (&team, "/metrics"),
+        (&device, "/openapi.json"),
+    ] {
+        let ok = http.get(server.url(path)).bearer_auth(token).send().await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK, "{path}");
+    }
+    let metrics = http
+        .get(server.url("/metrics"))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), StatusCode::FORBIDDEN);
+
+    let bad_role = http
+        .post(server.url("/v1/tokens"))
+        .bearer_auth(&server.admin)
+        .json(&json!({"name": "x", "role": "root"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(bad_role).await.1, "invalid_request");
+
+    let listed: Value = http
+        .get(server.url("/v1/tokens"))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tokens = listed["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 3);
+    assert!(
+        tokens
+            .iter()
+            .all(|t| t.get("token").is_none() && t.get("hash").is_none())
+    );
+
+    // Only hashes are stored: the secrets are nowhere in the database files.
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("bundlegen.db") {
+            stored.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    for secret in [&device, &team, &server.admin] {
+        let needle = secret.as_bytes();
+        assert!(
+            !stored.windows(needle.len()).any(|w| w == needle),
+            "a token is stored in clear"
+        );
+    }
+
+    let device_id = tokens.iter().find(|t| t["role"] == "device").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoked = http
+        .delete(server.url(&format!("/v1/tokens/{device_id}")))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let after = http
+        .get(server.url("/v1/platforms"))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    let again = http
+        .delete(server.url(&format!("/v1/tokens/{device_id}")))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(again).await.1, "token_not_found");
+    let nowhere = http
+        .get(server.url("/v2/nothing"))
+        .bearer_auth(&team)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(nowhere).await,
+        (StatusCode::NOT_FOUND, "not_found".into(), "no such endpoint".into())
+    );
+}
+
+/// Every operation in the OpenAPI document is served (none falls through
+/// to the 404 fallback or gets 405).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_documented_operation_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = client();
+    let document: Value = serde_json::from_str(bundlegen::service::api::OPENAPI).unwrap();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let concrete = path
+                .replace("{name}", "p")
+                .replace("{id}", "x")
+                .replace("{app}", "a")
+                .replace("{version}", "1");
+            let request = http
+                .request(method.to_uppercase().parse().unwrap(), server.url(&concrete))
+                .bearer_auth(&server.admin)
+                .header("content-type", "application/json")
+                .body("{}");
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            if status == StatusCode::NOT_FOUND {
+                let (_, code, _) = error_code(response).await;
+                assert_ne!(code, "not_found", "{method} {path} is not routed");
+            }
+        }
+    }
+}
+
+/// Probes the conformance image's arm rootfs (a small, real box-like tree).
+fn probe_report_json() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    run(bundlegen()
+        .args(["unpack", "-y", "--format", "dir"])
+        .arg(conformance_image())
+        .arg(&bundle));
+    let report = platform_probe::probe(&platform_probe::ProbeOptions {
+        root: bundle.join("rootfs"),
+        expected_devices: Vec::new(),
+    })
+    .unwrap();
+    serde_json::to_string(&report).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn platforms_keep_versions_and_diff_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_platform(dir.path(), &[]).await;
+    let http = client();
+    let device = server.token("device").await;
+    let at = |path: &str| server.url(&format!("/v1/platforms/{PLATFORM}{path}"));
+
+    let report = probe_report_json();
+    let uploaded = http
+        .post(at("/probe"))
+        .bearer_auth(&device)
+        .body(report.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), StatusCode::OK, "devices upload probe reports");
+    assert_eq!(uploaded.json::<Value>().await.unwrap()["version"], 3);
+
+    let mut changed: Value = serde_json::from_str(&template_text(PLATFORM)).unwrap();
+    changed["hardware"]["maxRam"] = json!("512M");
+    let updated = http
+        .put(at(""))
+        .bearer_auth(&server.admin)
+        .body(changed.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.json::<Value>().await.unwrap()["version"], 4);
+
+    let current: Value = http
+        .get(at(""))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current["version"], 4);
+    assert_eq!(
+        current["generated"]["source"], "probe",
+        "a template update keeps the probe report"
+    );
+    assert!(current["generated"]["libraries"].as_u64().unwrap() > 10);
+    assert_eq!(current["template"]["hardware"]["maxRam"], "512M");
+
+    let history: Value = http
+        .get(at("/versions"))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let changes: Vec<&str> = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes, ["template", "libs", "probe", "template"]);
+
+    let diff: Value = http
+        .get(at("/diff?from=1&to=4"))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(diff["template"][0]["path"], "/hardware/maxRam");
+    assert_eq!(diff["template"][0]["to"], "512M");
+    let libs_diff: Value = http
+        .get(at("/diff?from=2&to=3"))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        libs_diff["libraries"]["removed"].as_array().unwrap().len() > 900,
+        "the arm rootfs has few libraries"
+    );
+    assert_eq!(libs_diff["template"], json!([]));
+
+    let old_libs: Value = http
+        .get(at("/libs?version=2"))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(old_libs["libs"].as_array().unwrap().len(), 1022);
+    let probe: Value = http
+        .get(at("/probe"))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(probe, serde_json::from_str::<Value>(&report).unwrap());
+    let no_probe = http
+        .get(at("/probe?version=2"))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(no_probe).await.1, "probe_not_found");
+
+    let listed: Value = http
+        .get(server.url("/v1/platforms"))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["platforms"][0]["name"], PLATFORM);
+    assert_eq!(listed["platforms"][0]["currentVersion"], 4);
+
+    // Bad inputs name what is wrong.
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str, &str)> = vec![
+        (
+            http.put(at("")).body("{not json"),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "",
+        ),
+        (
+            http.put(at(""))
+                .body(json!({"platformName": PLATFORM, "os": 7}).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_template",
+            "os",
+        ),
+        (
+            http.put(server.url("/v1/platforms/bad%20name"))
+                .body(template_text(PLATFORM)),
+            StatusCode::BAD_REQUEST,
+            "invalid_platform_name",
+            "",
+        ),
+        (
+            http.get(server.url("/v1/platforms/nope")),
+            StatusCode::NOT_FOUND,
+            "platform_not_found",
+            "nope",
+        ),
+        (
+            http.get(at("?version=99")),
+            StatusCode::NOT_FOUND,
+            "platform_not_found",
+            "99",
+        ),
+        (
+            http.get(at("?version=abc")),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "",
+        ),
+        (http.get(at("/diff")), StatusCode::BAD_REQUEST, "invalid_query", "from"),
+        (
+            http.post(at("/probe")).body("{}"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_probe",
+            "",
+        ),
+        (
+            http.put(at("/libs"))
+                .body(json!({"libs": [{"name": "relative", "apiversions": [], "deps": []}]}).to_string()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_libs",
+            "libs[0].name",
+        ),
+    ];
+    for (request, status, code, mention) in cases {
+        let (got_status, got_code, message) =
+            error_code(request.bearer_auth(&server.admin).send().await.unwrap()).await;
+        assert_eq!((got_status, got_code.as_str()), (status, code), "{message}");
+        assert!(message.contains(mention), "{message:?} should mention {mention:?}");
+    }
+    // A report of another architecture is refused.
+    let mut x86: Value = serde_json::from_str(&report).unwrap();
+    x86["system"]["abi"] = json!({"bits": 64, "endian": "little", "machine": 62, "floatAbi": "unspecified"});
+    let wrong_arch = http
+        .post(at("/probe"))
+        .bearer_auth(&device)
+        .body(x86.to_string())
+        .send()
+        .await
+        .unwrap();
+    let (status, code, message) = error_code(wrong_arch).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_probe")
+    );
+    assert!(message.contains("amd64"), "{message}");
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    bundlegen_protocol::digest::Sha256Digest::of(data).hex()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bundles_are_built_signed_and_served_with_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_platform(dir.path(), &[]).await;
+    let http = client();
+    let device = server.token("device").await;
+    let request = json!({"image": conformance_image(), "platform": PLATFORM, "appVersion": "1.0.0"});
+    let started = http
+        .post(server.url("/v1/bundles?wait=300"))
+        .bearer_auth(&server.admin)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::OK);
+    let body: Value = started.json().await.unwrap();
+    let bundle = body["bundle"].clone();
+    assert_eq!(body["job"]["state"], "succeeded");
+    assert_eq!(bundle["appId"], "com.rdk.wayland-egl-test");
+    assert_eq!(bundle["platform"], PLATFORM);
+
+    let id = bundle["id"].as_str().unwrap();
+    let download = http
+        .get(server.url(&format!("/v1/bundles/{id}/content")))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), StatusCode::OK);
+    let headers = download.headers().clone();
+    let bytes = download.bytes().await.unwrap();
+    let sha = sha256_hex(&bytes);
+    assert_eq!(bundle["sha256"], sha.as_str());
+    assert_eq!(headers["x-bundle-sha256"], sha.as_str());
+    assert_eq!(headers["etag"], format!("\"{sha}\"").as_str());
+    assert_eq!(headers["content-type"], "application/gzip");
+    assert_eq!(headers["accept-ranges"], "bytes");
+    assert_eq!(bundle["size"].as_u64().unwrap(), bytes.len() as u64);
+
+    // The archive is the bundle: config.json and rootfs/ at its root.
+    let archive = dir.path().join("download.tar.gz");
+    std::fs::write(&archive, &bytes).unwrap();
+    let listing = run(Command::new("tar").arg("-tzf").arg(&archive));
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.lines().any(|l| l.trim_start_matches("./") == "config.json"),
+        "{listing}"
+    );
+
+    // The signature verifies with the published key, over this identity only.
+    let key: Value = http
+        .get(server.url("/v1/signing-key"))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let public = base64_decode(key["publicKey"].as_str().unwrap()).unwrap();
+    let identity = SignedIdentity {
+        sha256: &sha,
+        app_id: "com.rdk.wayland-egl-test",
+        app_version: "1.0.0",
+        platform: PLATFORM,
+        format: "tar.gz",
+    };
+    let signature = bundle["signature"].as_str().unwrap();
+    assert!(verify(&public, &identity, signature));
+    assert_eq!(headers["x-bundle-signature"], signature);
+    assert!(!verify(
+        &public,
+        &SignedIdentity {
+            platform: "rpi4_reference_dunfell",
+            ..identity.clone()
+        },
+        signature
+    ));
+
+    let ranged = |range: &'static str| {
+        http.get(server.url(&format!("/v1/bundles/{id}/content")))
+            .bearer_auth(&device)
+            .header("range", range)
+            .send()
+    };
+    let first = ranged("bytes=0-99").await.unwrap();
+    assert_eq!(first.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        first.headers()["content-range"],
+        format!("bytes 0-99/{}", bytes.len()).as_str()
+    );
+    assert_eq!(first.bytes().await.unwrap(), bytes[..100]);
+    let tail = ranged("bytes=-10").await.unwrap();
+    assert_eq!(tail.bytes().await.unwrap(), bytes[bytes.len() - 10..]);
+    let middle = http
+        .get(server.url(&format!("/v1/bundles/{id}/content")))
+        .bearer_auth(&device)
+        .header("range", "bytes=1000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(middle.bytes().await.unwrap(), bytes[1000..]);
+    let past_end = http
+        .get(server.url(&format!("/v1/bundles/{id}/content")))
+        .bearer_auth(&device)
+        .header("range", format!("bytes={}-", bytes.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        past_end.headers()["content-range"],
+        format!("bytes */{}", bytes.len()).as_str()
+    );
+    assert_eq!(error_code(past_end).await.1, "range_not_satisfiable");
+    let cached = http
+        .get(server.url(&format!("/v1/bundles/{id}/content")))
+        .bearer_auth(&device)
+        .header("if-none-match", format!("\"{sha}\""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+    assert!(cached.bytes().await.unwrap().is_empty());
+
+    // The same request again is served from the cache: same job, same bundle.
+    let again: Value = http
+        .post(server.url("/v1/bundles"))
+        .bearer_auth(&server.admin)
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["bundle"]["id"], id);
+    assert_eq!(again["job"]["id"], body["job"]["id"]);
+
+    let record: Value = http
+        .get(server.url(&format!("/v1/bundles/{id}")))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["sha256"], sha.as_str());
+    let listed: Value = http
+        .get(server.url("/v1/bundles"))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["bundles"].as_array().unwrap().len(), 1);
+    let jobs: Value = http
+        .get(server.url("/v1/jobs"))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1);
+    let missing = http
+        .get(server.url("/v1/bundles/b-nope/content"))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(missing).await.1, "bundle_not_found");
+    let missing_job = http
+        .get(server.url("/v1/jobs/job-nope"))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(missing_job).await.1, "job_not_found");
+
+    let metrics = http
+        .get(server.url("/metrics"))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let served: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("bundlegen_bytes_served_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The whole archive, then 100 + 10 + (size - 1000) bytes of ranges; the
+    // 304 and the 416 send nothing.
+    assert_eq!(served, 2 * bytes.len() as u64 - 890);
+    assert!(
+        metrics.contains("bundlegen_jobs_finished_total{outcome=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("bundlegen_jobs{state=\"succeeded\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("route=\"/v1/bundles/{id}/content\",status=\"206\""),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_concurrent_requests_share_one_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_platform(dir.path(), &[]).await;
+    let request = json!({"image": conformance_image(), "platform": PLATFORM, "options": {"format": "tar.zst"}});
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (url, token, request) = (server.url("/v1/bundles"), server.admin.clone(), request.clone());
+        requests.spawn(async move {
+            let response = client()
+                .post(url)
+                .bearer_auth(token)
+                .json(&request)
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status() == StatusCode::ACCEPTED || response.status() == StatusCode::OK);
+            response.json::<Value>().await.unwrap()["job"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(id) = requests.join_next().await {
+        ids.push(id.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let job = wait_for_job(&server.url, &server.admin, &ids[0], Duration::from_secs(300)).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 1);
+    let jobs: Value = client()
+        .get(server.url("/v1/jobs"))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&dir.path().join("registry"), "");
+    let server = server_with_platform(&dir.path().join("server"), &["--plain-http", "--max-attempts", "1"]).await;
+    let http = client();
+    let post = |body: String| {
+        http.post(server.url("/v1/bundles?wait=120"))
+            .bearer_auth(&server.admin)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let incompatible = json!({
+        "image": conformance_image(),
+        "platform": PLATFORM,
+        "appMetadata": {"id": "com.example.app", "type": "application/vnd.rdk-app.dac.native", "version": "1",
+                        "graphics": true, "network": {"type": "open"}, "storage": {}, "resources": {"ram": "64M"},
+                        "features": ["org.example.NoSuchFeature"]},
+    });
+    let cases: Vec<(String, StatusCode, &str, &str)> = vec![
+        ("{\"image\": ".into(), StatusCode::BAD_REQUEST, "invalid_json", ""),
+        (
+            json!({"image": "x", "platform": PLATFORM, "colour": 1}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "colour",
+        ),
+        (
+            json!({"platform": PLATFORM}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "image",
+        ),
+        (
+            json!({"image": conformance_image(), "platform": "rpi9"}).to_string(),
+            StatusCode::NOT_FOUND,
+            "platform_not_found",
+            "rpi9",
+        ),
+        (
+            json!({"image": "oci:/etc:latest", "platform": PLATFORM}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_image_reference",
+            "docker://",
+        ),
+        (
+            json!({"image": "docker://", "platform": PLATFORM}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_image_reference",
+            "",
+        ),
+        (
+            json!({"image": conformance_image(), "platform": PLATFORM, "options": {"format": "zip"}}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "options.format",
+        ),
+        (
+            json!({"image": conformance_image(), "platform": PLATFORM, "appMetadata": {"id": 5}}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_metadata",
+            "id",
+        ),
+        (
+            incompatible.to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "incompatible_app",
+            "NoSuchFeature",
+        ),
+        (
+            json!({"image": format!("docker://{}/no/such:1", registry.host()), "platform": PLATFORM}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "image_not_found",
+            "manifest",
+        ),
+        (
+            json!({"image": conformance_image(), "platform": PLATFORM, "pad": "x".repeat(2 << 20)}).to_string(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "",
+        ),
+    ];
+    for (body, status, code, mention) in cases {
+        let response = post(body.clone()).send().await.unwrap();
+        let (got_status, got_code, message) = error_code(response).await;
+        assert_eq!(
+            (got_status, got_code.as_str()),
+            (status, code),
+            "{message} for {}",
+            &body[..body.len().min(200)]
+        );
+        assert!(message.contains(mention), "{message:?} should mention {mention:?}");
+    }
+    // The image-not-found job is kept, failed, with its code.
+    let jobs: Value = http
+        .get(server.url("/v1/jobs"))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failed = &jobs["jobs"][0];
+    assert_eq!(
+        (failed["state"].as_str(), failed["errorCode"].as_str()),
+        (Some("failed"), Some("image_not_found"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lookups_generate_on_first_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_platform(dir.path(), &[]).await;
+    let http = client();
+    let device = server.token("device").await;
+    let app = "com.rdk.wayland-egl-test";
+    let registered = http
+        .put(server.url(&format!("/v1/apps/{app}/versions/1.0.0")))
+        .bearer_auth(&server.admin)
+        .json(&json!({"image": conformance_image()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let devices_may_not = http
+        .put(server.url(&format!("/v1/apps/{app}/versions/2.0.0")))
+        .bearer_auth(&device)
+        .json(&json!({"image": conformance_image()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(devices_may_not.status(), StatusCode::FORBIDDEN);
+    let stored: Value = http
+        .get(server.url(&format!("/v1/apps/{app}/versions/1.0.0")))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["image"], conformance_image().as_str());
+
+    let lookup = format!("/v1/lookup?app={app}&version=1.0.0&platform={PLATFORM}");
+    let first = http.get(server.url(&lookup)).bearer_auth(&device).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::ACCEPTED, "the first lookup starts the job");
+    assert!(
+        first.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/v1/jobs/job-")
+    );
+    let job = first.json::<Value>().await.unwrap()["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = wait_for_job(&server.url, &device, &job, Duration::from_secs(300)).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let second = http.get(server.url(&lookup)).bearer_auth(&device).send().await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    let bundle = second.json::<Value>().await.unwrap()["bundle"].clone();
+    assert_eq!(
+        (bundle["appId"].as_str(), bundle["appVersion"].as_str()),
+        (Some(app), Some("1.0.0"))
+    );
+
+    for (query, code) in [
+        (
+            format!("/v1/lookup?app=nope&version=1&platform={PLATFORM}"),
+            "app_not_found",
+        ),
+        (
+            format!("/v1/lookup?app={app}&version=1.0.0&platform=nope"),
+            "platform_not_found",
+        ),
+        (format!("/v1/lookup?app={app}"), "invalid_query"),
+    ] {
+        let response = http.get(server.url(&query)).bearer_auth(&device).send().await.unwrap();
+        assert_eq!(error_code(response).await.1, code, "{query}");
+    }
+    let apps: Value = http
+        .get(server.url("/v1/apps"))
+        .bearer_auth(&device)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(apps["apps"].as_array().unwrap().len(), 1);
+    let metrics = http
+        .get(server.url("/metrics"))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("bundlegen_lookups_total{result=\"hit\"} 1"),
+        "{metrics}"
+    );
+    // The first lookup and the one of an unknown app found no bundle.
+    assert!(
+        metrics.contains("bundlegen_lookups_total{result=\"miss\"} 2"),
+        "{metrics}"
+    );
+}
+
+/// An arm/v7 image whose bundle takes a few seconds to build: one layer of
+/// incompressible data.
+pub fn slow_image(dir: &Path, megabytes: usize) -> PathBuf {
+    let mut data = vec![0u8; megabytes << 20];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in data.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    let layer = LayerBuilder::default()
+        .dir("data", 0o755)
+        .file("data/blob", &data, 0o644)
+        .file(
+            "appmetadata.json",
+            br#"{"id": "com.example.slow", "type": "application/vnd.rdk-app.dac.native", "version": "1.0.0",
+                "graphics": false, "network": {"type": "open"}, "storage": {}, "resources": {"ram": "64M"}}"#,
+            0o644,
+        )
+        .tar();
+    let layout_dir = dir.join("slow-image");
+    let layout = LayoutBuilder::new(&layout_dir);
+    let image = layout.image(
+        &[(layer, Compress::Gzip)],
+        "arm",
+        Some("v7"),
+        json!({"Cmd": ["/bin/app"]}),
+    );
+    layout.tag(image, "latest");
+    layout_dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_job_resumes_it_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let image = slow_image(&images, 200);
+    let mut server = Server::start(&dir.path().join("data"), &["--local-images", images.to_str().unwrap()]);
+    let http = client();
+    let put = http
+        .put(server.url(&format!("/v1/platforms/{PLATFORM}")))
+        .bearer_auth(&server.admin)
+        .body(template_text(PLATFORM))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::CREATED);
+    let started: Value = http
+        .post(server.url("/v1/bundles"))
+        .bearer_auth(&server.admin)
+        .json(&json!({"image": format!("oci:{}:latest", image.display()), "platform": PLATFORM}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = started["job"]["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state: Value = http
+            .get(server.url(&format!("/v1/jobs/{job}")))
+            .bearer_auth(&server.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if state["state"] == "running" {
+            break;
+        }
+        assert_eq!(state["state"], "queued", "{state}");
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    let work = dir.path().join("data/work").join(&job);
+    server.restart();
+    let done = wait_for_job(&server.url, &server.admin, &job, Duration::from_secs(600)).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "the interrupted attempt counts");
+    assert!(!work.exists(), "the dead attempt's files are gone");
+    let bundle_id = done["bundleId"].as_str().unwrap();
+    let bytes = http
+        .get(server.url(&format!("/v1/bundles/{bundle_id}/content")))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let record: Value = http
+        .get(server.url(&format!("/v1/bundles/{bundle_id}")))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["sha256"], sha256_hex(&bytes).as_str());
+    // Only complete bundles are in the store.
+    let stored: Vec<String> = dir_names(&dir.path().join("data/bundles"));
+    assert_eq!(stored, [format!("{}.tar.gz", sha256_hex(&bytes))]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_with_rustls_and_the_plain_http_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = bundlegen()
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("a"))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(78), "a configuration error");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refusing to serve plain HTTP"));
+
+    // A CA and a server certificate it signs (webpki refuses a CA
+    // certificate used as the server's own).
+    let (ca, ca_key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+    let (cert, key, csr) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("cert.csr"),
+    );
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-days", "1", "-subj", "/CN=test CA"])
+        .args(ec)
+        .arg("-keyout")
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&ca));
+    run(Command::new("openssl")
+        .args(["req", "-new", "-subj", "/CN=localhost"])
+        .args(ec)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    let extensions = dir.path().join("ext.cnf");
+    std::fs::write(
+        &extensions,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "1"])
+        .arg("-in")
+        .arg(&csr)
+        .arg("-CA")
+        .arg(&ca)
+        .arg("-CAkey")
+        .arg(&ca_key)
+        .arg("-CAcreateserial")
+        .arg("-extfile")
+        .arg(&extensions)
+        .arg("-out")
+        .arg(&cert));
+    let server = Server::start(
+        &dir.path().join("b"),
+        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let trusted = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let response = trusted
+        .get(server.url("/v1/platforms"))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let untrusted = client().get(server.url("/healthz")).send().await;
+    assert!(
+        untrusted.is_err(),
+        "the self-signed certificate is not trusted by default"
+    );
+    let plain = client()
+        .get(server.url("/healthz").replace("https://", "http://"))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+}

@@ -1,0 +1,190 @@
+//! Running `bundlegen serve` and `bundlegen worker` as real processes, and an
+//! HTTP client for their API.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A `bundlegen serve` process; killed on drop.
+pub struct Server {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT` (or https).
+    pub url: String,
+    pub admin: String,
+    pub data_dir: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// reqwest needs a crypto provider; ring is the workspace's.
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+/// Waits for the line a server prints once it listens; returns its URL.
+fn listening_url(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = sender.send(line);
+        }
+        // Keep draining so the server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server printed where it listens");
+    line.split("listening on ")
+        .nth(1)
+        .expect("a listening line")
+        .trim()
+        .to_string()
+}
+
+impl Server {
+    /// Starts `bundlegen serve` on a free loopback port with `data_dir`;
+    /// an admin token is bootstrapped into `data_dir/admin.token`.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--bootstrap-token".into(),
+            data_dir.join("admin.token").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::spawn(data_dir, args)
+    }
+
+    fn spawn(data_dir: &Path, args: Vec<String>) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bundlegen"))
+            .args(&args)
+            .env("BUNDLEGEN_LOG", "bundlegen=info,warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("bundlegen runs");
+        let url = listening_url(&mut child);
+        let admin = std::fs::read_to_string(data_dir.join("admin.token"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        Server {
+            child,
+            url,
+            admin,
+            data_dir: data_dir.to_path_buf(),
+            args,
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same command again (after [`Server::kill`]).
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut args = self.args.clone();
+        // The same port may still be in TIME_WAIT: take a new one.
+        if let Some(at) = args.iter().position(|a| a == "--listen") {
+            args[at + 1] = "127.0.0.1:0".into();
+        }
+        let fresh = Server::spawn(&self.data_dir, args);
+        *self = fresh;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// A new token with `role`, made by the admin.
+    pub async fn token(&self, role: &str) -> String {
+        let response = client()
+            .post(self.url("/v1/tokens"))
+            .bearer_auth(&self.admin)
+            .json(&json!({"name": format!("test {role}"), "role": role}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `bundlegen worker` process; killed on drop.
+pub struct Worker {
+    pub child: Child,
+}
+
+impl Worker {
+    pub fn start(args: &[String]) -> Worker {
+        let child = Command::new(env!("CARGO_BIN_EXE_bundlegen"))
+            .arg("worker")
+            .args(args)
+            .env("BUNDLEGEN_LOG", "bundlegen=info,warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("bundlegen runs");
+        Worker { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls a job until it leaves queued/running; panics after `limit`.
+pub async fn wait_for_job(server_url: &str, token: &str, job: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let job: Value = client()
+            .get(format!("{server_url}/v1/jobs/{job}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let state = job["state"].as_str().unwrap_or_default().to_string();
+        if state == "succeeded" || state == "failed" {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job still {state}: {job}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
