@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bundlegen_protocol::signature::{SignedIdentity, base64_decode, verify};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::service::{Server, client, wait_for_job};
+use support::service::{Server, client, slow_image, wait_for_job};
 use support::*;
 
 const PLATFORM: &str = "rpi3_reference_vc4_dunfell";
@@ -936,39 +936,6 @@ async fn lookups_generate_on_first_request() {
         metrics.contains("bundlegen_lookups_total{result=\"miss\"} 2"),
         "{metrics}"
     );
-}
-
-/// An arm/v7 image whose bundle takes a few seconds to build: one layer of
-/// incompressible data.
-pub fn slow_image(dir: &Path, megabytes: usize) -> PathBuf {
-    let mut data = vec![0u8; megabytes << 20];
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for chunk in data.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    let layer = LayerBuilder::default()
-        .dir("data", 0o755)
-        .file("data/blob", &data, 0o644)
-        .file(
-            "appmetadata.json",
-            br#"{"id": "com.example.slow", "type": "application/vnd.rdk-app.dac.native", "version": "1.0.0",
-                "graphics": false, "network": {"type": "open"}, "storage": {}, "resources": {"ram": "64M"}}"#,
-            0o644,
-        )
-        .tar();
-    let layout_dir = dir.join("slow-image");
-    let layout = LayoutBuilder::new(&layout_dir);
-    let image = layout.image(
-        &[(layer, Compress::Gzip)],
-        "arm",
-        Some("v7"),
-        json!({"Cmd": ["/bin/app"]}),
-    );
-    layout.tag(image, "latest");
-    layout_dir
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -188,3 +188,93 @@ pub async fn wait_for_job(server_url: &str, token: &str, job: &str, limit: Durat
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Throwaway scale-out backends for one test: a PostgreSQL database and a
+/// RabbitMQ virtual host of their own (so tests do not see each other's
+/// jobs). `BUNDLEGEN_TEST_POSTGRES` (a URL of the `postgres` database for a
+/// role that may create databases) and `BUNDLEGEN_TEST_AMQP_HOST` override
+/// the local defaults `tests/install-peers` sets up.
+pub struct Backends {
+    pub database: String,
+    pub queue: String,
+    vhost: String,
+}
+
+impl Backends {
+    pub async fn create() -> Backends {
+        let admin = std::env::var("BUNDLEGEN_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://bundlegen:bundlegen@127.0.0.1:5432/postgres".into());
+        let name = format!("bg_test_{}", std::process::id()) + &format!("_{}", rand_suffix());
+        let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL runs (tests/install-peers starts it)");
+        tokio::spawn(connection);
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        let database = admin.rsplit_once('/').unwrap().0.to_string() + "/" + &name;
+        let vhost = name.clone();
+        for args in [
+            vec!["add_vhost", &vhost],
+            vec!["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"],
+        ] {
+            let status = Command::new("rabbitmqctl")
+                .arg("-q")
+                .args(&args)
+                .status()
+                .expect("rabbitmqctl (RabbitMQ runs; tests/install-peers starts it)");
+            assert!(status.success(), "rabbitmqctl {args:?}");
+        }
+        let host = std::env::var("BUNDLEGEN_TEST_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1:5672".into());
+        Backends {
+            database,
+            queue: format!("amqp://guest:guest@{host}/{vhost}"),
+            vhost,
+        }
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["-q", "delete_vhost", &self.vhost])
+            .status();
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{nanos:x}")
+}
+
+/// An arm/v7 image whose bundle takes a few seconds to build: one layer of
+/// incompressible data.
+pub fn slow_image(dir: &Path, megabytes: usize) -> PathBuf {
+    let mut data = vec![0u8; megabytes << 20];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in data.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    let layer = super::LayerBuilder::default()
+        .dir("data", 0o755)
+        .file("data/blob", &data, 0o644)
+        .file(
+            "appmetadata.json",
+            br#"{"id": "com.example.slow", "type": "application/vnd.rdk-app.dac.native", "version": "1.0.0",
+                "graphics": false, "network": {"type": "open"}, "storage": {}, "resources": {"ram": "64M"}}"#,
+            0o644,
+        )
+        .tar();
+    let layout_dir = dir.join("slow-image");
+    let layout = super::LayoutBuilder::new(&layout_dir);
+    let image = layout.image(
+        &[(layer, super::Compress::Gzip)],
+        "arm",
+        Some("v7"),
+        json!({"Cmd": ["/bin/app"]}),
+    );
+    layout.tag(image, "latest");
+    layout_dir
+}

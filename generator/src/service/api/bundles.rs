@@ -57,6 +57,7 @@ fn job_json(job: &JobRecord) -> Value {
         "errorCode": job.error_code,
         "error": job.error,
         "attempts": job.attempts,
+        "worker": job.worker,
         "platform": job.platform,
         "platformVersion": job.platform_version,
         "appId": job.app_id,

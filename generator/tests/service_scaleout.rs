@@ -1,0 +1,382 @@
+//! The service scaled out: one `bundlegen serve` and two `bundlegen worker`
+//! processes sharing a real PostgreSQL, RabbitMQ and `docker-registry`
+//! (bundles pushed there as OCI artifacts); a worker killed mid-job; and
+//! BundleGen's own RabbitMQ protocol served by a worker.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::service::{Backends, Server, Worker, client, slow_image, wait_for_job};
+use support::*;
+
+const PLATFORM: &str = "rpi3_reference_vc4_dunfell";
+
+fn template_text() -> String {
+    std::fs::read_to_string(conformance().join(format!("bundlegen/templates/{PLATFORM}.json"))).unwrap()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    bundlegen_protocol::digest::Sha256Digest::of(data).hex()
+}
+
+/// The options every process of one deployment shares (`root` holds the
+/// deployment's signing key).
+fn shared_args(backends: &Backends, registry: &Registry, root: &Path) -> Vec<String> {
+    vec![
+        "--database".into(),
+        backends.database.clone(),
+        "--queue".into(),
+        backends.queue.clone(),
+        "--bundle-registry".into(),
+        format!("{}/bundles", registry.host()),
+        "--plain-http".into(),
+        "--signing-key".into(),
+        root.join("signing-key.p8").display().to_string(),
+    ]
+}
+
+/// A worker of the deployment, with its own data directory.
+fn worker(backends: &Backends, registry: &Registry, root: &Path, name: &str, extra: &[String]) -> Worker {
+    let mut args = shared_args(backends, registry, root);
+    args.extend(["--data-dir".into(), root.join(name).display().to_string()]);
+    args.extend_from_slice(extra);
+    Worker::start(&args)
+}
+
+/// An API process of the deployment.
+fn api(backends: &Backends, registry: &Registry, root: &Path, name: &str) -> Server {
+    let args = shared_args(backends, registry, root);
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    if let Ok(token) = std::fs::read(root.join("admin.token")) {
+        std::fs::write(dir.join("admin.token"), token).unwrap();
+    }
+    let server = Server::start(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    std::fs::copy(dir.join("admin.token"), root.join("admin.token")).unwrap();
+    server
+}
+
+fn push_conformance_image(registry: &Registry) -> String {
+    let image = format!("{}/dac/wayland-egl-test:1.0.0", registry.host());
+    skopeo_push(
+        &conformance().join("bundlegen/images/dac-image-wayland-egl-test-oci"),
+        &format!("docker://{image}"),
+        &["--dest-tls-verify=false"],
+    );
+    format!("docker://{image}")
+}
+
+async fn put_platform(server: &Server) {
+    let response = client()
+        .put(server.url(&format!("/v1/platforms/{PLATFORM}")))
+        .bearer_auth(&server.admin)
+        .body(template_text())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+async fn get_json(server: &Server, path: &str) -> Value {
+    client()
+        .get(server.url(path))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_and_two_workers_share_postgres_rabbitmq_and_a_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = Backends::create().await;
+    let registry = Registry::start(&dir.path().join("registry"), "");
+    let image = push_conformance_image(&registry);
+    let server = api(&backends, &registry, dir.path(), "api");
+    let _workers: Vec<Worker> = ["w1", "w2"]
+        .iter()
+        .map(|name| worker(&backends, &registry, dir.path(), name, &[]))
+        .collect();
+    put_platform(&server).await;
+
+    // Four different requests, submitted at once.
+    let variants = [
+        json!({}),
+        json!({"format": "tar.zst"}),
+        json!({"format": "ipk"}),
+        json!({"libMatchMode": "image"}),
+    ];
+    let mut jobs = Vec::new();
+    for options in &variants {
+        let response = client()
+            .post(server.url("/v1/bundles"))
+            .bearer_auth(&server.admin)
+            .json(&json!({"image": image, "platform": PLATFORM, "appVersion": "1.0.0", "options": options}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        jobs.push(response.json::<Value>().await.unwrap()["job"]["id"].as_str().unwrap().to_string());
+    }
+    let mut workers = std::collections::BTreeSet::new();
+    let mut bundles = Vec::new();
+    for job in &jobs {
+        let done = wait_for_job(&server.url, &server.admin, job, Duration::from_secs(600)).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        workers.insert(done["worker"].as_str().unwrap().to_string());
+        bundles.push(done["bundleId"].as_str().unwrap().to_string());
+    }
+    assert_eq!(workers.len(), 2, "both workers took jobs: {workers:?}");
+
+    // Downloads stream from the registry, whole and in ranges.
+    for id in &bundles {
+        let record = get_json(&server, &format!("/v1/bundles/{id}")).await;
+        assert_eq!(record["registry"]["digest"], format!("sha256:{}", record["sha256"].as_str().unwrap()).as_str());
+        let bytes = client()
+            .get(server.url(&format!("/v1/bundles/{id}/content")))
+            .bearer_auth(&server.admin)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(record["sha256"], sha256_hex(&bytes).as_str());
+        let part = client()
+            .get(server.url(&format!("/v1/bundles/{id}/content")))
+            .bearer_auth(&server.admin)
+            .header("range", "bytes=10-19")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(part.bytes().await.unwrap(), bytes[10..20]);
+
+        // Boxes (or a CDN) can also fetch the artifact from the registry itself.
+        let manifest: Value = client()
+            .get(format!("http://{}/v2/bundles/manifests/{id}", registry.host()))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(manifest["artifactType"], "application/vnd.rdk.bundle.v1");
+        assert_eq!(manifest["layers"][0]["digest"], record["registry"]["digest"]);
+        assert_eq!(manifest["annotations"]["org.rdk.bundle.signature"], record["signature"]);
+        let blob = client()
+            .get(format!("http://{}/v2/bundles/blobs/{}", registry.host(), record["registry"]["digest"].as_str().unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(blob, bytes);
+    }
+
+    // The records are in PostgreSQL: a second API process sees them all.
+    let second = api(&backends, &registry, dir.path(), "api2");
+    assert_eq!(second.admin, server.admin);
+    let listed = get_json(&second, "/v1/bundles").await;
+    assert_eq!(listed["bundles"].as_array().unwrap().len(), 4);
+    // An identical request on the other API process is the same job.
+    let again: Value = client()
+        .post(second.url("/v1/bundles"))
+        .bearer_auth(&second.admin)
+        .json(&json!({"image": image, "platform": PLATFORM, "appVersion": "1.0.0", "options": variants[1]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["job"]["id"], jobs[1].as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_job_is_replaced_and_no_partial_bundle_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = Backends::create().await;
+    let registry = Registry::start(&dir.path().join("registry"), "");
+    let layout = slow_image(&dir.path().join("images"), 200);
+    let image = format!("{}/slow/app:1", registry.host());
+    skopeo_push(&layout, &format!("docker://{image}"), &["--dest-tls-verify=false"]);
+    let server = api(&backends, &registry, dir.path(), "api");
+    let mut workers: Vec<Worker> = ["w1", "w2"]
+        .iter()
+        .map(|name| worker(&backends, &registry, dir.path(), name, &[]))
+        .collect();
+    put_platform(&server).await;
+
+    let response: Value = client()
+        .post(server.url("/v1/bundles"))
+        .bearer_auth(&server.admin)
+        .json(&json!({"image": format!("docker://{image}"), "platform": PLATFORM}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = response["job"]["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let first_worker = loop {
+        let state = get_json(&server, &format!("/v1/jobs/{job}")).await;
+        if state["state"] == "running" && state["stage"] != "starting" {
+            break state["worker"].as_str().unwrap().to_string();
+        }
+        assert!(matches!(state["state"].as_str(), Some("queued" | "running")), "{state}");
+        assert!(Instant::now() < deadline, "the job never ran: {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let victim = workers
+        .iter()
+        .position(|w| first_worker.contains(&format!("-{}-", w.pid())))
+        .expect("the job's worker is one of ours");
+    workers[victim].kill();
+    // Nothing is served while the job is being redone.
+    let bundles = get_json(&server, "/v1/bundles").await;
+    assert_eq!(bundles["bundles"], json!([]));
+
+    let done = wait_for_job(&server.url, &server.admin, &job, Duration::from_secs(600)).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2);
+    assert_ne!(done["worker"].as_str().unwrap(), first_worker, "the other worker finished it");
+    let id = done["bundleId"].as_str().unwrap();
+    let record = get_json(&server, &format!("/v1/bundles/{id}")).await;
+    let bytes = client()
+        .get(server.url(&format!("/v1/bundles/{id}/content")))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(record["sha256"], sha256_hex(&bytes).as_str());
+    assert_eq!(record["size"].as_u64().unwrap(), bytes.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bundlegens_rabbitmq_protocol_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let backends = Backends::create().await;
+    let registry = Registry::start(&dir.path().join("registry"), "");
+    let image = push_conformance_image(&registry);
+    let store = dir.path().join("bundlestore");
+    let _worker = worker(
+        &backends,
+        &registry,
+        dir.path(),
+        "w1",
+        &[
+            "--bundlegen-queue".into(),
+            "--template-dir".into(),
+            conformance().join("bundlegen/templates").display().to_string(),
+            "--bundle-store-dir".into(),
+            store.display().to_string(),
+        ],
+    );
+
+    // BundleGen's test client: a request on bundlegen-requests with a reply queue.
+    let connection = Connection::connect(&backends.queue, ConnectionProperties::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let declare = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare("bundlegen-requests".into(), declare, FieldTable::default())
+        .await
+        .unwrap();
+    let replies = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            replies.name().clone(),
+            "test".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let send = |request: Value| {
+        let channel = channel.clone();
+        let reply_to = replies.name().clone();
+        async move {
+            let payload = rmp_serde::to_vec_named(&request).unwrap();
+            channel
+                .basic_publish(
+                    "".into(),
+                    "bundlegen-requests".into(),
+                    BasicPublishOptions::default(),
+                    &payload,
+                    BasicProperties::default().with_reply_to(reply_to).with_delivery_mode(2),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    async fn receive(consumer: &mut lapin::Consumer) -> Value {
+        let delivery = tokio::time::timeout(Duration::from_secs(300), consumer.next())
+            .await
+            .expect("a reply in time")
+            .unwrap()
+            .unwrap();
+        rmp_serde::from_slice::<Value>(&delivery.data).unwrap()
+    }
+
+    send(json!({
+        "uuid": "req-1",
+        "platform": PLATFORM,
+        "image_url": image,
+        "app_metadata": null,
+        "lib_match_mode": "normal",
+        "output_filename": "wayland-rpi3",
+        "searchpath": "/ignored",
+        "outputdir": null,
+        "createmountpoints": false,
+        "app_id": null,
+    }))
+    .await;
+    let reply = receive(&mut consumer).await;
+    assert_eq!(reply["success"], true, "{reply}");
+    assert_eq!(reply["uuid"], "req-1");
+    let path = store.join("wayland-rpi3.tar.gz");
+    assert_eq!(reply["bundle_path"], path.display().to_string().as_str());
+    let listing = run(std::process::Command::new("tar").arg("-tzf").arg(&path));
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("config.json"));
+
+    send(json!({"uuid": "req-2", "platform": "no_such_platform", "image_url": image})).await;
+    let refused = receive(&mut consumer).await;
+    assert_eq!((refused["success"].as_bool(), refused["uuid"].as_str()), (Some(false), Some("req-2")));
+    assert!(refused.get("bundle_path").is_none_or(Value::is_null));
+}
