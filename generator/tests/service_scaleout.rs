@@ -127,7 +127,12 @@ async fn an_api_and_two_workers_share_postgres_rabbitmq_and_a_registry() {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::ACCEPTED);
-        jobs.push(response.json::<Value>().await.unwrap()["job"]["id"].as_str().unwrap().to_string());
+        jobs.push(
+            response.json::<Value>().await.unwrap()["job"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let mut workers = std::collections::BTreeSet::new();
     let mut bundles = Vec::new();
@@ -142,7 +147,10 @@ async fn an_api_and_two_workers_share_postgres_rabbitmq_and_a_registry() {
     // Downloads stream from the registry, whole and in ranges.
     for id in &bundles {
         let record = get_json(&server, &format!("/v1/bundles/{id}")).await;
-        assert_eq!(record["registry"]["digest"], format!("sha256:{}", record["sha256"].as_str().unwrap()).as_str());
+        assert_eq!(
+            record["registry"]["digest"],
+            format!("sha256:{}", record["sha256"].as_str().unwrap()).as_str()
+        );
         let bytes = client()
             .get(server.url(&format!("/v1/bundles/{id}/content")))
             .bearer_auth(&server.admin)
@@ -177,7 +185,11 @@ async fn an_api_and_two_workers_share_postgres_rabbitmq_and_a_registry() {
         assert_eq!(manifest["layers"][0]["digest"], record["registry"]["digest"]);
         assert_eq!(manifest["annotations"]["org.rdk.bundle.signature"], record["signature"]);
         let blob = client()
-            .get(format!("http://{}/v2/bundles/blobs/{}", registry.host(), record["registry"]["digest"].as_str().unwrap()))
+            .get(format!(
+                "http://{}/v2/bundles/blobs/{}",
+                registry.host(),
+                record["registry"]["digest"].as_str().unwrap()
+            ))
             .send()
             .await
             .unwrap()
@@ -254,7 +266,11 @@ async fn a_worker_killed_mid_job_is_replaced_and_no_partial_bundle_is_served() {
     let done = wait_for_job(&server.url, &server.admin, &job, Duration::from_secs(600)).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 2);
-    assert_ne!(done["worker"].as_str().unwrap(), first_worker, "the other worker finished it");
+    assert_ne!(
+        done["worker"].as_str().unwrap(),
+        first_worker,
+        "the other worker finished it"
+    );
     let id = done["bundleId"].as_str().unwrap();
     let record = get_json(&server, &format!("/v1/bundles/{id}")).await;
     let bytes = client()
@@ -292,7 +308,9 @@ async fn bundlegens_rabbitmq_protocol_is_served() {
     );
 
     // BundleGen's test client: a request on bundlegen-requests with a reply queue.
-    let connection = Connection::connect(&backends.queue, ConnectionProperties::default()).await.unwrap();
+    let connection = Connection::connect(&backends.queue, ConnectionProperties::default())
+        .await
+        .unwrap();
     let channel = connection.create_channel().await.unwrap();
     let declare = QueueDeclareOptions {
         durable: true,
@@ -377,6 +395,9 @@ async fn bundlegens_rabbitmq_protocol_is_served() {
 
     send(json!({"uuid": "req-2", "platform": "no_such_platform", "image_url": image})).await;
     let refused = receive(&mut consumer).await;
-    assert_eq!((refused["success"].as_bool(), refused["uuid"].as_str()), (Some(false), Some("req-2")));
+    assert_eq!(
+        (refused["success"].as_bool(), refused["uuid"].as_str()),
+        (Some(false), Some("req-2"))
+    );
     assert!(refused.get("bundle_path").is_none_or(Value::is_null));
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::Service;
 use super::store::{BundleRecord, JobRecord, PlatformVersion, now};
 use crate::generate::{self, GenerateError};
-use crate::image::{ImageError, ImageReference};
+use crate::image::ImageError;
 use crate::libmatch::{LibraryOptions, MatchMode};
 use crate::output::{Format, OutputOptions};
 use crate::pipeline::{self, StageError};
@@ -403,12 +403,6 @@ async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String
 pub struct StoredRequest {
     pub request: BundleRequest,
     pub platform_version: i64,
-}
-
-/// Whether a reference names a registry image (or a local one the service
-/// may read).
-pub fn is_registry(reference: &ImageReference) -> bool {
-    matches!(reference, ImageReference::Registry { .. })
 }
 
 #[cfg(test)]

@@ -523,7 +523,8 @@ pub async fn serve(config: ServiceConfig) -> Result<(), ServiceError> {
     tls::serve(&service.config, router).await
 }
 
-/// `bundlegen worker`: runs jobs from RabbitMQ (and BundleGen's queue).
+/// `bundlegen worker`: runs jobs from RabbitMQ (and BundleGen's queue)
+/// until SIGTERM or SIGINT. Jobs cut short are redelivered by the broker.
 pub async fn worker(config: ServiceConfig) -> Result<(), ServiceError> {
     let service = Service::start(config).await?;
     if service.config.bundlegen_queue {
@@ -534,7 +535,10 @@ pub async fn worker(config: ServiceConfig) -> Result<(), ServiceError> {
             }
         });
     }
-    service.consume_amqp_jobs().await
+    tokio::select! {
+        result = service.consume_amqp_jobs() => result,
+        () = tls::shutdown_signal() => Ok(()),
+    }
 }
 
 /// Refuses plain HTTP on a non-loopback address unless told otherwise.

@@ -16,7 +16,8 @@ use super::{ServiceConfig, ServiceError};
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT.
+pub(crate) async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
