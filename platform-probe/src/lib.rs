@@ -18,6 +18,7 @@ pub mod ldcache;
 pub mod libraries;
 pub mod loader;
 pub mod system;
+pub mod upload;
 
 /// What to probe.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 //! format or in BundleGen's and CDI's.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -45,6 +45,16 @@ struct Cli {
     /// lists the nodes that are missing or different.
     #[arg(long, value_name = "TEMPLATE")]
     expect: Option<PathBuf>,
+    /// Send the full report to the generator service: its
+    /// `.../v1/platforms/NAME/probe` URL.
+    #[arg(long, value_name = "URL", requires = "token")]
+    upload: Option<String>,
+    /// A file holding the service token (device or platform-team role).
+    #[arg(long, value_name = "FILE", requires = "upload")]
+    token: Option<PathBuf>,
+    /// Trust this CA (PEM) for the service, besides the system's.
+    #[arg(long, value_name = "FILE", requires = "upload")]
+    ca: Option<PathBuf>,
     /// Do not print warnings on standard error (they stay in the report).
     #[arg(short, long)]
     quiet: bool,
@@ -83,6 +93,30 @@ fn run(cli: &Cli) -> Result<()> {
         }
         for mismatch in &report.device_mismatches {
             eprintln!("warning: {}: {}", mismatch.path, mismatch.detail);
+        }
+    }
+    if let Some(url) = &cli.upload {
+        let token = platform_probe::upload::read_token(cli.token.as_deref().unwrap_or_else(|| Path::new("")))?;
+        let report_json = serde_json::to_vec(&report).context("serialising the report")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let accepted = runtime.block_on(platform_probe::upload::upload(
+            url,
+            &token,
+            report_json,
+            cli.ca.as_deref(),
+        ))?;
+        for warning in &accepted.warnings {
+            eprintln!("warning: the service says: {warning}");
+        }
+        eprintln!(
+            "uploaded: platform {} is now version {}",
+            accepted.name, accepted.version
+        );
+        if cli.output.is_none() {
+            return Ok(());
         }
     }
     let mut text = match cli.format {

@@ -329,3 +329,105 @@ fn expected_devices_come_from_a_template() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such/root"));
 }
+
+/// What a one-shot HTTP server received.
+struct Received {
+    request_line: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// Answers one request with `status` and `answer`; returns what came in.
+fn one_shot_server(status: &'static str, answer: &'static str) -> (String, std::thread::JoinHandle<Received>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap();
+            headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
+        }
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+            answer.len()
+        )
+        .unwrap();
+        Received {
+            request_line: request_line.trim_end().to_string(),
+            headers,
+            body,
+        }
+    });
+    (url, handle)
+}
+
+#[test]
+fn reports_are_uploaded_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    build_box(&root);
+    let token = dir.path().join("token");
+    std::fs::write(&token, "bgt_secret\n").unwrap();
+
+    let (url, server) = one_shot_server("200 OK", r#"{"name": "rpi3", "version": 7, "warnings": []}"#);
+    let output = probe_command(&root)
+        .arg("--upload")
+        .arg(format!("{url}/v1/platforms/rpi3/probe"))
+        .arg("--token")
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.stdout.is_empty(), "without -o the report is only uploaded");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("version 7"));
+    let received = server.join().unwrap();
+    assert_eq!(received.request_line, "POST /v1/platforms/rpi3/probe HTTP/1.1");
+    let header = |name: &str| {
+        received
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(header("authorization"), Some("Bearer bgt_secret"));
+    assert_eq!(header("content-type"), Some("application/json"));
+    let report: ProbeReport = serde_json::from_slice(&received.body).unwrap();
+    assert!(by_path(&report).contains_key("/usr/lib/libz.so.1.2.11"));
+
+    // A refusal names the service's error code; the exit code says it failed.
+    let (url, server) = one_shot_server(
+        "403 Forbidden",
+        r#"{"error": {"code": "forbidden", "message": "the device role may not do this"}}"#,
+    );
+    let output = probe_command(&root)
+        .arg("--upload")
+        .arg(format!("{url}/v1/platforms/rpi3/probe"))
+        .arg("--token")
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("403") && stderr.contains("forbidden"), "{stderr}");
+    server.join().unwrap();
+}
