@@ -145,7 +145,11 @@ fn prepare_bundle(id: &str, bundle: &Path) -> Result<bool, String> {
     if config.get("legacyPlugins").is_some() {
         return Err("legacyPlugins need a LEGACY_COMPONENTS build".into());
     }
-    let plugins = config.get("rdkPlugins").and_then(Value::as_object).cloned().unwrap_or_default();
+    let plugins = config
+        .get("rdkPlugins")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     for (name, plugin) in &plugins {
         let required = plugin.get("required").and_then(Value::as_bool).unwrap_or(false);
         if required && !KNOWN_PLUGINS.contains(&name.to_lowercase().as_str()) {
@@ -166,9 +170,7 @@ fn prepare_bundle(id: &str, bundle: &Path) -> Result<bool, String> {
             std::fs::write(bundle.join("config-dobby.json"), &text).map_err(|e| e.to_string())?;
             config["ociVersion"] = json!("1.0.2");
             config["hostname"] = json!(id);
-            let hook = |name: &str| {
-                json!({"path": PLUGIN_LAUNCHER, "args": ["DobbyPluginLauncher", "-h", name, "-c", bundle.join("config.json")]})
-            };
+            let hook = |name: &str| json!({"path": PLUGIN_LAUNCHER, "args": ["DobbyPluginLauncher", "-h", name, "-c", bundle.join("config.json")]});
             let hooks = config["hooks"].as_object_mut().map(std::mem::take).unwrap_or_default();
             let mut hooks = Value::Object(hooks);
             for name in ["createRuntime", "createContainer", "poststart", "poststop"] {
@@ -349,7 +351,10 @@ impl Ctrl {
     /// `` → `aias`.
     async fn list(&self) -> (Vec<i32>, Vec<String>) {
         let containers = self.dobby.containers.lock().await;
-        (containers.keys().copied().collect(), containers.values().map(|c| c.id.clone()).collect())
+        (
+            containers.keys().copied().collect(),
+            containers.values().map(|c| c.id.clone()).collect(),
+        )
     }
 
     /// `i` → `s`. Real Dobby segfaults on a container without rdkPlugins.
@@ -360,7 +365,9 @@ impl Ctrl {
             Some(c) if !c.has_plugins => Err(zbus::fdo::Error::Failed(
                 "GetInfo on a container without rdkPlugins: real Dobby crashes here".into(),
             )),
-            Some(c) => Ok(json!({"id": c.id, "state": c.state, "pids": c.process.into_iter().collect::<Vec<_>>()}).to_string()),
+            Some(c) => Ok(
+                json!({"id": c.id, "state": c.state, "pids": c.process.into_iter().collect::<Vec<_>>()}).to_string(),
+            ),
         }
     }
 
@@ -429,7 +436,8 @@ mod tests {
             true,
         );
         assert_eq!(prepare_bundle("app", dir.path()), Ok(true));
-        let rewritten: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+        let rewritten: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
         assert_eq!(rewritten["ociVersion"], "1.0.2");
         assert_eq!(rewritten["hostname"], "app");
         assert_eq!(rewritten["hooks"]["poststop"][0]["path"], PLUGIN_LAUNCHER);
@@ -445,7 +453,11 @@ mod tests {
         let no_rootfs = bundle(json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}}), false);
         assert!(prepare_bundle("app", no_rootfs.path()).unwrap_err().contains("rootfs"));
         let no_plugins = bundle(json!({"ociVersion": "1.0.2-dobby", "root": {"path": "rootfs"}}), true);
-        assert!(prepare_bundle("app", no_plugins.path()).unwrap_err().contains("rdkPlugins"));
+        assert!(
+            prepare_bundle("app", no_plugins.path())
+                .unwrap_err()
+                .contains("rdkPlugins")
+        );
         let unknown = bundle(
             json!({"ociVersion": "1.0.2-dobby", "root": {"path": "rootfs"},
                    "rdkPlugins": {"teleport": {"required": true, "data": {}}}}),
@@ -457,7 +469,11 @@ mod tests {
             true,
         );
         assert!(prepare_bundle("app", no_init.path()).unwrap_err().contains("DobbyInit"));
-        assert!(prepare_bundle("app", Path::new("relative/bundle")).unwrap_err().contains("absolute"));
+        assert!(
+            prepare_bundle("app", Path::new("relative/bundle"))
+                .unwrap_err()
+                .contains("absolute")
+        );
         let broken = tempfile::tempdir().unwrap();
         std::fs::write(broken.path().join("config.json"), "{").unwrap();
         assert!(prepare_bundle("app", broken.path()).unwrap_err().contains("parse"));

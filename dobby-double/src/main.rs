@@ -9,7 +9,11 @@ use clap::Parser;
 #[command(version)]
 struct Cli {
     /// Bus address (`unix:path=...`); default: the system bus.
-    #[arg(long, env = "DBUS_SYSTEM_BUS_ADDRESS", default_value = "unix:path=/run/dbus/system_bus_socket")]
+    #[arg(
+        long,
+        env = "DBUS_SYSTEM_BUS_ADDRESS",
+        default_value = "unix:path=/run/dbus/system_bus_socket"
+    )]
     address: String,
     /// Run crun-mode bundles (no rdkPlugins) with real crun.
     #[arg(long)]
@@ -22,7 +26,11 @@ async fn main() -> Result<()> {
     let _connection = dobby_double::serve(&cli.address, dobby_double::Dobby::new(cli.crun))
         .await
         .with_context(|| format!("serving {} on {}", dobby_double::BUS_NAME, cli.address))?;
-    eprintln!("dobby-test-double: serving {} on {}", dobby_double::BUS_NAME, cli.address);
+    eprintln!(
+        "dobby-test-double: serving {} on {}",
+        dobby_double::BUS_NAME,
+        cli.address
+    );
     tokio::signal::ctrl_c().await.ok();
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod root;
 pub mod runtime;
 pub mod signature;
 pub mod tar_read;
+pub mod tls;
 
 /// An error and its causes, joined by ": " (what `anyhow`'s `{:#}` prints),
 /// for messages that must carry the whole story, such as API responses.

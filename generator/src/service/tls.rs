@@ -7,8 +7,6 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
 use super::{ServiceConfig, ServiceError};
@@ -30,26 +28,6 @@ pub(crate) async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
     }
-}
-
-fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::ServerConfig, ServiceError> {
-    let bad = |what: &std::path::Path, e: String| ServiceError::Config(format!("{}: {e}", what.display()));
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| bad(cert, e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| bad(cert, e.to_string()))?;
-    if certs.is_empty() {
-        return Err(bad(cert, "no certificate in it".into()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServiceError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| bad(cert, e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
 }
 
 /// Binds the configured address and serves until a shutdown signal.
@@ -74,7 +52,8 @@ pub async fn serve(config: &ServiceConfig, router: Router) -> Result<(), Service
                 source,
             });
     };
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(cert, key)?));
+    let tls = bundlegen_protocol::tls::server_config(cert, key, true).map_err(ServiceError::Config)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     println!("bundlegen serve: listening on https://{address}");
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {

@@ -1,0 +1,207 @@
+//! The agent's configuration file (TOML). Every field has a default, so an
+//! empty file is valid; unknown fields are errors (a typo must not silently
+//! keep a default).
+//!
+//! ```toml
+//! server = "https://bundlegen.example"     # the generator service
+//! platform = "rpi3_reference_vc4_dunfell"  # this box's platform there
+//! token_file = "/etc/stb-agent/token"      # device token for the service
+//! storage_root = "/opt/dac"                # bundles, app data, state
+//! quota = "2G"                             # most bytes of bundles
+//! trusted_keys = ["BASE64..."]             # bundle signing keys; none: signatures not checked
+//!
+//! [developer]
+//! enabled = false                          # accept bundles pushed by developers
+//! listen = "0.0.0.0:9443"
+//! token_file = "/etc/stb-agent/dev-token"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bundlegen_protocol::config::size::Size;
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/stb-agent/agent.toml";
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Base URL of the generator service; none: only URL installs.
+    pub server: Option<String>,
+    /// This box's platform name in the service.
+    pub platform: Option<String>,
+    /// The device token for the service.
+    pub token_file: Option<PathBuf>,
+    /// A private CA (PEM) for the service and bundle URLs.
+    pub ca_file: Option<PathBuf>,
+    /// Bundles (`apps/`), app data (`data/`), state, downloads.
+    pub storage_root: PathBuf,
+    /// Most bytes the installed bundles may take.
+    pub quota: Size,
+    /// Ed25519 public keys (base64, 32 bytes) bundles must be signed with;
+    /// empty: signatures are not checked (sha256 still is).
+    pub trusted_keys: Vec<String>,
+    /// D-Bus address; default: the system bus.
+    pub dbus_address: Option<String>,
+    /// Installs running at once (on different apps).
+    pub max_concurrent_operations: usize,
+    /// Probe the box and upload the result to the service.
+    pub probe: bool,
+    /// The root the probe reads (`/` on a box).
+    pub probe_root: PathBuf,
+    /// How often to look for software changes (a new probe is uploaded
+    /// only when something changed).
+    pub probe_interval_seconds: u64,
+    /// Download attempts before an install fails.
+    pub download_attempts: u32,
+    /// Free space needed besides the download, as a multiple of its size
+    /// (unpacked bundles are larger than their archives).
+    pub unpack_factor: u32,
+    pub developer: DeveloperConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeveloperConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub token_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            server: None,
+            platform: None,
+            token_file: None,
+            ca_file: None,
+            storage_root: PathBuf::from("/opt/dac"),
+            quota: Size(2 << 30),
+            trusted_keys: Vec::new(),
+            dbus_address: None,
+            max_concurrent_operations: 2,
+            probe: true,
+            probe_root: PathBuf::from("/"),
+            probe_interval_seconds: 3600,
+            download_attempts: 6,
+            unpack_factor: 3,
+            developer: DeveloperConfig::default(),
+        }
+    }
+}
+
+impl Default for DeveloperConfig {
+    fn default() -> Self {
+        DeveloperConfig {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Invalid { file: PathBuf, message: String },
+}
+
+impl AgentConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            file: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+        let config: AgentConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        config.check().map_err(invalid)?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !self.storage_root.is_absolute() {
+            return Err("storage_root must be an absolute path".into());
+        }
+        for key in &self.trusted_keys {
+            let bytes = bundlegen_protocol::signature::base64_decode(key);
+            if bytes.is_none_or(|b| b.len() != 32) {
+                return Err(format!("trusted_keys: {key:?} is not 32 bytes of base64"));
+            }
+        }
+        if self.server.is_some() && self.token_file.is_none() {
+            return Err("server needs token_file".into());
+        }
+        if self.developer.enabled && self.developer.token_file.is_none() {
+            return Err("developer.enabled needs developer.token_file".into());
+        }
+        if self.developer.tls_cert.is_some() != self.developer.tls_key.is_some() {
+            return Err("developer.tls_cert and developer.tls_key go together".into());
+        }
+        if self.developer.enabled && self.developer.tls_cert.is_none() && !self.developer.listen.ip().is_loopback() {
+            return Err("developer.listen is not a loopback address: give developer.tls_cert and tls_key".into());
+        }
+        if self.max_concurrent_operations == 0 || self.download_attempts == 0 {
+            return Err("max_concurrent_operations and download_attempts must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn trusted_keys(&self) -> Vec<Vec<u8>> {
+        self.trusted_keys
+            .iter()
+            .filter_map(|k| bundlegen_protocol::signature::base64_decode(k))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<AgentConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        AgentConfig::load(&path)
+    }
+
+    #[test]
+    fn an_empty_file_is_the_documented_defaults() {
+        let config = load("").unwrap();
+        assert_eq!(config, AgentConfig::default());
+        assert_eq!(config.storage_root, Path::new("/opt/dac"));
+        assert_eq!(config.quota.bytes(), 2 << 30);
+        assert!(!config.developer.enabled);
+    }
+
+    #[test]
+    fn mistakes_name_the_field() {
+        let cases = [
+            ("storage_rot = \"/x\"", "storage_rot"),
+            ("storage_root = \"relative\"", "absolute"),
+            ("quota = \"lots\"", "quota"),
+            ("trusted_keys = [\"abc\"]", "trusted_keys"),
+            ("server = \"https://s\"", "token_file"),
+            ("[developer]\nenabled = true", "developer.token_file"),
+            (
+                "[developer]\nenabled = true\ntoken_file = \"/t\"\nlisten = \"0.0.0.0:1\"",
+                "loopback",
+            ),
+        ];
+        for (text, mention) in cases {
+            let error = load(text).unwrap_err().to_string();
+            assert!(error.contains(mention), "{text}: {error}");
+            assert!(error.contains("agent.toml"), "{error}");
+        }
+        let good =
+            load("quota = \"512M\"\ntrusted_keys = [\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n").unwrap();
+        assert_eq!(good.quota.bytes(), 512 << 20);
+        assert_eq!(good.trusted_keys().len(), 1);
+    }
+}

@@ -1,0 +1,240 @@
+//! The agent's D-Bus API: bus name `org.rdk.dac.BundleAgent`, object
+//! `/org/rdk/dac/BundleAgent`, interface `org.rdk.dac.BundleAgent1`.
+//! Errors are D-Bus errors `org.rdk.dac.BundleAgent1.Error.<Name>` with a
+//! message; long operations return a handle and report through the
+//! `OperationStatus` and `Progress` signals.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use zbus::object_server::SignalEmitter;
+use zbus::{OwnedVariant, interface};
+
+use crate::agent::{Agent, Event, InstallRequest, Source};
+use crate::error::AgentError;
+
+pub const BUS_NAME: &str = "org.rdk.dac.BundleAgent";
+pub const OBJECT_PATH: &str = "/org/rdk/dac/BundleAgent";
+
+/// A lock count and each lock's (handle, reason, owner).
+pub type LockInfo = (u32, Vec<(String, String, String)>);
+
+pub struct BundleAgent {
+    pub agent: Arc<Agent>,
+}
+
+fn option_string(options: &HashMap<String, OwnedVariant>, key: &str) -> Result<Option<String>, AgentError> {
+    match options.get(key) {
+        None => Ok(None),
+        Some(value) => String::try_from(value.try_clone().map_err(AgentError::ZBus)?)
+            .map(Some)
+            .map_err(|_| AgentError::WrongParams(format!("option {key} must be a string"))),
+    }
+}
+
+fn option_bool(options: &HashMap<String, OwnedVariant>, key: &str) -> Result<bool, AgentError> {
+    match options.get(key) {
+        None => Ok(false),
+        Some(value) => bool::try_from(value.try_clone().map_err(AgentError::ZBus)?)
+            .map_err(|_| AgentError::WrongParams(format!("option {key} must be a boolean"))),
+    }
+}
+
+const KNOWN_OPTIONS: &[&str] = &["signature", "format", "reinstall"];
+
+#[interface(name = "org.rdk.dac.BundleAgent1")]
+impl BundleAgent {
+    /// Installs `version` of `app` from `source` (an http(s) URL, or
+    /// "service" / "" for the generator service). `sha256` (hex, may be
+    /// empty) is checked before unpacking. Options: `signature` (s, base64),
+    /// `format` (s), `reinstall` (b). Returns the operation's handle.
+    async fn install(
+        &self,
+        app: &str,
+        version: &str,
+        source: &str,
+        sha256: &str,
+        options: HashMap<String, OwnedVariant>,
+    ) -> Result<String, AgentError> {
+        if let Some(unknown) = options.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
+            return Err(AgentError::WrongParams(format!("unknown option {unknown:?}")));
+        }
+        self.agent.install(InstallRequest {
+            app: app.to_string(),
+            version: version.to_string(),
+            source: match source {
+                "" | "service" => Source::Service,
+                url => Source::Url(url.to_string()),
+            },
+            sha256: Some(sha256.to_ascii_lowercase()).filter(|s| !s.is_empty()),
+            signature: option_string(&options, "signature")?,
+            format: option_string(&options, "format")?,
+            reinstall: option_bool(&options, "reinstall")?,
+        })
+    }
+
+    /// `mode` is `full` (data too, once no version is left) or `upgrade`
+    /// (the app's data stays). Returns the operation's handle.
+    async fn uninstall(&self, app: &str, version: &str, mode: &str) -> Result<String, AgentError> {
+        self.agent.uninstall(app, version, mode)
+    }
+
+    /// Cancels an install while it downloads or verifies.
+    fn cancel(&self, handle: &str) -> Result<(), AgentError> {
+        self.agent.cancel(handle)
+    }
+
+    /// (status, percent, stage, error) of an operation.
+    fn get_progress(&self, handle: &str) -> Result<(String, u32, String, String), AgentError> {
+        let op = self.agent.operation(handle)?;
+        Ok((
+            op.status.as_str().to_string(),
+            op.percent,
+            op.stage,
+            op.error.unwrap_or_default(),
+        ))
+    }
+
+    /// Installed versions: (app, version, current, sha256, bytes, locks).
+    fn list(&self, app: &str) -> Vec<(String, String, bool, String, u64, u32)> {
+        self.agent
+            .store
+            .apps()
+            .into_iter()
+            .filter(|r| app.is_empty() || r.app == app)
+            .flat_map(|r| {
+                let agent = self.agent.clone();
+                r.versions.into_iter().map(move |(version, v)| {
+                    let locks = agent.store.locks_of(&r.app, &version).len() as u32;
+                    (
+                        r.app.clone(),
+                        version.clone(),
+                        r.current.as_deref() == Some(&version),
+                        v.sha256,
+                        v.disk_size,
+                        locks,
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn get_metadata(&self, app: &str, version: &str) -> Result<HashMap<String, String>, AgentError> {
+        Ok(self.agent.metadata(app, version)?.into_iter().collect())
+    }
+
+    async fn set_metadata(&self, app: &str, version: &str, key: &str, value: &str) -> Result<(), AgentError> {
+        self.agent.set_metadata(app, version, key, Some(value)).await
+    }
+
+    /// Clears a key, or every key when `key` is empty.
+    async fn clear_metadata(&self, app: &str, version: &str, key: &str) -> Result<(), AgentError> {
+        self.agent.set_metadata(app, version, key, None).await
+    }
+
+    /// (used, quota, free) bytes.
+    fn get_storage_details(&self) -> (u64, u64, u64) {
+        self.agent.storage()
+    }
+
+    /// Locks a version against uninstall and upgrade; locks count (each
+    /// has its handle) and survive restarts.
+    fn lock(&self, app: &str, version: &str, reason: &str, owner: &str) -> Result<String, AgentError> {
+        self.agent.lock(app, version, reason, owner)
+    }
+
+    fn unlock(&self, handle: &str) -> Result<(), AgentError> {
+        self.agent.unlock(handle)
+    }
+
+    /// (count, [(handle, reason, owner)]).
+    fn get_lock_info(&self, app: &str, version: &str) -> Result<LockInfo, AgentError> {
+        let locks = self.agent.lock_info(app, version)?;
+        Ok((
+            locks.len() as u32,
+            locks.into_iter().map(|l| (l.handle, l.reason, l.owner)).collect(),
+        ))
+    }
+
+    /// Starts `version` (empty: the current one) of `app` with Dobby; returns
+    /// Dobby's descriptor.
+    async fn launch(&self, app: &str, version: &str) -> Result<i32, AgentError> {
+        self.agent.launch(app, version).await
+    }
+
+    async fn stop(&self, app: &str, force: bool) -> Result<(), AgentError> {
+        self.agent.stop(app, force).await
+    }
+
+    #[zbus(signal)]
+    async fn operation_status(
+        emitter: &SignalEmitter<'_>,
+        handle: &str,
+        operation: &str,
+        app: &str,
+        version: &str,
+        status: &str,
+        details: &str,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn progress(emitter: &SignalEmitter<'_>, handle: &str, percent: u32, stage: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn app_started(emitter: &SignalEmitter<'_>, app: &str, descriptor: i32) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn app_stopped(emitter: &SignalEmitter<'_>, app: &str, status: i32) -> zbus::Result<()>;
+}
+
+/// Sends the agent's events as the interface's signals.
+pub async fn forward_events(connection: &zbus::Connection, agent: &Arc<Agent>) -> zbus::Result<()> {
+    let iface = connection
+        .object_server()
+        .interface::<_, BundleAgent>(OBJECT_PATH)
+        .await?;
+    let mut events = agent.subscribe();
+    tokio::spawn(async move {
+        let emitter = iface.signal_emitter();
+        loop {
+            let event = match events.recv().await {
+                Ok(event) => event,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("{n} events were not signalled (too many at once)");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            };
+            let sent = match event {
+                Event::Status {
+                    handle,
+                    operation,
+                    app,
+                    version,
+                    status,
+                    details,
+                } => {
+                    BundleAgent::operation_status(
+                        emitter,
+                        &handle,
+                        &operation,
+                        &app,
+                        &version,
+                        status.as_str(),
+                        &details,
+                    )
+                    .await
+                }
+                Event::Progress { handle, percent, stage } => {
+                    BundleAgent::progress(emitter, &handle, percent, &stage).await
+                }
+                Event::Started { app, descriptor } => BundleAgent::app_started(emitter, &app, descriptor).await,
+                Event::Stopped { app, status } => BundleAgent::app_stopped(emitter, &app, status).await,
+            };
+            if let Err(e) = sent {
+                tracing::warn!("signal: {e}");
+            }
+        }
+    });
+    Ok(())
+}

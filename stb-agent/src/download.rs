@@ -1,0 +1,318 @@
+//! Resumable HTTPS downloads. A download lives in its own directory: the
+//! partial file, and a journal with the URL, the server's ETag and the total
+//! size. After a restart (or a dropped connection) it continues with
+//! `Range: bytes=N-` and `If-Range: ETAG`; a server that answers 200 instead
+//! (the file changed, or no ranges) restarts it from zero. Transient
+//! failures (connection errors, 408, 429, 5xx) are retried with exponential
+//! back-off, honouring `Retry-After`; other 4xx are final.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::{StatusCode, header};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+const PARTIAL: &str = "bundle.part";
+const COMPLETE: &str = "bundle";
+const JOURNAL: &str = "journal.json";
+/// Longest wait between attempts, whatever the server asks.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("{url}: {message}")]
+    Failed { url: String, message: String },
+    #[error("{url}: the server refused it: {status}")]
+    Refused { url: String, status: u16 },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cancelled")]
+    Cancelled,
+    /// Raised by the caller's space check.
+    #[error("{0}")]
+    NoSpace(String),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct Journal {
+    url: String,
+    etag: Option<String>,
+    total: Option<u64>,
+}
+
+/// An HTTP client for bundles and the service: the service's token is sent
+/// to the service only, never to other hosts.
+#[derive(Clone)]
+pub struct Http {
+    pub client: reqwest::Client,
+    server: Option<String>,
+    token: Option<String>,
+    /// The first retry's wait (doubled each time, up to five minutes).
+    pub backoff: Duration,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
+    move |source| DownloadError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Http {
+    pub fn new(server: Option<String>, token: Option<String>, ca_file: Option<&Path>) -> Result<Http, String> {
+        // reqwest is built without a default crypto provider; ring is ours.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("stb-agent/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120));
+        if let Some(ca) = ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
+            builder = builder.tls_certs_merge(certificates);
+        }
+        Ok(Http {
+            client: builder.build().map_err(|e| e.to_string())?,
+            server: server.map(|s| s.trim_end_matches('/').to_string()),
+            token,
+            backoff: Duration::from_secs(1),
+        })
+    }
+
+    pub fn server(&self) -> Option<&str> {
+        self.server.as_deref()
+    }
+
+    /// A request, with the token when it goes to the service.
+    pub fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, url);
+        match (&self.server, &self.token) {
+            (Some(server), Some(token)) if url == server || url.starts_with(&format!("{server}/")) => {
+                request.bearer_auth(token)
+            }
+            _ => request,
+        }
+    }
+
+    fn wait_for(&self, attempt: u32, response: Option<&reqwest::Response>) -> Duration {
+        let asked = response
+            .and_then(|r| r.headers().get(header::RETRY_AFTER))
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        asked
+            .unwrap_or_else(|| {
+                self.backoff
+                    .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+            })
+            .min(MAX_BACKOFF)
+    }
+
+    /// Downloads `url` into `dir` (resuming what is there); returns the
+    /// complete file. `space` is asked, with the total size once known,
+    /// whether there is room; `progress` gets (bytes done, total).
+    pub async fn download(
+        &self,
+        url: &str,
+        dir: &Path,
+        attempts: u32,
+        space: &(dyn Fn(u64) -> Result<(), String> + Sync),
+        progress: &(dyn Fn(u64, Option<u64>) + Sync),
+        cancel: &watch::Receiver<bool>,
+    ) -> Result<PathBuf, DownloadError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let complete = dir.join(COMPLETE);
+        let partial = dir.join(PARTIAL);
+        let journal_path = dir.join(JOURNAL);
+        let mut journal: Journal = std::fs::read(&journal_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if journal.url != url {
+            // Another URL (or none yet): nothing here can be resumed.
+            let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_file(&complete);
+            journal = Journal {
+                url: url.to_string(),
+                ..Journal::default()
+            };
+        } else if complete.exists() {
+            return Ok(complete);
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if *cancel.borrow() {
+                return Err(DownloadError::Cancelled);
+            }
+            let have = std::fs::metadata(&partial).map_or(0, |m| m.len());
+            let mut request = self.request(reqwest::Method::GET, url);
+            if have > 0
+                && let Some(etag) = &journal.etag
+            {
+                request = request
+                    .header(header::RANGE, format!("bytes={have}-"))
+                    .header(header::IF_RANGE, etag);
+            }
+            let failed = |message: String| DownloadError::Failed {
+                url: url.to_string(),
+                message,
+            };
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) if attempt < attempts => {
+                    tracing::warn!("{url}: {e}; retrying");
+                    self.sleep(attempt, None, cancel).await?;
+                    continue;
+                }
+                Err(e) => return Err(failed(bundlegen_protocol::error_chain(&e))),
+            };
+            let status = response.status();
+            let retryable = status.is_server_error()
+                || status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::REQUEST_TIMEOUT;
+            if retryable {
+                if attempt >= attempts {
+                    return Err(DownloadError::Refused {
+                        url: url.to_string(),
+                        status: status.as_u16(),
+                    });
+                }
+                self.sleep(attempt, Some(&response), cancel).await?;
+                continue;
+            }
+            let append = match status {
+                StatusCode::PARTIAL_CONTENT => {
+                    let start = content_range_start(&response);
+                    if start != Some(have) {
+                        // Not the range we asked for: start over.
+                        truncate(&partial)?;
+                        continue;
+                    }
+                    true
+                }
+                StatusCode::OK => false,
+                StatusCode::RANGE_NOT_SATISFIABLE if journal.total == Some(have) => {
+                    return finish(&partial, &complete);
+                }
+                StatusCode::RANGE_NOT_SATISFIABLE => {
+                    truncate(&partial)?;
+                    continue;
+                }
+                other => {
+                    return Err(DownloadError::Refused {
+                        url: url.to_string(),
+                        status: other.as_u16(),
+                    });
+                }
+            };
+            let total = if append {
+                content_range_total(&response).or(journal.total)
+            } else {
+                response.content_length()
+            };
+            if !append {
+                journal.etag = response
+                    .headers()
+                    .get(header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+            }
+            journal.total = total;
+            let start = if append { have } else { 0 };
+            if let Some(total) = total {
+                space(total.saturating_sub(start)).map_err(DownloadError::NoSpace)?;
+            }
+            bundlegen_protocol::fsutil::write_file_atomic(
+                &journal_path,
+                &serde_json::to_vec(&journal).expect("journal serialises"),
+                0o644,
+            )
+            .map_err(io(&journal_path))?;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(append)
+                .write(true)
+                .truncate(!append)
+                .open(&partial)
+                .map_err(io(&partial))?;
+            let mut done = start;
+            progress(done, total);
+            let mut response = response;
+            let outcome = loop {
+                if *cancel.borrow() {
+                    return Err(DownloadError::Cancelled);
+                }
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        file.write_all(&chunk).map_err(io(&partial))?;
+                        done += chunk.len() as u64;
+                        progress(done, total);
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            file.sync_all().map_err(io(&partial))?;
+            match outcome {
+                Ok(()) if total.is_none_or(|t| t == done) => return finish(&partial, &complete),
+                Ok(()) => {
+                    tracing::warn!("{url}: the body ended at {done} of {total:?} bytes; resuming");
+                }
+                Err(e) => tracing::warn!("{url}: interrupted at {done} bytes: {e}; resuming"),
+            }
+            if attempt >= attempts {
+                return Err(failed(format!("incomplete after {attempts} attempts")));
+            }
+            self.sleep(attempt, None, cancel).await?;
+        }
+    }
+
+    async fn sleep(
+        &self,
+        attempt: u32,
+        response: Option<&reqwest::Response>,
+        cancel: &watch::Receiver<bool>,
+    ) -> Result<(), DownloadError> {
+        let mut cancel = cancel.clone();
+        tokio::select! {
+            () = tokio::time::sleep(self.wait_for(attempt, response)) => Ok(()),
+            _ = cancel.wait_for(|c| *c) => Err(DownloadError::Cancelled),
+        }
+    }
+}
+
+fn truncate(path: &Path) -> Result<(), DownloadError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+fn finish(partial: &Path, complete: &Path) -> Result<PathBuf, DownloadError> {
+    std::fs::rename(partial, complete).map_err(io(partial))?;
+    Ok(complete.to_path_buf())
+}
+
+/// `N` of `Content-Range: bytes N-M/T`.
+fn content_range_start(response: &reqwest::Response) -> Option<u64> {
+    let value = response.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;
+    value.strip_prefix("bytes ")?.split('-').next()?.trim().parse().ok()
+}
+
+/// `T` of `Content-Range: bytes N-M/T`.
+fn content_range_total(response: &reqwest::Response) -> Option<u64> {
+    let value = response.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;
+    value.rsplit('/').next()?.trim().parse().ok()
+}
+
+/// Drops a download (its partial file and journal).
+pub fn discard(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+}

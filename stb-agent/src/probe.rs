@@ -1,0 +1,109 @@
+//! Keeps the service's picture of this box current: probes the box at
+//! start, then every interval (and on SIGHUP), and uploads the report when
+//! the box's software changed since the last upload. It runs on its own and
+//! never holds up installs; failed uploads are retried with back-off.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bundlegen_protocol::digest::Sha256Digest;
+use bundlegen_protocol::probe::ProbeReport;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::agent::Agent;
+use crate::systemd;
+
+/// Longest wait between two upload attempts.
+const MAX_RETRY: Duration = Duration::from_secs(3600);
+
+/// What the last upload was.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Uploaded {
+    /// Fingerprint of the box's software when uploaded.
+    fingerprint: String,
+    version: i64,
+}
+
+/// What identifies the box's software: its libraries and its system facts.
+pub fn fingerprint(report: &ProbeReport) -> String {
+    let system = serde_json::json!({
+        "libraries": report.system.libraries_fingerprint,
+        "osRelease": report.system.os_release,
+        "firmware": report.system.firmware,
+        "kernels": report.system.kernels,
+        "devices": report.devices.iter().map(|d| (&d.path, d.major, d.minor)).collect::<Vec<_>>(),
+    });
+    Sha256Digest::of(system.to_string().as_bytes()).hex()
+}
+
+fn state_file(agent: &Agent) -> PathBuf {
+    agent.store.root().join("state/probe.json")
+}
+
+/// Runs the probe loop until the process ends; `reprobe` wakes it early.
+pub fn spawn(agent: Arc<Agent>, reprobe: Arc<Notify>) {
+    let (Some(server), Some(platform), Some(token_file)) = (
+        agent.config.server.clone(),
+        agent.config.platform.clone(),
+        agent.config.token_file.clone(),
+    ) else {
+        tracing::info!("probe: no server, platform and token configured; not uploading");
+        return;
+    };
+    let url = format!("{}/v1/platforms/{platform}/probe", server.trim_end_matches('/'));
+    tokio::spawn(async move {
+        let mut retry = Duration::from_secs(5);
+        loop {
+            match probe_and_upload(&agent, &url, &token_file).await {
+                Ok(outcome) => {
+                    systemd::status(&outcome);
+                    retry = Duration::from_secs(5);
+                    let interval = Duration::from_secs(agent.config.probe_interval_seconds.max(60));
+                    let _ = tokio::time::timeout(interval, reprobe.notified()).await;
+                }
+                Err(e) => {
+                    tracing::warn!("probe: {e}; retrying in {retry:?}");
+                    let _ = tokio::time::timeout(retry, reprobe.notified()).await;
+                    retry = (retry * 2).min(MAX_RETRY);
+                }
+            }
+        }
+    });
+}
+
+async fn probe_and_upload(agent: &Agent, url: &str, token_file: &std::path::Path) -> Result<String, String> {
+    let options = platform_probe::ProbeOptions {
+        root: agent.config.probe_root.clone(),
+        expected_devices: Vec::new(),
+    };
+    let report = tokio::task::spawn_blocking(move || platform_probe::probe(&options))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let fingerprint = fingerprint(&report);
+    let state = state_file(agent);
+    let last: Uploaded = std::fs::read(&state)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if last.fingerprint == fingerprint {
+        return Ok(format!("probe: unchanged since version {} was uploaded", last.version));
+    }
+    let token = platform_probe::upload::read_token(token_file).map_err(|e| e.to_string())?;
+    let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
+    let accepted = platform_probe::upload::upload(url, &token, body, agent.config.ca_file.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    let uploaded = Uploaded {
+        fingerprint,
+        version: accepted.version,
+    };
+    bundlegen_protocol::fsutil::write_file_atomic(&state, &serde_json::to_vec(&uploaded).unwrap_or_default(), 0o644)
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "probe: uploaded, platform {} is at version {}",
+        accepted.name, accepted.version
+    ))
+}
