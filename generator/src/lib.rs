@@ -11,6 +11,7 @@ pub mod image;
 pub mod libmatch;
 pub mod output;
 pub mod pipeline;
+pub mod push;
 pub mod runtime_config;
 pub mod service;
 mod stream;

@@ -42,6 +42,27 @@ pub fn read_token(path: &Path) -> Result<String, UploadError> {
     Ok(token.to_string())
 }
 
+/// An HTTP client builder with the workspace's TLS (rustls with ring), the
+/// usual timeouts, and `ca` (PEM) trusted besides the system's roots, for a
+/// private certificate. Shared by everything on the box that talks HTTP.
+pub fn client_builder(user_agent: &str, ca: Option<&Path>) -> Result<reqwest::ClientBuilder, UploadError> {
+    // reqwest is built without a default crypto provider; ring is ours.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .user_agent(user_agent)
+        .connect_timeout(Duration::from_secs(30));
+    if let Some(ca) = ca {
+        let file_error = |message: String| UploadError::File {
+            path: ca.display().to_string(),
+            message,
+        };
+        let pem = std::fs::read(ca).map_err(|e| file_error(e.to_string()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| file_error(e.to_string()))?;
+        builder = builder.tls_certs_merge(certificates);
+    }
+    Ok(builder)
+}
+
 /// Posts `report` (JSON) to `url`; `ca` adds a trusted CA (PEM) for a
 /// service with a private certificate.
 pub async fn upload(url: &str, token: &str, report: Vec<u8>, ca: Option<&Path>) -> Result<Accepted, UploadError> {
@@ -49,23 +70,8 @@ pub async fn upload(url: &str, token: &str, report: Vec<u8>, ca: Option<&Path>) 
         url: url.to_string(),
         message,
     };
-    // reqwest is built without a default crypto provider; ring is ours.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("platform-probe/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(30))
-        .timeout(Duration::from_secs(300));
-    if let Some(ca) = ca {
-        let pem = std::fs::read(ca).map_err(|e| UploadError::File {
-            path: ca.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| UploadError::File {
-            path: ca.display().to_string(),
-            message: e.to_string(),
-        })?;
-        builder = builder.tls_certs_merge(certificates);
-    }
+    let builder =
+        client_builder(concat!("platform-probe/", env!("CARGO_PKG_VERSION")), ca)?.timeout(Duration::from_secs(300));
     let client = builder.build().map_err(|e| http(e.to_string()))?;
     let response = client
         .post(url)

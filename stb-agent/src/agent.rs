@@ -263,7 +263,7 @@ impl Agent {
         let (status, details) = match result {
             Ok(details) => (Status::Success, details.clone()),
             Err(AgentError::Cancelled(why)) => (Status::Cancelled, why.clone()),
-            Err(e) => (Status::Failed, format!("{}: {}", e.name(), e.message())),
+            Err(e) => (Status::Failed, format!("{}: {}", e.kind(), e.message())),
         };
         let Some(op) = self.update(handle, |op| {
             op.status = status;
@@ -382,6 +382,18 @@ impl Agent {
                 return Err(AgentError::WrongParams("no service or platform configured".into()));
             }
             _ => {}
+        }
+        // Refused at once when it is clear already (checked again when it runs).
+        if !request.reinstall
+            && self
+                .store
+                .app(&request.app)
+                .is_some_and(|r| r.versions.contains_key(&request.version))
+        {
+            return Err(AgentError::AlreadyInstalled(format!(
+                "{} {} is installed",
+                request.app, request.version
+            )));
         }
         // Kept until the install ends, so a restart resumes it.
         if !matches!(request.source, Source::File(_)) {
@@ -761,6 +773,10 @@ impl Agent {
         if aside.exists() {
             remove_tree(&aside)?;
         }
+        if record.versions.is_empty() {
+            // The app's directory, now empty (fails harmlessly if it is not).
+            let _ = std::fs::remove_dir(dir.parent().expect("apps/<app>/<version>"));
+        }
         Ok(())
     }
 
@@ -781,6 +797,13 @@ impl Agent {
             "upgrade" => false,
             other => return Err(AgentError::WrongParams(format!("mode {other:?}: full or upgrade"))),
         };
+        // Refused at once when it is clear already (checked again when it runs).
+        if !self.store.app(app).is_some_and(|r| r.versions.contains_key(version)) {
+            return Err(AgentError::NotInstalled(format!("{app} {version} is not installed")));
+        }
+        if !self.store.locks_of(app, version).is_empty() {
+            return Err(AgentError::AppLocked(format!("{app} {version} is locked")));
+        }
         let (app, version) = (app.to_string(), version.to_string());
         let (handle, _) = self.start_operation(
             "Uninstalling",
@@ -930,7 +953,7 @@ impl Agent {
         if self.containers.stop(app, force).await? {
             Ok(())
         } else {
-            Err(AgentError::NotInstalled(format!("{app} is not running")))
+            Err(AgentError::NotRunning(format!("{app} is not running")))
         }
     }
 

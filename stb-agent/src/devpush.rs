@@ -159,6 +159,6 @@ async fn handle(agent: Arc<Agent>, token: &str, request: Request<Incoming>) -> R
             StatusCode::OK,
             json!({"app": app, "version": "dev", "bytes": received, "descriptor": descriptor}),
         ),
-        Err(e) => error(status_of(&e), e.name(), e.message()),
+        Err(e) => error(status_of(&e), e.kind(), e.message()),
     }
 }

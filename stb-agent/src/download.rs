@@ -66,18 +66,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
 
 impl Http {
     pub fn new(server: Option<String>, token: Option<String>, ca_file: Option<&Path>) -> Result<Http, String> {
-        // reqwest is built without a default crypto provider; ring is ours.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("stb-agent/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
+        let builder = platform_probe::upload::client_builder(concat!("stb-agent/", env!("CARGO_PKG_VERSION")), ca_file)
+            .map_err(|e| e.to_string())?
             .read_timeout(Duration::from_secs(120));
-        if let Some(ca) = ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-            let certificates =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: {e}", ca.display()))?;
-            builder = builder.tls_certs_merge(certificates);
-        }
         Ok(Http {
             client: builder.build().map_err(|e| e.to_string())?,
             server: server.map(|s| s.trim_end_matches('/').to_string()),

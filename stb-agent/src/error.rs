@@ -20,6 +20,8 @@ pub enum AgentError {
     AppLocked(String),
     /// The app is running.
     AppRunning(String),
+    /// The app is not running.
+    NotRunning(String),
     /// The download failed.
     Download(String),
     /// The archive's sha256 is not the expected one.
@@ -52,8 +54,10 @@ impl AgentError {
         }
     }
 
-    /// The variant's name, as at the end of the D-Bus error name.
-    pub fn name(&self) -> &'static str {
+    /// The variant's name, as at the end of the D-Bus error name. (Not
+    /// `name`: an inherent `name` would shadow `DBusError::name` in the
+    /// derived reply, which then sends "AppLocked" as the error name.)
+    pub fn kind(&self) -> &'static str {
         match self {
             AgentError::ZBus(_) => "ZBus",
             AgentError::WrongParams(_) => "WrongParams",
@@ -63,6 +67,7 @@ impl AgentError {
             AgentError::WrongHandle(_) => "WrongHandle",
             AgentError::AppLocked(_) => "AppLocked",
             AgentError::AppRunning(_) => "AppRunning",
+            AgentError::NotRunning(_) => "NotRunning",
             AgentError::Download(_) => "Download",
             AgentError::Integrity(_) => "Integrity",
             AgentError::Signature(_) => "Signature",
@@ -86,6 +91,7 @@ impl AgentError {
             | AgentError::WrongHandle(m)
             | AgentError::AppLocked(m)
             | AgentError::AppRunning(m)
+            | AgentError::NotRunning(m)
             | AgentError::Download(m)
             | AgentError::Integrity(m)
             | AgentError::Signature(m)
@@ -103,5 +109,27 @@ impl AgentError {
 impl From<crate::store::StoreError> for AgentError {
     fn from(error: crate::store::StoreError) -> AgentError {
         AgentError::Storage(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_reply_with_their_dbus_names() {
+        let call = zbus::message::Message::method_call("/org/rdk/dac/BundleAgent", "Install")
+            .destination("org.rdk.dac.BundleAgent")
+            .build(&())
+            .unwrap();
+        let error = AgentError::AppLocked("com.example.app 1.0 is locked".into());
+        let reply = zbus::DBusError::create_reply(&error, &call.header()).unwrap();
+        let header = reply.header();
+        assert_eq!(
+            header.error_name().map(|n| n.as_str()),
+            Some("org.rdk.dac.BundleAgent1.Error.AppLocked")
+        );
+        assert_eq!(error.kind(), "AppLocked");
+        assert_eq!(error.code(), 1009);
     }
 }

@@ -3,6 +3,7 @@ use std::fs;
 use std::io::Cursor;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
+use bundlegen_fixtures::tar::RawEntry;
 use bundlegen_protocol::root::Symlinks;
 use proptest::prelude::*;
 
@@ -21,51 +22,24 @@ enum E {
     Whiteout(&'static str),
 }
 
-fn raw_entry(
-    out: &mut Vec<u8>,
-    name: &str,
-    kind: tar::EntryType,
-    mode: u32,
-    link: &str,
-    data: &[u8],
-    owner: (u64, u64),
-) {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(kind);
-    header.set_mode(mode);
-    header.set_size(data.len() as u64);
-    header.set_mtime(1_000_000);
-    header.set_uid(owner.0);
-    header.set_gid(owner.1);
-    if kind == tar::EntryType::Char {
-        header.set_device_major(1).unwrap();
-        header.set_device_minor(3).unwrap();
-    }
-    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-    header.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-    header.set_cksum();
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-}
-
 fn layer(entries: &[E]) -> Vec<u8> {
-    use tar::EntryType as T;
-    let mut out = Vec::new();
-    for entry in entries {
-        match entry {
-            E::Dir(p, mode) => raw_entry(&mut out, p, T::Directory, *mode, "", b"", (0, 0)),
-            E::File(p, data) => raw_entry(&mut out, p, T::Regular, 0o644, "", data.as_bytes(), (0, 0)),
-            E::Owned(p, data, uid, gid) => raw_entry(&mut out, p, T::Regular, 0o640, "", data.as_bytes(), (*uid, *gid)),
-            E::Link(p, target) => raw_entry(&mut out, p, T::Symlink, 0o777, target, b"", (0, 0)),
-            E::Hard(p, target) => raw_entry(&mut out, p, T::Link, 0o644, target, b"", (0, 0)),
-            E::Char(p) => raw_entry(&mut out, p, T::Char, 0o666, "", b"", (0, 0)),
-            E::Fifo(p) => raw_entry(&mut out, p, T::Fifo, 0o600, "", b"", (0, 0)),
-            E::Whiteout(p) => raw_entry(&mut out, p, T::Regular, 0o644, "", b"", (0, 0)),
-        }
-    }
-    out.extend([0u8; 1024]);
-    out
+    let raw: Vec<RawEntry<'_>> = entries
+        .iter()
+        .map(|entry| match entry {
+            E::Dir(p, mode) => RawEntry::dir(p).mode(*mode),
+            E::File(p, data) => RawEntry::file(p, data.as_bytes()),
+            E::Owned(p, data, uid, gid) => RawEntry::file(p, data.as_bytes()).mode(0o640).owner(*uid, *gid),
+            E::Link(p, target) => RawEntry::symlink(p, target),
+            E::Hard(p, target) => RawEntry::hardlink(p, target),
+            E::Char(p) => RawEntry::char_device(p),
+            E::Fifo(p) => RawEntry {
+                kind: tar::EntryType::Fifo,
+                ..RawEntry::file(p, b"").mode(0o600)
+            },
+            E::Whiteout(p) => RawEntry::file(p, b""),
+        })
+        .collect();
+    bundlegen_fixtures::tar::archive(&raw)
 }
 
 /// A rootfs next to a host directory that must never change.

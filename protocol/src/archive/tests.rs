@@ -206,24 +206,18 @@ type RawEntry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
 
 /// Builds a raw archive, names written verbatim.
 fn hostile_archive(entries: &[RawEntry<'_>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (path, kind, link, data) in entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(*kind);
-        header.set_mode(0o755);
-        header.set_size(data.len() as u64);
-        // Write names raw so `..` and absolute paths survive.
-        let name = &mut header.as_old_mut().name;
-        name[..path.len()].copy_from_slice(path.as_bytes());
-        let linkname = &mut header.as_old_mut().linkname;
-        linkname[..link.len()].copy_from_slice(link.as_bytes());
-        header.set_cksum();
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.extend([0u8; 1024]);
-    out
+    let raw: Vec<_> = entries
+        .iter()
+        .map(|&(path, kind, link, data)| bundlegen_fixtures::tar::RawEntry {
+            path,
+            kind,
+            mode: 0o755,
+            link,
+            data,
+            owner: (0, 0),
+        })
+        .collect();
+    bundlegen_fixtures::tar::archive(&raw)
 }
 
 #[test]

@@ -50,6 +50,30 @@ enum Command {
     Serve(Box<service::ServeArgs>),
     /// Run bundle jobs from RabbitMQ (scale-out; also BundleGen's queue).
     Worker(Box<service::WorkerArgs>),
+    /// Send a bundle archive to a test box in developer mode: installed as
+    /// version `dev` of its app, and optionally launched.
+    Push(PushArgs),
+}
+
+#[derive(Args)]
+struct PushArgs {
+    /// The box: HOST[:PORT] (HTTPS, port 9443 by default) or an http(s) URL.
+    #[arg(long)]
+    device: String,
+    /// File with the box's developer token.
+    #[arg(long)]
+    token: PathBuf,
+    /// The app id; default: the archive's name without its extension.
+    #[arg(long)]
+    app: Option<String>,
+    /// Launch the app once it is installed (a running one is stopped first).
+    #[arg(long)]
+    launch: bool,
+    /// A CA certificate (PEM) to trust for the box's certificate.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The bundle archive (.tar.gz, .tar.zst or .ipk).
+    bundle: PathBuf,
 }
 
 #[derive(Args)]
@@ -271,6 +295,7 @@ fn main() -> ExitCode {
         Command::Unpack(args) => run_unpack(&args),
         Command::Serve(args) => service::serve(&args),
         Command::Worker(args) => service::worker(&args),
+        Command::Push(args) => run_push(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -279,6 +304,26 @@ fn main() -> ExitCode {
             ExitCode::from(failure.code)
         }
     }
+}
+
+fn run_push(args: &PushArgs) -> Result<(), Failure> {
+    let request = bundlegen::push::PushRequest {
+        device: args.device.clone(),
+        token: platform_probe::upload::read_token(&args.token)?,
+        archive: args.bundle.clone(),
+        app: args.app.clone(),
+        launch: args.launch,
+        ca_file: args.ca.clone(),
+    };
+    let pushed = runtime()?.block_on(bundlegen::push::push(&request))?;
+    match pushed.descriptor {
+        Some(descriptor) => println!(
+            "{} {}: installed ({} bytes) and launched (descriptor {descriptor})",
+            pushed.app, pushed.version, pushed.bytes
+        ),
+        None => println!("{} {}: installed ({} bytes)", pushed.app, pushed.version, pushed.bytes),
+    }
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -1,0 +1,172 @@
+//! The developer's side of a push to a test box: sends a bundle archive to
+//! the agent's developer endpoint (`POST /v1/push?app=ID[&launch=1]`, see
+//! the stb-agent's `devpush`), which installs it as version `dev` of the app
+//! and, when asked, launches it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The agent's developer endpoint port when `--device` names none.
+pub const DEFAULT_PORT: u16 = 9443;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("--device {device:?}: {message}")]
+    Device { device: String, message: String },
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+    /// The agent answered with an error.
+    #[error("{url}: the box refused the bundle: {status} {code}: {message}")]
+    Refused {
+        url: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct PushRequest {
+    /// `HOST[:PORT]` (HTTPS) or an `http://` / `https://` URL.
+    pub device: String,
+    pub token: String,
+    pub archive: PathBuf,
+    /// The app id; default: the archive's name without its extension.
+    pub app: Option<String>,
+    pub launch: bool,
+    /// A CA (PEM) to trust for the box's certificate.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// What the box answered.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Pushed {
+    pub app: String,
+    pub version: String,
+    pub bytes: u64,
+    /// Dobby's descriptor when launched.
+    pub descriptor: Option<i32>,
+}
+
+/// The app id a bundle archive's name gives: `com.example.app.tar.gz` → `com.example.app`.
+pub fn app_from_archive(archive: &Path) -> Option<String> {
+    let name = archive.file_name()?.to_str()?;
+    let stem = [".tar.gz", ".tgz", ".tar.zst", ".ipk", ".tar"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .unwrap_or(name);
+    Some(stem.to_string()).filter(|s| !s.is_empty())
+}
+
+/// The endpoint's base URL for `--device`.
+pub fn device_url(device: &str) -> Result<String, PushError> {
+    let invalid = |message: &str| PushError::Device {
+        device: device.to_string(),
+        message: message.to_string(),
+    };
+    let url = if device.starts_with("http://") || device.starts_with("https://") {
+        device.trim_end_matches('/').to_string()
+    } else if device.contains('/') || device.is_empty() {
+        return Err(invalid("a HOST[:PORT] or an http(s) URL"));
+    } else if device
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+    {
+        format!("https://{device}")
+    } else {
+        format!("https://{device}:{DEFAULT_PORT}")
+    };
+    reqwest::Url::parse(&url).map_err(|e| invalid(&e.to_string()))?;
+    Ok(url)
+}
+
+/// Sends the archive (streamed) and waits for the box's answer.
+pub async fn push(request: &PushRequest) -> Result<Pushed, PushError> {
+    let file_error = |message: String| PushError::File {
+        path: request.archive.clone(),
+        message,
+    };
+    let app = match &request.app {
+        Some(app) => app.clone(),
+        None => app_from_archive(&request.archive)
+            .ok_or_else(|| file_error("no app id in the file name: give --app".into()))?,
+    };
+    let file = tokio::fs::File::open(&request.archive)
+        .await
+        .map_err(|e| file_error(e.to_string()))?;
+    let length = file.metadata().await.map_err(|e| file_error(e.to_string()))?.len();
+    let mut url = reqwest::Url::parse(&format!("{}/v1/push", device_url(&request.device)?))
+        .map_err(|e| file_error(e.to_string()))?;
+    url.query_pairs_mut().append_pair("app", &app);
+    if request.launch {
+        url.query_pairs_mut().append_pair("launch", "1");
+    }
+    let http = |message: String| PushError::Http {
+        url: url.to_string(),
+        message,
+    };
+    let client = platform_probe::upload::client_builder(
+        concat!("bundlegen-push/", env!("CARGO_PKG_VERSION")),
+        request.ca_file.as_deref(),
+    )
+    .map_err(|e| http(e.to_string()))?
+    // Installing (and launching) happens before the box answers.
+    .timeout(Duration::from_secs(600))
+    .build()
+    .map_err(|e| http(e.to_string()))?;
+    let response = client
+        .post(url.clone())
+        .bearer_auth(&request.token)
+        .header(reqwest::header::CONTENT_LENGTH, length)
+        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(crate::stream::file_stream(file, length)))
+        .send()
+        .await
+        .map_err(|e| http(bundlegen_protocol::error_chain(&e)))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| http(e.to_string()))?;
+    if !status.is_success() {
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        return Err(PushError::Refused {
+            url: url.to_string(),
+            status: status.as_u16(),
+            code: error["error"]["code"].as_str().unwrap_or("unknown").to_string(),
+            message: error["error"]["message"]
+                .as_str()
+                .map_or_else(|| String::from_utf8_lossy(&body).into_owned(), str::to_string),
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| http(format!("unexpected answer: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_ids_and_device_urls() {
+        for (file, app) in [
+            ("out/com.example.app.tar.gz", Some("com.example.app")),
+            ("b.tar.zst", Some("b")),
+            ("x_1.0_arm.ipk", Some("x_1.0_arm")),
+            ("plain", Some("plain")),
+            (".tar.gz", None),
+        ] {
+            assert_eq!(app_from_archive(Path::new(file)).as_deref(), app, "{file}");
+        }
+        for (device, url) in [
+            ("box.local", Some("https://box.local:9443")),
+            ("10.0.0.7:8443", Some("https://10.0.0.7:8443")),
+            ("http://127.0.0.1:9443/", Some("http://127.0.0.1:9443")),
+            ("[::1]:9443", Some("https://[::1]:9443")),
+            ("box/path", None),
+            ("", None),
+        ] {
+            assert_eq!(device_url(device).ok().as_deref(), url, "{device}");
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! The agent's D-Bus API on a private system bus, against the Dobby test
+//! double: every method, its errors, the signals, concurrency, cancelling,
+//! retries, upgrades and locks.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use support::*;
+use zbus::Variant;
+
+const MIB: usize = 1 << 20;
+
+struct Setup {
+    _bus: Bus,
+    files: FileServer,
+    root: tempfile::TempDir,
+    _dobby: zbus::Connection,
+    _agent: stb_agent::Running,
+    client: zbus::Connection,
+}
+
+impl Setup {
+    async fn start(change: impl FnOnce(&mut stb_agent::config::AgentConfig)) -> Setup {
+        let bus = Bus::start();
+        let dobby = dobby_double::serve(&bus.address, dobby_double::Dobby::new(false))
+            .await
+            .unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let mut config = config(&bus, root.path());
+        change(&mut config);
+        let agent = stb_agent::start(config).await.unwrap();
+        let client = bus.connect().await;
+        Setup {
+            files: FileServer::start(),
+            _bus: bus,
+            root,
+            _dobby: dobby,
+            _agent: agent,
+            client,
+        }
+    }
+
+    async fn proxy(&self) -> BundleAgent1Proxy<'static> {
+        BundleAgent1Proxy::new(&self.client).await.unwrap()
+    }
+
+    /// Serves a bundle of `app` with `payload` bytes; returns (url, sha256).
+    fn serve(&self, name: &str, app: &str, payload: usize) -> (String, String) {
+        let archive = bundle_archive(app, payload);
+        let sha = sha256(&archive);
+        (self.files.add(name, archive), sha)
+    }
+}
+
+fn no_options() -> HashMap<&'static str, Variant<'static>> {
+    HashMap::new()
+}
+
+async fn install_ok(agent: &BundleAgent1Proxy<'_>, app: &str, version: &str, url: &str, sha: &str) {
+    let handle = agent.install(app, version, url, sha, no_options()).await.unwrap();
+    let (status, error) = finished(agent, &handle).await;
+    assert_eq!(status, "Success", "{app} {version}: {error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_method_with_its_results_errors_and_signals() {
+    let setup = Setup::start(|c| c.quota = bundlegen_protocol::config::size::Size(100 << 20)).await;
+    let agent = setup.proxy().await;
+    let app = "com.example.one";
+    let (url, sha) = setup.serve("one-1.tar.gz", app, MIB);
+
+    // Introspectable, with the interface, its methods and signals.
+    let introspection = zbus::fdo::IntrospectableProxy::builder(&setup.client)
+        .destination("org.rdk.dac.BundleAgent")
+        .path("/org/rdk/dac/BundleAgent")
+        .build()
+        .await
+        .unwrap()
+        .introspect()
+        .await
+        .unwrap();
+    for name in [
+        "org.rdk.dac.BundleAgent1",
+        "\"Install\"",
+        "\"GetLockInfo\"",
+        "\"OperationStatus\"",
+        "\"Progress\"",
+    ] {
+        assert!(introspection.contains(name), "{name} in {introspection}");
+    }
+
+    // Install, with its signals.
+    let mut statuses = agent.receive_operation_status().await.unwrap();
+    let mut progress = agent.receive_progress().await.unwrap();
+    let handle = agent.install(app, "1.0.0", &url, &sha, no_options()).await.unwrap();
+    assert!(handle.starts_with("op-"), "{handle}");
+    assert_eq!(finished(&agent, &handle).await.0, "Success");
+    let mut seen = Vec::new();
+    while !seen.contains(&"Success".to_string()) {
+        let signal = tokio::time::timeout(Duration::from_secs(10), statuses.next())
+            .await
+            .expect("an OperationStatus signal")
+            .unwrap();
+        let args = signal.args().unwrap();
+        assert_eq!(
+            (args.handle(), args.operation(), args.app()),
+            (&handle.as_str(), &"Installing", &app)
+        );
+        seen.push(args.status().to_string());
+    }
+    assert_eq!(seen.first().map(String::as_str), Some("Queued"), "{seen:?}");
+    let mut stages = Vec::new();
+    while let Ok(Some(signal)) = tokio::time::timeout(Duration::from_millis(200), progress.next()).await {
+        let args = signal.args().unwrap();
+        stages.push((args.percent, args.stage().to_string()));
+    }
+    assert!(
+        stages.windows(2).all(|w| w[0].0 <= w[1].0),
+        "progress only goes up: {stages:?}"
+    );
+    for stage in ["downloading", "verifying", "unpacking", "committing"] {
+        assert!(stages.iter().any(|(_, s)| s == stage), "{stage} in {stages:?}");
+    }
+    let bundle = setup.root.path().join("apps").join(app).join("1.0.0");
+    assert_eq!(
+        std::fs::metadata(bundle.join("rootfs/app/payload")).unwrap().len(),
+        MIB as u64
+    );
+    assert!(bundle.join("config.json").is_file());
+    assert_eq!(
+        std::fs::read_dir(setup.root.path().join("downloads")).unwrap().count(),
+        0,
+        "the download is gone once installed"
+    );
+
+    // List.
+    let listed = agent.list("").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let (listed_app, version, current, listed_sha, size, locks) = &listed[0];
+    assert_eq!(
+        (listed_app.as_str(), version.as_str(), *current, listed_sha, *locks),
+        (app, "1.0.0", true, &sha, 0)
+    );
+    assert!(*size >= MIB as u64, "{size}");
+    assert!(agent.list("com.example.other").await.unwrap().is_empty());
+    let (name, _) = dbus_error(agent.install(app, "1.0.0", &url, &sha, no_options()).await);
+    assert_eq!(name, "AlreadyInstalled");
+
+    // Metadata.
+    agent.set_metadata(app, "1.0.0", "channel", "beta").await.unwrap();
+    agent.set_metadata(app, "1.0.0", "owner", "qa").await.unwrap();
+    let metadata = agent.get_metadata(app, "1.0.0").await.unwrap();
+    assert_eq!(metadata.get("channel").map(String::as_str), Some("beta"));
+    agent.clear_metadata(app, "1.0.0", "channel").await.unwrap();
+    assert_eq!(agent.get_metadata(app, "1.0.0").await.unwrap().len(), 1);
+    agent.clear_metadata(app, "1.0.0", "").await.unwrap();
+    assert!(agent.get_metadata(app, "1.0.0").await.unwrap().is_empty());
+    assert_eq!(dbus_error(agent.get_metadata(app, "9").await).0, "NotInstalled");
+    assert_eq!(
+        dbus_error(agent.set_metadata(app, "1.0.0", "", "v").await).0,
+        "WrongParams"
+    );
+
+    // Storage.
+    let (used, quota, free) = agent.get_storage_details().await.unwrap();
+    assert!(used >= MIB as u64, "{used}");
+    assert_eq!(quota, 100 << 20);
+    assert!(free > 0);
+
+    // Locks: counted, with their reasons; no uninstall or upgrade while locked.
+    let first = agent.lock(app, "1.0.0", "playing", "player").await.unwrap();
+    let second = agent.lock(app, "1.0.0", "backup", "backup-agent").await.unwrap();
+    assert_ne!(first, second);
+    let (count, locks) = agent.get_lock_info(app, "1.0.0").await.unwrap();
+    assert_eq!(count, 2);
+    assert!(
+        locks
+            .iter()
+            .any(|(h, reason, owner)| *h == first && reason == "playing" && owner == "player")
+    );
+    assert_eq!(agent.list(app).await.unwrap()[0].5, 2);
+    let (name, message) = dbus_error(agent.uninstall(app, "1.0.0", "full").await);
+    assert_eq!(name, "AppLocked", "{message}");
+    let (url2, sha2) = setup.serve("one-2.tar.gz", app, MIB / 2);
+    let upgrade = agent.install(app, "2.0.0", &url2, &sha2, no_options()).await.unwrap();
+    let (status, error) = finished(&agent, &upgrade).await;
+    assert_eq!(status, "Failed");
+    assert!(error.contains("locked"), "{error}");
+    assert!(!setup.root.path().join("apps").join(app).join("2.0.0").exists());
+    agent.unlock(&first).await.unwrap();
+    assert_eq!(agent.get_lock_info(app, "1.0.0").await.unwrap().0, 1);
+    assert_eq!(dbus_error(agent.unlock(&first).await).0, "WrongHandle");
+    agent.unlock(&second).await.unwrap();
+    assert_eq!(dbus_error(agent.lock(app, "9", "r", "o").await).0, "NotInstalled");
+
+    // Launch and stop through Dobby, with Dobby's signals passed on.
+    let mut started = agent.receive_app_started().await.unwrap();
+    let mut stopped = agent.receive_app_stopped().await.unwrap();
+    let descriptor = agent.launch(app, "").await.unwrap();
+    assert!(descriptor > 0);
+    let signal = tokio::time::timeout(Duration::from_secs(10), started.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            signal.args().unwrap().app().to_string(),
+            signal.args().unwrap().descriptor
+        ),
+        (app.to_string(), descriptor)
+    );
+    assert_eq!(dbus_error(agent.launch(app, "").await).0, "AppRunning");
+    let running = agent.uninstall(app, "1.0.0", "full").await.unwrap();
+    let (status, error) = finished(&agent, &running).await;
+    assert_eq!(status, "Failed");
+    assert!(error.contains("AppRunning") || error.contains("running"), "{error}");
+    agent.stop(app, false).await.unwrap();
+    let signal = tokio::time::timeout(Duration::from_secs(10), stopped.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(signal.args().unwrap().app(), &app);
+    assert_eq!(dbus_error(agent.stop(app, false).await).0, "NotRunning");
+    assert_eq!(dbus_error(agent.launch("com.example.none", "").await).0, "NotInstalled");
+
+    // Upgrade: the new version becomes current, the old one goes.
+    install_ok(&agent, app, "2.0.0", &url2, &sha2).await;
+    let listed = agent.list(app).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((listed[0].1.as_str(), listed[0].2), ("2.0.0", true));
+    assert!(!setup.root.path().join("apps").join(app).join("1.0.0").exists());
+
+    // Uninstall, full: the app's data goes too.
+    let data = setup.root.path().join("data").join(app);
+    assert!(data.is_dir(), "an installed app has a data directory");
+    let handle = agent.uninstall(app, "2.0.0", "full").await.unwrap();
+    assert_eq!(finished(&agent, &handle).await.0, "Success");
+    assert!(agent.list("").await.unwrap().is_empty());
+    assert!(!setup.root.path().join("apps").join(app).exists());
+    assert!(!data.exists());
+
+    // Parameter errors, refused at once.
+    let bad_installs = [
+        ("../etc", "1", url.as_str(), "", "app id"),
+        ("123", "1", url.as_str(), "", "app id"),
+        (app, "a/b", url.as_str(), "", "version"),
+        (app, ".hidden", url.as_str(), "", "version"),
+        (app, "1", url.as_str(), "xyz", "sha256"),
+        (app, "1", "ftp://host/b.tar.gz", "", "source"),
+        (app, "1", "service", "", "service"),
+    ];
+    for (bad_app, version, source, sha, mention) in bad_installs {
+        let (name, message) = dbus_error(agent.install(bad_app, version, source, sha, no_options()).await);
+        assert_eq!(name, "WrongParams", "{bad_app} {version} {source}: {message}");
+        assert!(message.contains(mention), "{message} mentions {mention}");
+    }
+    let mut unknown = no_options();
+    unknown.insert("colour", Variant::from("blue"));
+    assert_eq!(
+        dbus_error(agent.install(app, "1", &url, "", unknown).await).0,
+        "WrongParams"
+    );
+    let mut mistyped = no_options();
+    mistyped.insert("reinstall", Variant::from("yes"));
+    assert_eq!(
+        dbus_error(agent.install(app, "1", &url, "", mistyped).await).0,
+        "WrongParams"
+    );
+    assert_eq!(dbus_error(agent.get_progress("op-nope").await).0, "WrongHandle");
+    assert_eq!(dbus_error(agent.cancel("op-nope").await).0, "WrongHandle");
+    assert_eq!(
+        dbus_error(agent.uninstall("com.example.none", "1", "full").await).0,
+        "NotInstalled"
+    );
+    assert_eq!(dbus_error(agent.uninstall(app, "1", "sideways").await).0, "WrongParams");
+    assert_eq!(dbus_error(agent.get_lock_info(app, "1").await).0, "NotInstalled");
+    let missing = agent
+        .install(app, "3", &format!("{}/missing", setup.files.url), "", no_options())
+        .await
+        .unwrap();
+    let (status, error) = finished(&agent, &missing).await;
+    assert_eq!(status, "Failed");
+    assert!(error.contains("404"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn different_apps_install_at_once_and_one_app_waits_for_itself() {
+    let setup = Setup::start(|_| {}).await;
+    let agent = setup.proxy().await;
+    let (url_a, sha_a) = setup.serve("a.tar.gz", "com.example.a", 2 * MIB);
+    let (url_b, sha_b) = setup.serve("b.tar.gz", "com.example.b", 2 * MIB);
+    let (url_a2, sha_a2) = setup.serve("a2.tar.gz", "com.example.a", MIB);
+    setup.files.throttle(Some(4 * MIB as u64));
+    // The agent's signals, in the order it sent them.
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface("org.rdk.dac.BundleAgent1")
+        .build()
+        .unwrap();
+    let mut signals = zbus::MessageStream::for_match_rule(rule, &setup.client, None)
+        .await
+        .unwrap();
+    let a = agent
+        .install("com.example.a", "1", &url_a, &sha_a, no_options())
+        .await
+        .unwrap();
+    let b = agent
+        .install("com.example.b", "1", &url_b, &sha_b, no_options())
+        .await
+        .unwrap();
+    let a2 = agent
+        .install("com.example.a", "2", &url_a2, &sha_a2, no_options())
+        .await
+        .unwrap();
+    // (handle, what): "progress" or the status.
+    let mut events: Vec<(String, String)> = Vec::new();
+    while [&a, &b, &a2]
+        .iter()
+        .any(|h| !events.contains(&(h.to_string(), "Success".to_string())))
+    {
+        let message = tokio::time::timeout(Duration::from_secs(60), signals.next())
+            .await
+            .expect("signals until all three succeed")
+            .unwrap()
+            .unwrap();
+        let header = message.header();
+        let event = match header.member().map(|m| m.as_str()) {
+            Some("Progress") => {
+                let (handle, _, _): (String, u32, String) = message.body().deserialize().unwrap();
+                (handle, "progress".to_string())
+            }
+            Some("OperationStatus") => {
+                let (handle, _, _, _, status, details): (String, String, String, String, String, String) =
+                    message.body().deserialize().unwrap();
+                assert_ne!(status, "Failed", "{details}");
+                (handle, status)
+            }
+            _ => continue,
+        };
+        events.push(event);
+    }
+    let first = |handle: &str, what: &str| {
+        events
+            .iter()
+            .position(|(h, w)| h == handle && w == what)
+            .unwrap_or_else(|| panic!("{what} of {handle} in {events:?}"))
+    };
+    assert!(
+        first(&b, "progress") < first(&a, "Success") && first(&a, "progress") < first(&b, "Success"),
+        "two apps were installed at the same time: {events:?}"
+    );
+    assert!(
+        first(&a, "Success") < first(&a2, "progress"),
+        "the second operation on an app starts after the first ended: {events:?}"
+    );
+    for handle in [&a, &b, &a2] {
+        assert_eq!(finished(&agent, handle).await.0, "Success");
+    }
+    let versions: Vec<_> = agent.list("com.example.a").await.unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].1, "2", "the later request won");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_and_retry_after() {
+    let setup = Setup::start(|c| c.download_attempts = 4).await;
+    let agent = setup.proxy().await;
+    let app = "com.example.slow";
+    let (url, sha) = setup.serve("slow.tar.gz", app, 8 * MIB);
+    setup.files.throttle(Some(MIB as u64));
+    let handle = agent.install(app, "1", &url, &sha, no_options()).await.unwrap();
+    loop {
+        let (_, percent, stage, _) = agent.get_progress(&handle).await.unwrap();
+        if stage == "downloading" && percent > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    agent.cancel(&handle).await.unwrap();
+    assert_eq!(finished(&agent, &handle).await.0, "Cancelled");
+    assert_eq!(dbus_error(agent.cancel(&handle).await).0, "WrongParams", "it has ended");
+    assert!(!setup.root.path().join("apps").join(app).exists());
+    assert!(agent.list("").await.unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(setup.root.path().join("downloads")).unwrap().count(),
+        0
+    );
+
+    // A busy server: the agent waits as asked and then succeeds.
+    setup.files.throttle(None);
+    setup.files.fail_next(2);
+    let before = setup.files.requests();
+    let started = std::time::Instant::now();
+    install_ok(&agent, app, "1", &url, &sha).await;
+    assert_eq!(setup.files.requests() - before, 3, "two refusals, then the download");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After: 1 was honoured twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn developer_push_installs_and_launches_as_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("dev-token");
+    std::fs::write(&token_file, "s3cret-dev-token\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let setup = Setup::start(|c| {
+        c.developer.enabled = true;
+        c.developer.token_file = Some(token_file.clone());
+        c.developer.listen = ([127, 0, 0, 1], port).into();
+    })
+    .await;
+    let agent = setup.proxy().await;
+    let archive = dir.path().join("com.example.pushed.tar.gz");
+    std::fs::write(&archive, bundle_archive("com.example.pushed", 4096)).unwrap();
+    let request = bundlegen::push::PushRequest {
+        device: format!("http://127.0.0.1:{port}"),
+        token: "s3cret-dev-token".into(),
+        archive: archive.clone(),
+        app: None,
+        launch: true,
+        ca_file: None,
+    };
+    let mut pushed = None;
+    for _ in 0..100 {
+        match bundlegen::push::push(&request).await {
+            Err(bundlegen::push::PushError::Http { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => {
+                pushed = Some(other.unwrap());
+                break;
+            }
+        }
+    }
+    let pushed = pushed.expect("the developer endpoint answered");
+    assert_eq!(
+        (pushed.app.as_str(), pushed.version.as_str()),
+        ("com.example.pushed", "dev")
+    );
+    assert!(pushed.descriptor.is_some_and(|d| d > 0), "{pushed:?}");
+    assert_eq!(agent.list("com.example.pushed").await.unwrap()[0].1, "dev");
+
+    // Pushing again replaces the running dev version and launches it again.
+    let again = bundlegen::push::push(&request).await.unwrap();
+    assert!(again.descriptor.is_some());
+
+    let wrong_token = bundlegen::push::PushRequest {
+        token: "guess".into(),
+        ..request.clone()
+    };
+    match bundlegen::push::push(&wrong_token).await {
+        Err(bundlegen::push::PushError::Refused { status: 401, .. }) => {}
+        other => panic!("a wrong token is refused: {other:?}"),
+    }
+    let not_a_bundle = dir.path().join("junk.tar.gz");
+    std::fs::write(&not_a_bundle, gzip(b"not a tar archive at all")).unwrap();
+    let junk = bundlegen::push::PushRequest {
+        archive: not_a_bundle,
+        launch: false,
+        ..request.clone()
+    };
+    match bundlegen::push::push(&junk).await {
+        Err(bundlegen::push::PushError::Refused { status: 422, code, .. }) => assert_eq!(code, "BadArchive"),
+        other => panic!("junk is refused: {other:?}"),
+    }
+    assert_eq!(agent.list("junk").await.unwrap().len(), 0);
+}

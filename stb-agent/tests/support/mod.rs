@@ -1,0 +1,447 @@
+//! What the agent's tests run against: a private system-type `dbus-daemon`
+//! with the agent's shipped policy, the Dobby test double, an HTTP server
+//! with ranges and throttling, bundle archives, and the agent itself (in
+//! this process or as its real binary).
+
+#![allow(dead_code)] // Each test file uses a part.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stb_agent::config::AgentConfig;
+use zbus::Variant;
+
+/// A private bus configured like a box's system bus: everything denied but
+/// what the shipped policies allow.
+pub struct Bus {
+    child: Child,
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Bus {
+    pub fn start() -> Bus {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.rdk.dac.BundleAgent.conf");
+        let dobby_policy = dir.path().join("dobby.conf");
+        // Dobby's own policy, as its package installs it.
+        std::fs::write(
+            &dobby_policy,
+            r#"<busconfig><policy user="root"><allow own="org.rdk.dobby"/>
+               <allow send_destination="org.rdk.dobby"/></policy></busconfig>"#,
+        )
+        .unwrap();
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus"/>
+  </policy>
+  <include>{policy}</include>
+  <include>{dobby}</include>
+</busconfig>
+"#,
+                socket = dir.path().join("system_bus_socket").display(),
+                policy = policy.display(),
+                dobby = dobby_policy.display(),
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dbus-daemon runs (tests/install-peers installs it)");
+        let mut address = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut address)
+            .unwrap();
+        assert!(address.starts_with("unix:"), "dbus-daemon printed {address:?}");
+        Bus {
+            child,
+            address: address.trim().to_string(),
+            _dir: dir,
+        }
+    }
+
+    pub async fn connect(&self) -> zbus::Connection {
+        zbus::connection::Builder::address(self.address.as_str())
+            .build()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent's interface, as a client sees it.
+#[zbus::proxy(
+    interface = "org.rdk.dac.BundleAgent1",
+    default_service = "org.rdk.dac.BundleAgent",
+    default_path = "/org/rdk/dac/BundleAgent"
+)]
+pub trait BundleAgent1 {
+    fn install(
+        &self,
+        app: &str,
+        version: &str,
+        source: &str,
+        sha256: &str,
+        options: HashMap<&str, Variant<'_>>,
+    ) -> zbus::Result<String>;
+    fn uninstall(&self, app: &str, version: &str, mode: &str) -> zbus::Result<String>;
+    fn cancel(&self, handle: &str) -> zbus::Result<()>;
+    fn get_progress(&self, handle: &str) -> zbus::Result<(String, u32, String, String)>;
+    fn list(&self, app: &str) -> zbus::Result<Vec<(String, String, bool, String, u64, u32)>>;
+    fn get_metadata(&self, app: &str, version: &str) -> zbus::Result<HashMap<String, String>>;
+    fn set_metadata(&self, app: &str, version: &str, key: &str, value: &str) -> zbus::Result<()>;
+    fn clear_metadata(&self, app: &str, version: &str, key: &str) -> zbus::Result<()>;
+    fn get_storage_details(&self) -> zbus::Result<(u64, u64, u64)>;
+    fn lock(&self, app: &str, version: &str, reason: &str, owner: &str) -> zbus::Result<String>;
+    fn unlock(&self, handle: &str) -> zbus::Result<()>;
+    fn get_lock_info(&self, app: &str, version: &str) -> zbus::Result<(u32, Vec<(String, String, String)>)>;
+    fn launch(&self, app: &str, version: &str) -> zbus::Result<i32>;
+    fn stop(&self, app: &str, force: bool) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn operation_status(
+        &self,
+        handle: &str,
+        operation: &str,
+        app: &str,
+        version: &str,
+        status: &str,
+        details: &str,
+    ) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn progress(&self, handle: &str, percent: u32, stage: &str) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn app_started(&self, app: &str, descriptor: i32) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn app_stopped(&self, app: &str, status: i32) -> zbus::Result<()>;
+}
+
+/// The D-Bus error name's last part and its message.
+pub fn dbus_error<T: std::fmt::Debug>(result: zbus::Result<T>) -> (String, String) {
+    match result {
+        Err(zbus::Error::MethodError(name, message, _)) => (
+            name.rsplit('.').next().unwrap_or_default().to_string(),
+            message.unwrap_or_default(),
+        ),
+        other => panic!("expected a D-Bus error, got {other:?}"),
+    }
+}
+
+/// Polls an operation until it ends: (status, error).
+pub async fn finished(agent: &BundleAgent1Proxy<'_>, handle: &str) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (status, _, _, error) = agent.get_progress(handle).await.unwrap();
+        if matches!(status.as_str(), "Success" | "Failed" | "Cancelled") {
+            return (status, error);
+        }
+        assert!(Instant::now() < deadline, "{handle} did not finish: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `name` has an owner on the bus.
+pub async fn wait_for_name(connection: &zbus::Connection, name: &str, limit: Duration) {
+    let dbus = zbus::fdo::DBusProxy::new(connection).await.unwrap();
+    let deadline = Instant::now() + limit;
+    while !dbus.name_has_owner(name.try_into().unwrap()).await.unwrap_or(false) {
+        assert!(Instant::now() < deadline, "nobody owns {name}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Files served over HTTP/1.1 with `ETag`, single ranges and `If-Range`,
+/// as a CDN serves bundles; optionally throttled, and failing the next
+/// requests with 503 + `Retry-After` on demand.
+pub struct FileServer {
+    pub url: String,
+    state: Arc<Mutex<ServerState>>,
+}
+
+#[derive(Default)]
+struct ServerState {
+    files: HashMap<String, Vec<u8>>,
+    bytes_per_second: Option<u64>,
+    unavailable: u32,
+    /// The start offset of every request with a `Range` header.
+    range_starts: Vec<u64>,
+    requests: usize,
+}
+
+impl FileServer {
+    pub fn start() -> FileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(ServerState::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || {
+                    let _ = serve_one(stream, &state);
+                });
+            }
+        });
+        FileServer { url, state }
+    }
+
+    /// Serves `data` at `/name`; returns its URL.
+    pub fn add(&self, name: &str, data: Vec<u8>) -> String {
+        self.state.lock().unwrap().files.insert(format!("/{name}"), data);
+        format!("{}/{name}", self.url)
+    }
+
+    pub fn throttle(&self, bytes_per_second: Option<u64>) {
+        self.state.lock().unwrap().bytes_per_second = bytes_per_second;
+    }
+
+    /// The next `count` requests get 503 with `Retry-After: 1`.
+    pub fn fail_next(&self, count: u32) {
+        self.state.lock().unwrap().unavailable = count;
+    }
+
+    pub fn range_starts(&self) -> Vec<u64> {
+        self.state.lock().unwrap().range_starts.clone()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.state.lock().unwrap().requests
+    }
+}
+
+fn serve_one(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut headers = HashMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+        }
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let (data, throttle) = {
+        let mut state = state.lock().unwrap();
+        state.requests += 1;
+        if state.unavailable > 0 {
+            state.unavailable -= 1;
+            drop(state);
+            return stream
+                .write_all(b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+        let start = headers
+            .get("range")
+            .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<u64>().ok());
+        if let Some(start) = start {
+            state.range_starts.push(start);
+        }
+        (state.files.get(&path).cloned(), state.bytes_per_second)
+    };
+    let Some(data) = data else {
+        return stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    };
+    let etag = format!("\"{}\"", bundlegen_protocol::digest::Sha256Digest::of(&data).hex());
+    let range_start = headers
+        .get("range")
+        .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<u64>().ok())
+        .filter(|_| headers.get("if-range").is_none_or(|tag| *tag == etag))
+        .filter(|start| *start < data.len() as u64);
+    let (status, body, extra) = match range_start {
+        Some(start) => (
+            "206 Partial Content",
+            &data[start as usize..],
+            format!("Content-Range: bytes {start}-{}/{}\r\n", data.len() - 1, data.len()),
+        ),
+        None => ("200 OK", &data[..], String::new()),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nETag: {etag}\r\nAccept-Ranges: bytes\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    )?;
+    let chunk = 16 * 1024;
+    for piece in body.chunks(chunk) {
+        stream.write_all(piece)?;
+        if let Some(rate) = throttle {
+            std::thread::sleep(Duration::from_secs_f64(piece.len() as f64 / rate as f64));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes that do not compress (so a bundle's archive is as large as asked).
+pub fn noise(length: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// A bundle archive (tar.gz) Dobby accepts: a `1.0.2-dobby` config.json
+/// with a logging plugin, and a rootfs with `/app/payload` of `payload` bytes.
+pub fn bundle_archive(app: &str, payload: usize) -> Vec<u8> {
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2-dobby",
+        "process": {"args": ["/app/run"], "cwd": "/", "user": {"uid": 1000, "gid": 1000}},
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": app,
+        "rdkPlugins": {"logging": {"required": true, "data": {"sink": "devnull"}}},
+    });
+    let config = serde_json::to_vec_pretty(&config).unwrap();
+    let run = b"#!/bin/sh\necho hello\n";
+    let data = noise(payload, app.len() as u64 + payload as u64);
+    let tar = bundlegen_fixtures::tar::archive(&[
+        bundlegen_fixtures::tar::RawEntry::file("config.json", &config),
+        bundlegen_fixtures::tar::RawEntry::dir("rootfs/"),
+        bundlegen_fixtures::tar::RawEntry::dir("rootfs/app/"),
+        bundlegen_fixtures::tar::RawEntry::file("rootfs/app/run", run).mode(0o755),
+        bundlegen_fixtures::tar::RawEntry::file("rootfs/app/payload", &data),
+    ]);
+    gzip(&tar)
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    bundlegen_protocol::digest::Sha256Digest::of(data).hex()
+}
+
+/// A configuration for a test: storage in `root`, the private bus, no probe.
+pub fn config(bus: &Bus, root: &Path) -> AgentConfig {
+    AgentConfig {
+        storage_root: root.to_path_buf(),
+        dbus_address: Some(bus.address.clone()),
+        probe: false,
+        ..AgentConfig::default()
+    }
+}
+
+/// The real `stb-agent` binary with a configuration file; killed on drop.
+pub struct AgentProcess {
+    child: Child,
+    config_file: PathBuf,
+}
+
+impl AgentProcess {
+    pub fn start(config_file: &Path) -> AgentProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_stb-agent"))
+            .arg("--config")
+            .arg(config_file)
+            .env("STB_AGENT_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("stb-agent runs");
+        AgentProcess {
+            child,
+            config_file: config_file.to_path_buf(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a power cut would end it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        *self = AgentProcess::start(&self.config_file.clone());
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Writes `config` as the agent's TOML file.
+pub fn write_config(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// Every path under `root` with its type and size, for comparing trees.
+pub fn tree(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let name = path.strip_prefix(root).unwrap().display().to_string();
+            if meta.is_dir() {
+                out.push(format!("{name}/"));
+                walk(&path, root, out);
+            } else {
+                out.push(format!("{name} {}", meta.len()));
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+/// Reads a whole file into a string, for error messages.
+pub fn read(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let _ = file.read_to_string(&mut text);
+    }
+    text
+}
