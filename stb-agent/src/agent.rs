@@ -636,6 +636,9 @@ impl Agent {
                 restored.versions.remove(version);
             }
             self.store.save_app(&restored)?;
+            if restored.versions.is_empty() {
+                self.remove_app_dir_if_empty(app);
+            }
             return Err(error);
         }
         if let Some(aside) = replaced {
@@ -774,10 +777,14 @@ impl Agent {
             remove_tree(&aside)?;
         }
         if record.versions.is_empty() {
-            // The app's directory, now empty (fails harmlessly if it is not).
-            let _ = std::fs::remove_dir(dir.parent().expect("apps/<app>/<version>"));
+            self.remove_app_dir_if_empty(app);
         }
         Ok(())
+    }
+
+    /// `apps/<app>/` once it has no version (fails harmlessly if it has).
+    fn remove_app_dir_if_empty(&self, app: &str) {
+        let _ = std::fs::remove_dir(self.store.app_dir(app));
     }
 
     async fn is_running(&self, app: &str) -> bool {

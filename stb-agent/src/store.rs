@@ -110,8 +110,12 @@ impl Store {
         &self.root
     }
 
+    pub fn app_dir(&self, app: &str) -> PathBuf {
+        self.root.join("apps").join(app)
+    }
+
     pub fn bundle_dir(&self, app: &str, version: &str) -> PathBuf {
-        self.root.join("apps").join(app).join(version)
+        self.app_dir(app).join(version)
     }
 
     pub fn data_dir(&self, app: &str) -> PathBuf {

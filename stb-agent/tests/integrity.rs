@@ -1,0 +1,308 @@
+//! What the agent refuses, and that a refusal leaves nothing behind: a
+//! wrong sha256, a missing or wrong signature, hostile archives, a full
+//! disk (a small tmpfs), the quota.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bundlegen_fixtures::tar::{EntryType, RawEntry, archive};
+use bundlegen_protocol::signature::{SignedIdentity, base64_encode};
+use ring::signature::KeyPair;
+use support::*;
+use zbus::Variant;
+
+const PLATFORM: &str = "test_platform";
+
+fn key(seed: u8) -> ring::signature::Ed25519KeyPair {
+    ring::signature::Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap()
+}
+
+fn sign(key: &ring::signature::Ed25519KeyPair, archive: &[u8], app: &str, version: &str) -> String {
+    let sha = sha256(archive);
+    let identity = SignedIdentity {
+        sha256: &sha,
+        app_id: app,
+        app_version: version,
+        platform: PLATFORM,
+        format: "tar.gz",
+    };
+    base64_encode(key.sign(identity.message().as_bytes()).as_ref())
+}
+
+fn signed(signature: &str) -> HashMap<&'static str, Variant<'static>> {
+    HashMap::from([("signature", Variant::from(signature.to_string()))])
+}
+
+struct Box {
+    _bus: Bus,
+    _dobby: zbus::Connection,
+    _agent: stb_agent::Running,
+    client: zbus::Connection,
+    files: FileServer,
+}
+
+async fn start(root: &Path, change: impl FnOnce(&mut stb_agent::config::AgentConfig)) -> Box {
+    let bus = Bus::start();
+    let dobby = dobby_double::serve(&bus.address, dobby_double::Dobby::new(false))
+        .await
+        .unwrap();
+    let mut config = config(&bus, root);
+    change(&mut config);
+    let agent = stb_agent::start(config).await.unwrap();
+    Box {
+        client: bus.connect().await,
+        _bus: bus,
+        _dobby: dobby,
+        _agent: agent,
+        files: FileServer::start(),
+    }
+}
+
+/// Installs and returns (status, error).
+async fn try_install(
+    agent: &BundleAgent1Proxy<'_>,
+    app: &str,
+    url: &str,
+    sha: &str,
+    options: HashMap<&str, Variant<'_>>,
+) -> (String, String) {
+    let handle = agent.install(app, "1.0", url, sha, options).await.unwrap();
+    finished(agent, &handle).await
+}
+
+/// Nothing of `app` on disk and in the store, and no download left.
+async fn absent(agent: &BundleAgent1Proxy<'_>, root: &Path, app: &str) {
+    assert!(agent.list(app).await.unwrap().is_empty(), "{app} is not listed");
+    assert!(!root.join("apps").join(app).exists(), "{app} has no directory");
+    let downloads: Vec<_> = std::fs::read_dir(root.join("downloads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(downloads.is_empty(), "downloads left: {downloads:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_sha256_and_signatures_are_refused_before_unpacking() {
+    let root = tempfile::tempdir().unwrap();
+    let trusted = key(7);
+    let stranger = key(9);
+    let setup = start(root.path(), |c| {
+        c.platform = Some(PLATFORM.into());
+        c.trusted_keys = vec![base64_encode(trusted.public_key().as_ref())];
+    })
+    .await;
+    let agent = BundleAgent1Proxy::new(&setup.client).await.unwrap();
+    let app = "com.example.signed";
+    let bundle = bundle_archive(app, 10_000);
+    let url = setup.files.add("signed.tar.gz", bundle.clone());
+    let sha = sha256(&bundle);
+    let good = sign(&trusted, &bundle, app, "1.0");
+
+    let wrong_sha = "0".repeat(64);
+    let (status, error) = try_install(&agent, app, &url, &wrong_sha, signed(&good)).await;
+    assert_eq!(status, "Failed");
+    assert!(error.contains("sha256") && error.contains(&sha), "{error}");
+    absent(&agent, root.path(), app).await;
+
+    let cases = [
+        (HashMap::new(), "no signature"),
+        (signed(&sign(&stranger, &bundle, app, "1.0")), "another key"),
+        (signed(&sign(&trusted, &bundle, "com.example.other", "1.0")), "another app"),
+        (signed(&sign(&trusted, &bundle, app, "0.9")), "another version"),
+        (signed("bm90IGEgc2lnbmF0dXJl"), "garbage"),
+    ];
+    for (options, case) in cases {
+        let (status, error) = try_install(&agent, app, &url, &sha, options).await;
+        assert_eq!(status, "Failed", "{case}");
+        assert!(error.contains("signature"), "{case}: {error}");
+        absent(&agent, root.path(), app).await;
+    }
+
+    let (status, error) = try_install(&agent, app, &url, &sha, signed(&good)).await;
+    assert_eq!(status, "Success", "{error}");
+    // The sha256 may be left out: the signature covers the archive.
+    let handle = agent.uninstall(app, "1.0", "full").await.unwrap();
+    assert_eq!(finished(&agent, &handle).await.0, "Success");
+    let (status, error) = try_install(&agent, app, &url, "", signed(&good)).await;
+    assert_eq!(status, "Success", "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_archives_change_nothing_outside_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("dac");
+    std::fs::create_dir(&root).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let setup = start(&root, |_| {}).await;
+    let agent = BundleAgent1Proxy::new(&setup.client).await.unwrap();
+    let config = br#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["/x"]}}"#;
+    let victim_path = victim.display().to_string();
+    let escapes: Vec<(&str, Vec<RawEntry<'_>>)> = vec![
+        (
+            "dot-dot",
+            vec![
+                RawEntry::file("config.json", config),
+                RawEntry::file("rootfs/../../../victim", b"overwritten"),
+            ],
+        ),
+        (
+            "absolute symlink, then through it",
+            vec![
+                RawEntry::file("config.json", config),
+                RawEntry::symlink("rootfs/out", dir.path().to_str().unwrap()),
+                RawEntry::file("rootfs/out/victim", b"overwritten"),
+            ],
+        ),
+        (
+            "relative symlink up, then through it",
+            vec![
+                RawEntry::file("config.json", config),
+                RawEntry::symlink("rootfs/up", "../../../.."),
+                RawEntry::file("rootfs/up/victim", b"overwritten"),
+            ],
+        ),
+        (
+            "hardlink to a host file",
+            vec![
+                RawEntry::file("config.json", config),
+                RawEntry::hardlink("rootfs/linked", &victim_path),
+            ],
+        ),
+        ("no config.json", vec![RawEntry::file("rootfs/x", b"x")]),
+        ("not a tar", vec![]),
+    ];
+    for (case, entries) in &escapes {
+        let bytes = if entries.is_empty() {
+            gzip(b"this is not a tar archive, only text")
+        } else {
+            gzip(&archive(entries))
+        };
+        let url = setup.files.add("hostile.tar.gz", bytes);
+        let (status, error) = try_install(&agent, "com.example.hostile", &url, "", HashMap::new()).await;
+        assert_eq!(status, "Failed", "{case}");
+        assert!(error.contains("Error.BadArchive:"), "{case}: {error}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious", "{case}");
+        assert_eq!(
+            std::fs::metadata(&victim).unwrap().len(),
+            8,
+            "{case}: the host file is untouched"
+        );
+        let outside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(outside.len(), 2, "{case}: nothing new next to the storage: {outside:?}");
+        absent(&agent, &root, "com.example.hostile").await;
+    }
+
+    // Device nodes are not made and setuid bits are cleared: the bundle installs.
+    let tolerated = archive(&[
+        RawEntry::file("config.json", config),
+        RawEntry::dir("rootfs/"),
+        RawEntry::char_device("rootfs/null"),
+        RawEntry::file("rootfs/su", b"#!/bin/sh\n").mode(0o4755),
+        RawEntry {
+            kind: EntryType::Fifo,
+            ..RawEntry::file("rootfs/pipe", b"")
+        },
+    ]);
+    let url = setup.files.add("tolerated.tar.gz", gzip(&tolerated));
+    let (status, error) = try_install(&agent, "com.example.nodes", &url, "", HashMap::new()).await;
+    assert_eq!(status, "Success", "{error}");
+    let rootfs = root.join("apps/com.example.nodes/1.0/rootfs");
+    assert!(!rootfs.join("null").exists(), "no device node was made");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(rootfs.join("su")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o755, "setuid cleared");
+}
+
+/// A tmpfs of `megabytes`, unmounted on drop.
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mounting a tmpfs needs root (CI runs as root)");
+        SmallDisk { path, _dir: dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.path).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_and_the_quota_fail_cleanly() {
+    let disk = SmallDisk::mount(16);
+    let root = disk.path.join("dac");
+    // No margin for unpacking: the bundle that fits as a download must fail while unpacking.
+    let setup = start(&root, |c| {
+        c.unpack_factor = 0;
+        c.quota = bundlegen_protocol::config::size::Size(64 << 20);
+    })
+    .await;
+    let agent = BundleAgent1Proxy::new(&setup.client).await.unwrap();
+    let free_before = stb_agent::agent::free_bytes(&root);
+
+    // Too large to download at all: refused as soon as its size is known.
+    let big = bundle_archive("com.example.big", 20 << 20);
+    let url = setup.files.add("big.tar.gz", big.clone());
+    let (status, error) = try_install(&agent, "com.example.big", &url, &sha256(&big), HashMap::new()).await;
+    assert_eq!(status, "Failed");
+    assert!(error.contains("Error.NoSpace:"), "{error}");
+    absent(&agent, &root, "com.example.big").await;
+
+    // Small to download, too large unpacked (zeros compress well): the disk fills while unpacking.
+    let zeros = vec![0u8; 40 << 20];
+    let config = br#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["/x"]}}"#;
+    let bomb = gzip(&archive(&[
+        RawEntry::file("config.json", config),
+        RawEntry::dir("rootfs/"),
+        RawEntry::file("rootfs/zeros", &zeros),
+    ]));
+    assert!(bomb.len() < 1 << 20);
+    let url = setup.files.add("bomb.tar.gz", bomb);
+    let (status, error) = try_install(&agent, "com.example.bomb", &url, "", HashMap::new()).await;
+    assert_eq!(status, "Failed");
+    assert!(error.contains("space") || error.contains("No space"), "{error}");
+    absent(&agent, &root, "com.example.bomb").await;
+    let free_after = stb_agent::agent::free_bytes(&root);
+    assert!(
+        free_after + (64 << 10) >= free_before,
+        "the space is given back: {free_before} before, {free_after} after"
+    );
+
+    // The quota: refused though the disk has room.
+    let fits = bundle_archive("com.example.fits", 3 << 20);
+    let url = setup.files.add("fits.tar.gz", fits.clone());
+    let (status, error) = try_install(&agent, "com.example.fits", &url, "", HashMap::new()).await;
+    assert_eq!(status, "Success", "{error}");
+    drop(setup);
+    let setup = start(&root, |c| c.quota = bundlegen_protocol::config::size::Size(4 << 20)).await;
+    let agent = BundleAgent1Proxy::new(&setup.client).await.unwrap();
+    let url = setup.files.add("fits2.tar.gz", fits);
+    let handle = agent
+        .install("com.example.fits2", "1.0", &url, "", HashMap::new())
+        .await
+        .unwrap();
+    let (status, error) = finished(&agent, &handle).await;
+    assert_eq!(status, "Failed");
+    assert!(error.contains("Error.QuotaExceeded:"), "{error}");
+    absent(&agent, &root, "com.example.fits2").await;
+    assert_eq!(agent.list("").await.unwrap().len(), 1, "the installed app stays");
+}
