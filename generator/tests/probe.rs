@@ -8,11 +8,10 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::ops::Bound;
 use std::path::Path;
 
 use bundlegen_fixtures::elf::ElfSpec;
-use bundlegen_fixtures::rootfs::RootBuilder;
+use bundlegen_fixtures::rootfs::{ListedLibrary, RootBuilder};
 use bundlegen_protocol::config::libs::{LibEntry, LibsFile};
 use bundlegen_protocol::probe::ProbeReport;
 use platform_probe::{ProbeOptions, probe};
@@ -21,58 +20,22 @@ use support::*;
 
 const IMAGE: &str = "bundlegen/images/dac-image-wayland-egl-test-oci";
 
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap()
-}
-
 fn shipped_libs(template: &str) -> LibsFile {
     let path = conformance().join(format!("bundlegen/templates/{template}_libs.json"));
     serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
 }
 
-/// Builds the box a library list describes: an ARM ELF library per entry,
-/// with its versions and dependencies; where a shorter name in the same
-/// directory describes the same library (`libz.so.1` for `libz.so.1.2.11`),
-/// it becomes a symlink, as on the box.
 fn build_box(root: &Path, libs: &LibsFile) {
-    let builder = RootBuilder::new(root);
-    let by_name: BTreeMap<&str, &LibEntry> = libs.libs.iter().map(|e| (e.name.as_str(), e)).collect();
-    // For each name, the longest name that extends it in the same directory
-    // and describes the same library: the file it is a symlink to.
-    let mut real_of: BTreeMap<&str, &str> = BTreeMap::new();
-    for entry in &libs.libs {
-        let prefix = format!("{}.", entry.name);
-        let longest = by_name
-            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
-            .take_while(|(name, _)| name.starts_with(&prefix))
-            .filter(|(name, other)| {
-                !name[prefix.len()..].contains('/')
-                    && other.apiversions == entry.apiversions
-                    && other.deps == entry.deps
-            })
-            .map(|(name, _)| *name)
-            .max_by_key(|name| name.len());
-        if let Some(real) = longest {
-            real_of.insert(&entry.name, real);
-        }
-    }
-    for entry in &libs.libs {
-        if let Some(real) = real_of.get(entry.name.as_str()) {
-            builder.symlink(&entry.name, file_name(real));
-            continue;
-        }
-        // The SONAME is the shortest name that leads here.
-        let soname = real_of
-            .iter()
-            .filter(|(_, real)| **real == entry.name)
-            .map(|(name, _)| file_name(name))
-            .min_by_key(|name| name.len())
-            .unwrap_or(file_name(&entry.name));
-        let mut spec = ElfSpec::arm_library(soname);
-        spec.versions = entry.apiversions.clone();
-        spec.needed = entry.deps.iter().map(|d| file_name(d).to_string()).collect();
-        builder.elf(&entry.name, &spec);
-    }
+    let listed: Vec<ListedLibrary<'_>> = libs
+        .libs
+        .iter()
+        .map(|entry| ListedLibrary {
+            name: &entry.name,
+            versions: &entry.apiversions,
+            deps: &entry.deps,
+        })
+        .collect();
+    bundlegen_fixtures::rootfs::build_box(root, &listed);
 }
 
 fn probe_root(root: &Path) -> ProbeReport {

@@ -250,7 +250,7 @@ fn probe_command(root: &Path) -> Command {
 }
 
 fn conformance_template(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../shared/conformance/bundlegen/templates/{name}.json"))
+    bundlegen_fixtures::conformance().join(format!("bundlegen/templates/{name}.json"))
 }
 
 #[test]

@@ -46,9 +46,15 @@ fn bundles_on_disk(root: &Path) -> BTreeSet<(String, String)> {
                 continue; // staging, removed at the next start
             }
             let bundle = version.path();
-            assert!(bundle.join("config.json").is_file(), "{}: no config.json", bundle.display());
+            assert!(
+                bundle.join("config.json").is_file(),
+                "{}: no config.json",
+                bundle.display()
+            );
             assert_eq!(
-                std::fs::metadata(bundle.join("rootfs/app/payload")).map(|m| m.len()).ok(),
+                std::fs::metadata(bundle.join("rootfs/app/payload"))
+                    .map(|m| m.len())
+                    .ok(),
                 Some(PAYLOAD as u64),
                 "{}: the payload is whole",
                 bundle.display()
@@ -91,9 +97,16 @@ async fn agent_on(bus: &Bus, connection: &zbus::Connection) -> BundleAgent1Proxy
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_at_random_points_during_50_installs() {
-    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     eprintln!("crash test seed: CRASH_SEED={seed}");
     let mut random = Random(seed);
 

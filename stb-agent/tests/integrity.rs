@@ -109,7 +109,10 @@ async fn wrong_sha256_and_signatures_are_refused_before_unpacking() {
     let cases = [
         (HashMap::new(), "no signature"),
         (signed(&sign(&stranger, &bundle, app, "1.0")), "another key"),
-        (signed(&sign(&trusted, &bundle, "com.example.other", "1.0")), "another app"),
+        (
+            signed(&sign(&trusted, &bundle, "com.example.other", "1.0")),
+            "another app",
+        ),
         (signed(&sign(&trusted, &bundle, app, "0.9")), "another version"),
         (signed("bm90IGEgc2lnbmF0dXJl"), "garbage"),
     ];

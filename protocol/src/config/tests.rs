@@ -7,7 +7,7 @@ use super::platform::{PlatformTemplate, find_template, load_platform};
 use super::*;
 
 fn conformance() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/bundlegen")
+    bundlegen_fixtures::conformance().join("bundlegen")
 }
 
 const MINIMAL: &str = r#"{"platformName":"m","os":"linux","arch":{"arch":"amd64"},

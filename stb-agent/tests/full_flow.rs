@@ -1,0 +1,206 @@
+//! The whole path a box takes: the agent probes the box and uploads the
+//! report to the generator service; a platform team registers an app
+//! version; the box installs it "from the service" (which generates the
+//! bundle for this box on the first lookup, signs it, and serves it); the
+//! agent verifies the signature, unpacks, and launches it on the Dobby test
+//! double, which checks the bundle as Dobby does.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bundlegen_fixtures::conformance;
+use bundlegen_fixtures::rootfs::{ListedLibrary, build_box};
+use bundlegen_protocol::config::libs::LibsFile;
+use serde_json::{Value, json};
+use support::*;
+
+const PLATFORM: &str = "rpi3_reference_vc4_dunfell";
+const APP: &str = "com.rdk.wayland-egl-test";
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// The box the conformance platform's library list describes.
+fn reference_box(root: &Path) {
+    let path = conformance().join(format!("bundlegen/templates/{PLATFORM}_libs.json"));
+    let libs: LibsFile = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let listed: Vec<ListedLibrary<'_>> = libs
+        .libs
+        .iter()
+        .map(|entry| ListedLibrary {
+            name: &entry.name,
+            versions: &entry.apiversions,
+            deps: &entry.deps,
+        })
+        .collect();
+    build_box(root, &listed);
+}
+
+/// Starts the service in this process; returns its URL and admin token.
+async fn service(data_dir: &Path) -> (String, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = bundlegen::service::ServiceConfig::embedded(data_dir, ([127, 0, 0, 1], port).into());
+    config.local_images = Some(conformance().join("bundlegen/images"));
+    config.bootstrap_token = Some(data_dir.join("admin.token"));
+    tokio::spawn(async move {
+        if let Err(e) = bundlegen::service::serve(config).await {
+            panic!("the service stopped: {e}");
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http()
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "the service did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = std::fs::read_to_string(data_dir.join("admin.token")).unwrap();
+    (url, admin.trim().to_string())
+}
+
+async fn call(method: reqwest::Method, url: String, token: &str, body: Option<String>) -> (u16, Value) {
+    let mut request = http().request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.header("content-type", "application/json").body(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_upload_generate_install_and_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, admin) = service(&dir.path().join("service")).await;
+
+    // The platform team: the template (no library list: the box brings it),
+    // an app version, and a device token for the box.
+    let template = std::fs::read_to_string(conformance().join(format!("bundlegen/templates/{PLATFORM}.json"))).unwrap();
+    let (status, body) = call(
+        reqwest::Method::PUT,
+        format!("{url}/v1/platforms/{PLATFORM}"),
+        &admin,
+        Some(template),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let image = format!(
+        "oci:{}:latest",
+        conformance()
+            .join("bundlegen/images/dac-image-wayland-egl-test-oci")
+            .display()
+    );
+    let (status, body) = call(
+        reqwest::Method::PUT,
+        format!("{url}/v1/apps/{APP}/versions/1.0.0"),
+        &admin,
+        Some(json!({"image": image}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{url}/v1/tokens"),
+        &admin,
+        Some(json!({"name": "box 1", "role": "device"}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let device_token = body["token"].as_str().unwrap().to_string();
+    let (_, key) = call(
+        reqwest::Method::GET,
+        format!("{url}/v1/signing-key"),
+        &device_token,
+        None,
+    )
+    .await;
+    let public_key = key["publicKey"].as_str().unwrap().to_string();
+
+    // The box.
+    let box_root = dir.path().join("box");
+    reference_box(&box_root);
+    std::fs::write(dir.path().join("device.token"), &device_token).unwrap();
+    let bus = Bus::start();
+    let _dobby = dobby_double::serve(&bus.address, dobby_double::Dobby::new(false))
+        .await
+        .unwrap();
+    let storage = dir.path().join("dac");
+    let mut config = config(&bus, &storage);
+    config.server = Some(url.clone());
+    config.platform = Some(PLATFORM.into());
+    config.token_file = Some(dir.path().join("device.token"));
+    config.trusted_keys = vec![public_key];
+    config.probe = true;
+    config.probe_root = box_root.clone();
+    let _agent = stb_agent::start(config).await.unwrap();
+
+    // The probe report reaches the service, and the platform has the box's libraries.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let (status, report) = call(
+            reqwest::Method::GET,
+            format!("{url}/v1/platforms/{PLATFORM}/probe"),
+            &admin,
+            None,
+        )
+        .await;
+        if status == 200 {
+            break report;
+        }
+        assert!(Instant::now() < deadline, "no probe report uploaded: {status} {report}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        report["libraries"].as_array().is_some_and(|libs| libs.len() > 100),
+        "the report lists the box's libraries"
+    );
+    let uploaded: Value = serde_json::from_slice(&std::fs::read(storage.join("state/probe.json")).unwrap()).unwrap();
+    assert!(uploaded["version"].as_i64().is_some_and(|v| v >= 2), "{uploaded}");
+
+    // Install from the service: generated for this box, signed, verified.
+    let client = bus.connect().await;
+    let agent = BundleAgent1Proxy::new(&client).await.unwrap();
+    let handle = agent
+        .install(APP, "1.0.0", "service", "", HashMap::new())
+        .await
+        .unwrap();
+    let (status, error) = finished(&agent, &handle).await;
+    assert_eq!(status, "Success", "{error}");
+    let listed = agent.list(APP).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let bundle = storage.join("apps").join(APP).join("1.0.0");
+    let config: Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["ociVersion"], "1.0.2-dobby");
+    assert!(config["rdkPlugins"].is_object());
+    // Libraries the box has are mounted from it, not shipped in the bundle.
+    let mounted_libs = config["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["source"].as_str().is_some_and(|s| s.contains(".so")))
+        .count();
+    assert!(mounted_libs > 0, "the box's GPU libraries are bind-mounted");
+
+    // Launch on the Dobby test double, which checks the bundle as Dobby does.
+    let descriptor = agent.launch(APP, "").await.unwrap();
+    assert!(descriptor > 0);
+    let dobby = zbus::Proxy::new(&client, "org.rdk.dobby", "/org/rdk/dobby", "org.rdk.dobby.ctrl1")
+        .await
+        .unwrap();
+    let (descriptors, ids): (Vec<i32>, Vec<String>) = dobby.call("List", &()).await.unwrap();
+    assert_eq!((descriptors, ids), (vec![descriptor], vec![APP.to_string()]));
+    agent.stop(APP, false).await.unwrap();
+}
