@@ -181,6 +181,12 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_file_is_the_defaults() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("agent.toml");
+        assert_eq!(AgentConfig::load(&shipped).unwrap(), AgentConfig::default());
+    }
+
+    #[test]
     fn mistakes_name_the_field() {
         let cases = [
             ("storage_rot = \"/x\"", "storage_rot"),

@@ -45,6 +45,7 @@ pub fn run_failing(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+#[allow(unused_imports)] // Not every test file reads the conformance data.
 pub use bundlegen_fixtures::conformance;
 
 /// How a layer blob is compressed.
