@@ -194,3 +194,44 @@ fn validate_checks_files_without_an_image() {
     let (code, _) = stderr_of(bundlegen().arg("validate"));
     assert_eq!(code, Some(1), "nothing to check is an error");
 }
+
+#[test]
+fn push_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("com.example.app.tar.gz");
+    std::fs::write(&bundle, b"not sent").unwrap();
+    let token = dir.path().join("dev-token");
+    let (code, stderr) = stderr_of(
+        bundlegen()
+            .args(["push", "--device", "127.0.0.1:9", "--token"])
+            .arg(&token)
+            .arg(&bundle),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("dev-token"),
+        "the missing token file is named: {stderr}"
+    );
+
+    std::fs::write(&token, "t0ken\n").unwrap();
+    // Nobody listens on the discard port: the error names the endpoint.
+    let (code, stderr) = stderr_of(
+        bundlegen()
+            .args(["push", "--device", "http://127.0.0.1:9", "--token"])
+            .arg(&token)
+            .arg(&bundle),
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("http://127.0.0.1:9/v1/push?app=com.example.app"),
+        "{stderr}"
+    );
+    let (code, stderr) = stderr_of(
+        bundlegen()
+            .args(["push", "--device", "box/with/path", "--token"])
+            .arg(&token)
+            .arg(&bundle),
+    );
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--device \"box/with/path\""), "{stderr}");
+}

@@ -1,0 +1,89 @@
+//! A crun-mode bundle (a plain OCI bundle, no rdkPlugins) installed by the
+//! agent and launched through the Dobby test double, which runs it with
+//! real `crun`: the app's process really runs, and stopping it ends it with
+//! Dobby's signals passed on.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bundlegen_fixtures::tar::{RawEntry, archive};
+use futures_util::StreamExt;
+use serde_json::json;
+use support::*;
+
+const APP: &str = "com.example.crun";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crun_mode_bundle_runs_with_real_crun_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    // The host's /usr, read-only: the app is this machine's shell.
+    let runtime_config = json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "args": ["/bin/sh", "-c", "echo \"hello from $(cat /proc/sys/kernel/hostname)\" > /out/hello; exec sleep 60"],
+            "cwd": "/",
+            "env": ["PATH=/usr/bin:/bin"],
+            "user": {"uid": 0, "gid": 0}
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "crunapp",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
+            {"destination": "/out", "type": "bind", "source": out.to_str().unwrap(), "options": ["rbind", "rw"]}
+        ],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}]}
+    })
+    .to_string();
+    let bundle = gzip(&archive(&[
+        RawEntry::file("config.json", runtime_config.as_bytes()),
+        RawEntry::dir("rootfs/"),
+        RawEntry::dir("rootfs/usr/"),
+        RawEntry::dir("rootfs/proc/"),
+        RawEntry::dir("rootfs/dev/"),
+        RawEntry::dir("rootfs/out/"),
+        RawEntry::symlink("rootfs/bin", "usr/bin"),
+        RawEntry::symlink("rootfs/lib", "usr/lib"),
+        RawEntry::symlink("rootfs/lib64", "usr/lib64"),
+    ]));
+
+    let bus = Bus::start();
+    let _dobby = dobby_double::serve(&bus.address, dobby_double::Dobby::new(true))
+        .await
+        .unwrap();
+    let _agent = stb_agent::start(config(&bus, &dir.path().join("dac"))).await.unwrap();
+    let client = bus.connect().await;
+    let agent = BundleAgent1Proxy::new(&client).await.unwrap();
+    let files = FileServer::start();
+    let url = files.add("crun.tar.gz", bundle.clone());
+    let handle = agent
+        .install(APP, "1", &url, &sha256(&bundle), HashMap::new())
+        .await
+        .unwrap();
+    let (status, error) = finished(&agent, &handle).await;
+    assert_eq!(status, "Success", "{error}");
+
+    let mut stopped = agent.receive_app_stopped().await.unwrap();
+    let descriptor = agent.launch(APP, "").await.unwrap();
+    assert!(descriptor > 0);
+    let hello = out.join("hello");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read(&hello).is_empty() {
+        assert!(Instant::now() < deadline, "the container wrote nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(read(&hello), "hello from crunapp\n");
+    assert_eq!(dbus_error(agent.launch(APP, "").await).0, "AppRunning");
+
+    agent.stop(APP, false).await.unwrap();
+    let signal = tokio::time::timeout(Duration::from_secs(30), stopped.next())
+        .await
+        .expect("AppStopped once crun's container ended")
+        .unwrap();
+    assert_eq!(signal.args().unwrap().app(), &APP);
+    assert_eq!(dbus_error(agent.stop(APP, false).await).0, "NotRunning");
+}
