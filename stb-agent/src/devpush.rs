@@ -30,7 +30,14 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Reply {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
-    reply(status, json!({"error": {"code": code, "message": message.into()}}))
+    let mut response = reply(status, json!({"error": {"code": code, "message": message.into()}}));
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the body is not read: the connection cannot be reused.
+        response
+            .headers_mut()
+            .insert("connection", hyper::header::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 fn status_of(error: &AgentError) -> StatusCode {
