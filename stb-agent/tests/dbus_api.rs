@@ -472,3 +472,57 @@ async fn developer_push_installs_and_launches_as_dev() {
     }
     assert_eq!(agent.list("junk").await.unwrap().len(), 0);
 }
+
+/// `dbus-send` as `uid` (through `setpriv`); returns (success, stderr).
+fn dbus_send_as(uid: u32, address: &str, member: &str, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "dbus-send",
+            &format!("--bus={address}"),
+            "--print-reply",
+            "--dest=org.rdk.dac.BundleAgent",
+            "/org/rdk/dac/BundleAgent",
+            &format!("org.rdk.dac.BundleAgent1.{member}"),
+        ])
+        .args(args)
+        .output()
+        .expect("setpriv and dbus-send run (util-linux, dbus-bin)");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shipped_policy_lets_others_look_but_not_change() {
+    let setup = Setup::start(|_| {}).await;
+    let address = setup._bus.address.clone();
+    let nobody = 65534;
+    let (listed, error) = dbus_send_as(nobody, &address, "List", &["string:"]);
+    assert!(listed, "anyone may list: {error}");
+    let (_, error) = dbus_send_as(nobody, &address, "GetStorageDetails", &[]);
+    assert!(!error.contains("AccessDenied"), "{error}");
+    for (member, args) in [
+        ("Uninstall", vec!["string:com.example.a", "string:1", "string:full"]),
+        ("Launch", vec!["string:com.example.a", "string:"]),
+        ("Lock", vec!["string:a", "string:1", "string:r", "string:o"]),
+    ] {
+        let (succeeded, error) = dbus_send_as(nobody, &address, member, &args);
+        assert!(!succeeded, "{member} as nobody");
+        assert!(
+            error.contains("org.freedesktop.DBus.Error.AccessDenied"),
+            "the bus refuses {member} for nobody: {error}"
+        );
+    }
+    // Root passes the policy: the agent itself answers (not installed).
+    let (_, error) = dbus_send_as(
+        0,
+        &address,
+        "Uninstall",
+        &["string:com.example.a", "string:1", "string:full"],
+    );
+    assert!(error.contains("NotInstalled"), "{error}");
+}

@@ -27,6 +27,8 @@ pub struct Bus {
 impl Bus {
     pub fn start() -> Bus {
         let dir = tempfile::tempdir().unwrap();
+        // Other users may reach the socket; the policy decides what they may do.
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.rdk.dac.BundleAgent.conf");
         let dobby_policy = dir.path().join("dobby.conf");
         // Dobby's own policy, as its package installs it.
@@ -47,6 +49,7 @@ impl Bus {
   <listen>unix:path={socket}</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">
+    <allow user="*"/>
     <deny own="*"/>
     <deny send_type="method_call"/>
     <allow send_type="signal"/>
