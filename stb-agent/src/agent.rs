@@ -428,7 +428,12 @@ impl Agent {
             match request {
                 Some(request) => match self.install(request) {
                     Ok(handle) => handles.push(handle),
-                    Err(e) => tracing::warn!("{}: not resumed: {e}", entry.path().display()),
+                    // Finished just before the restart (installed), or no
+                    // longer valid: nothing to resume, so nothing to keep.
+                    Err(e) => {
+                        tracing::warn!("{}: not resumed: {e}", entry.path().display());
+                        discard(&entry.path());
+                    }
                 },
                 None => discard(&entry.path()),
             }

@@ -12,6 +12,7 @@ use zbus::{OwnedVariant, interface};
 
 use crate::agent::{Agent, Event, InstallRequest, Source};
 use crate::error::AgentError;
+use crate::store::VersionState;
 
 pub const BUS_NAME: &str = "org.rdk.dac.BundleAgent";
 pub const OBJECT_PATH: &str = "/org/rdk/dac/BundleAgent";
@@ -104,17 +105,20 @@ impl BundleAgent {
             .filter(|r| app.is_empty() || r.app == app)
             .flat_map(|r| {
                 let agent = self.agent.clone();
-                r.versions.into_iter().map(move |(version, v)| {
-                    let locks = agent.store.locks_of(&r.app, &version).len() as u32;
-                    (
-                        r.app.clone(),
-                        version.clone(),
-                        r.current.as_deref() == Some(&version),
-                        v.sha256,
-                        v.disk_size,
-                        locks,
-                    )
-                })
+                r.versions
+                    .into_iter()
+                    .filter(|(_, v)| v.state == VersionState::Installed)
+                    .map(move |(version, v)| {
+                        let locks = agent.store.locks_of(&r.app, &version).len() as u32;
+                        (
+                            r.app.clone(),
+                            version.clone(),
+                            r.current.as_deref() == Some(&version),
+                            v.sha256,
+                            v.disk_size,
+                            locks,
+                        )
+                    })
             })
             .collect()
     }

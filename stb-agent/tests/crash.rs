@@ -65,18 +65,17 @@ fn bundles_on_disk(root: &Path) -> BTreeSet<(String, String)> {
     found
 }
 
-/// No staging or removal leftovers anywhere under `apps/`.
-fn no_leftovers(root: &Path) {
+/// Staging and removal directories (hidden names) under `apps/`.
+fn hidden_dirs(root: &Path) -> BTreeSet<std::path::PathBuf> {
+    let mut found = BTreeSet::new();
     for app in std::fs::read_dir(root.join("apps")).into_iter().flatten().flatten() {
-        assert!(!app.file_name().to_string_lossy().starts_with('.'), "{app:?}");
-        for version in std::fs::read_dir(app.path()).unwrap().flatten() {
-            assert!(
-                !version.file_name().to_string_lossy().starts_with('.'),
-                "leftover {}",
-                version.path().display()
-            );
+        for version in std::fs::read_dir(app.path()).into_iter().flatten().flatten() {
+            if version.file_name().to_string_lossy().starts_with('.') {
+                found.insert(version.path());
+            }
         }
     }
+    found
 }
 
 async fn listed(agent: &BundleAgent1Proxy<'_>) -> BTreeSet<(String, String)> {
@@ -151,21 +150,26 @@ async fn killed_at_random_points_during_50_installs() {
         process.kill();
         rounds += 1;
         // Between a crash and the next start: whatever is in place is whole.
-        bundles_on_disk(&root);
+        let complete_at_crash = bundles_on_disk(&root);
+        let left_at_crash = hidden_dirs(&root);
         process = AgentProcess::start(&config_file);
-        // Once started: no leftovers, and the list is what is on disk.
+        // Once started (the store is recovered before the name is owned):
+        // the crash's leftovers are gone, every bundle complete at the crash
+        // is installed, and every installed version has its bundle.
         let agent = agent_on(&bus, &client).await;
-        no_leftovers(&root);
-        let on_disk = bundles_on_disk(&root);
         let listed = listed(&agent).await;
-        let in_progress: BTreeSet<_> = on_disk.difference(&listed).cloned().collect();
+        let hidden_now = hidden_dirs(&root);
+        let still_left: Vec<_> = left_at_crash.intersection(&hidden_now).collect();
+        assert!(still_left.is_empty(), "round {rounds}: leftovers: {still_left:?}");
         assert!(
-            in_progress.is_empty(),
-            "round {rounds}: bundles on disk that the agent does not list: {in_progress:?}"
+            complete_at_crash.is_subset(&listed),
+            "round {rounds}: complete at the crash, not installed after: {:?}",
+            complete_at_crash.difference(&listed).collect::<Vec<_>>()
         );
+        let on_disk = bundles_on_disk(&root);
         assert!(
             listed.is_subset(&on_disk),
-            "round {rounds}: listed without a bundle: {:?}",
+            "round {rounds}: installed without a bundle: {:?}",
             listed.difference(&on_disk).collect::<Vec<_>>()
         );
     }
@@ -184,6 +188,7 @@ async fn killed_at_random_points_during_50_installs() {
     let expected: BTreeSet<_> = (0..APPS).map(|i| (app_name(i), "1.0".to_string())).collect();
     assert_eq!(listed(&agent).await, expected);
     assert_eq!(bundles_on_disk(&root), expected);
+    assert!(hidden_dirs(&root).is_empty(), "no staging left once all is done");
     for (app, _, _, sha, _, _) in agent.list("").await.unwrap() {
         assert_eq!(sha, archives[&app].1, "{app}");
     }
