@@ -130,14 +130,12 @@ pub async fn push(request: &PushRequest) -> Result<Pushed, PushError> {
     let status = response.status();
     let body = response.bytes().await.map_err(|e| http(e.to_string()))?;
     if !status.is_success() {
-        let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let (code, message) = platform_probe::upload::error_of(&body);
         return Err(PushError::Refused {
             url: url.to_string(),
             status: status.as_u16(),
-            code: error["error"]["code"].as_str().unwrap_or("unknown").to_string(),
-            message: error["error"]["message"]
-                .as_str()
-                .map_or_else(|| String::from_utf8_lossy(&body).into_owned(), str::to_string),
+            code,
+            message,
         });
     }
     serde_json::from_slice(&body).map_err(|e| http(format!("unexpected answer: {e}")))

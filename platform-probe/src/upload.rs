@@ -63,6 +63,20 @@ pub fn client_builder(user_agent: &str, ca: Option<&Path>) -> Result<reqwest::Cl
     Ok(builder)
 }
 
+/// The code and message of an error answer of the service or the agent
+/// (`{"error": {"code": ..., "message": ...}}`); for any other body,
+/// "unknown" and the body's first 300 characters.
+pub fn error_of(body: &[u8]) -> (String, String) {
+    let parsed: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    (
+        parsed["error"]["code"].as_str().unwrap_or("unknown").to_string(),
+        parsed["error"]["message"].as_str().map_or_else(
+            || String::from_utf8_lossy(body).chars().take(300).collect(),
+            str::to_string,
+        ),
+    )
+}
+
 /// Posts `report` (JSON) to `url`; `ca` adds a trusted CA (PEM) for a
 /// service with a private certificate.
 pub async fn upload(url: &str, token: &str, report: Vec<u8>, ca: Option<&Path>) -> Result<Accepted, UploadError> {
@@ -84,15 +98,12 @@ pub async fn upload(url: &str, token: &str, report: Vec<u8>, ca: Option<&Path>) 
     let status = response.status();
     let body = response.bytes().await.map_err(|e| http(e.to_string()))?;
     if !status.is_success() {
-        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let (code, message) = error_of(&body);
         return Err(UploadError::Refused {
             url: url.to_string(),
             status: status.as_u16(),
-            code: parsed["error"]["code"].as_str().unwrap_or("unknown").to_string(),
-            message: parsed["error"]["message"].as_str().map_or_else(
-                || String::from_utf8_lossy(&body).chars().take(300).collect(),
-                str::to_string,
-            ),
+            code,
+            message,
         });
     }
     serde_json::from_slice(&body).map_err(|e| http(format!("unexpected answer: {e}")))

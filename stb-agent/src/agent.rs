@@ -742,19 +742,16 @@ impl Agent {
                 .map_err(|e| service(format!("{url}: {}", bundlegen_protocol::error_chain(&e))))?;
             let status = response.status();
             let bytes = response.bytes().await.unwrap_or_default();
-            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             match status.as_u16() {
                 200 => {
+                    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
                     return serde_json::from_value(body["bundle"].clone())
                         .map_err(|e| service(format!("unexpected answer: {e}")));
                 }
                 202 => continue,
                 _ => {
-                    return Err(service(format!(
-                        "{status}: {}: {}",
-                        body["error"]["code"].as_str().unwrap_or("unknown"),
-                        body["error"]["message"].as_str().unwrap_or("")
-                    )));
+                    let (code, message) = platform_probe::upload::error_of(&bytes);
+                    return Err(service(format!("{status}: {code}: {message}")));
                 }
             }
         }
