@@ -19,18 +19,6 @@ fn app_name(index: usize) -> String {
     format!("com.example.app{index:02}")
 }
 
-/// A small deterministic generator; the seed is printed to replay a failure.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
-
 /// Bundles in `apps/`: each must be whole (nothing half-unpacked is ever
 /// at its final path). Returns the (app, version) pairs found.
 fn bundles_on_disk(root: &Path) -> BTreeSet<(String, String)> {
@@ -88,8 +76,7 @@ async fn listed(agent: &BundleAgent1Proxy<'_>) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-async fn agent_on(bus: &Bus, connection: &zbus::Connection) -> BundleAgent1Proxy<'static> {
-    let _ = bus;
+async fn agent_on(connection: &zbus::Connection) -> BundleAgent1Proxy<'static> {
     wait_for_name(connection, "org.rdk.dac.BundleAgent", Duration::from_secs(30)).await;
     BundleAgent1Proxy::new(connection).await.unwrap()
 }
@@ -126,20 +113,21 @@ async fn killed_at_random_points_during_50_installs() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("dac");
     let config_file = dir.path().join("agent.toml");
-    write_config(
+    std::fs::write(
         &config_file,
-        &format!(
+        format!(
             "storage_root = \"{}\"\ndbus_address = \"{}\"\nprobe = false\nmax_concurrent_operations = 2\n",
             root.display(),
             bus.address
         ),
-    );
+    )
+    .unwrap();
 
     let mut process = AgentProcess::start(&config_file);
     let mut requested = 0;
     let mut rounds = 0;
     while requested < APPS {
-        let agent = agent_on(&bus, &client).await;
+        let agent = agent_on(&client).await;
         for index in requested..(requested + PER_ROUND).min(APPS) {
             let app = app_name(index);
             let (url, sha) = &archives[&app];
@@ -156,7 +144,7 @@ async fn killed_at_random_points_during_50_installs() {
         // Once started (the store is recovered before the name is owned):
         // the crash's leftovers are gone, every bundle complete at the crash
         // is installed, and every installed version has its bundle.
-        let agent = agent_on(&bus, &client).await;
+        let agent = agent_on(&client).await;
         let listed = listed(&agent).await;
         let hidden_now = hidden_dirs(&root);
         let still_left: Vec<_> = left_at_crash.intersection(&hidden_now).collect();
@@ -175,7 +163,7 @@ async fn killed_at_random_points_during_50_installs() {
     }
 
     // The last start resumes what is left; everything requested gets installed.
-    let agent = agent_on(&bus, &client).await;
+    let agent = agent_on(&client).await;
     let deadline = Instant::now() + Duration::from_secs(240);
     while listed(&agent).await.len() < APPS {
         assert!(
@@ -207,7 +195,7 @@ async fn killed_at_random_points_during_50_installs() {
     agent.lock(&first, "1.0", "playing", "player").await.unwrap();
     process.kill();
     process = AgentProcess::start(&config_file);
-    let agent = agent_on(&bus, &client).await;
+    let agent = agent_on(&client).await;
     assert_eq!(agent.get_lock_info(&first, "1.0").await.unwrap().0, 1);
     assert_eq!(dbus_error(agent.uninstall(&first, "1.0", "full").await).0, "AppLocked");
 
@@ -225,10 +213,10 @@ async fn killed_at_random_points_during_50_installs() {
 fn a_bad_configuration_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("agent.toml");
-    write_config(&config_file, "storage_root = \"relative/path\"\n");
+    std::fs::write(&config_file, "storage_root = \"relative/path\"\n").unwrap();
     let status = AgentProcess::start(&config_file).wait();
     assert_eq!(status.code(), Some(78), "EX_CONFIG, so systemd does not restart it");
-    write_config(&config_file, "quota = \"a lot\"\n");
+    std::fs::write(&config_file, "quota = \"a lot\"\n").unwrap();
     let status = AgentProcess::start(&config_file).wait();
     assert_eq!(status.code(), Some(78));
 }

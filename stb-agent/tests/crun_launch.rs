@@ -51,15 +51,9 @@ async fn a_crun_mode_bundle_runs_with_real_crun_and_stops() {
         RawEntry::symlink("rootfs/lib64", "usr/lib64"),
     ]));
 
-    let bus = Bus::start();
-    let _dobby = dobby_double::serve(&bus.address, dobby_double::Dobby::new(true))
-        .await
-        .unwrap();
-    let _agent = stb_agent::start(config(&bus, &dir.path().join("dac"))).await.unwrap();
-    let client = bus.connect().await;
-    let agent = BundleAgent1Proxy::new(&client).await.unwrap();
-    let files = FileServer::start();
-    let url = files.add("crun.tar.gz", bundle.clone());
+    let setup = TestBox::start_at(&dir.path().join("dac"), true, |_| {}).await;
+    let agent = setup.proxy().await;
+    let url = setup.files.add("crun.tar.gz", bundle.clone());
     let handle = agent
         .install(APP, "1", &url, &sha256(&bundle), HashMap::new())
         .await
@@ -72,11 +66,11 @@ async fn a_crun_mode_bundle_runs_with_real_crun_and_stops() {
     assert!(descriptor > 0);
     let hello = out.join("hello");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while read(&hello).is_empty() {
+    while std::fs::read_to_string(&hello).unwrap_or_default().is_empty() {
         assert!(Instant::now() < deadline, "the container wrote nothing");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(read(&hello), "hello from crunapp\n");
+    assert_eq!(std::fs::read_to_string(&hello).unwrap(), "hello from crunapp\n");
     assert_eq!(dbus_error(agent.launch(APP, "").await).0, "AppRunning");
 
     agent.stop(APP, false).await.unwrap();

@@ -13,48 +13,6 @@ use zbus::Variant;
 
 const MIB: usize = 1 << 20;
 
-struct Setup {
-    _bus: Bus,
-    files: FileServer,
-    root: tempfile::TempDir,
-    _dobby: zbus::Connection,
-    _agent: stb_agent::Running,
-    client: zbus::Connection,
-}
-
-impl Setup {
-    async fn start(change: impl FnOnce(&mut stb_agent::config::AgentConfig)) -> Setup {
-        let bus = Bus::start();
-        let dobby = dobby_double::serve(&bus.address, dobby_double::Dobby::new(false))
-            .await
-            .unwrap();
-        let root = tempfile::tempdir().unwrap();
-        let mut config = config(&bus, root.path());
-        change(&mut config);
-        let agent = stb_agent::start(config).await.unwrap();
-        let client = bus.connect().await;
-        Setup {
-            files: FileServer::start(),
-            _bus: bus,
-            root,
-            _dobby: dobby,
-            _agent: agent,
-            client,
-        }
-    }
-
-    async fn proxy(&self) -> BundleAgent1Proxy<'static> {
-        BundleAgent1Proxy::new(&self.client).await.unwrap()
-    }
-
-    /// Serves a bundle of `app` with `payload` bytes; returns (url, sha256).
-    fn serve(&self, name: &str, app: &str, payload: usize) -> (String, String) {
-        let archive = bundle_archive(app, payload);
-        let sha = sha256(&archive);
-        (self.files.add(name, archive), sha)
-    }
-}
-
 fn no_options() -> HashMap<&'static str, Variant<'static>> {
     HashMap::new()
 }
@@ -67,7 +25,7 @@ async fn install_ok(agent: &BundleAgent1Proxy<'_>, app: &str, version: &str, url
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_method_with_its_results_errors_and_signals() {
-    let setup = Setup::start(|c| c.quota = bundlegen_protocol::config::size::Size(100 << 20)).await;
+    let setup = TestBox::start(|c| c.quota = bundlegen_protocol::config::size::Size(100 << 20)).await;
     let agent = setup.proxy().await;
     let app = "com.example.one";
     let (url, sha) = setup.serve("one-1.tar.gz", app, MIB);
@@ -124,14 +82,16 @@ async fn every_method_with_its_results_errors_and_signals() {
     for stage in ["downloading", "verifying", "unpacking", "committing"] {
         assert!(stages.iter().any(|(_, s)| s == stage), "{stage} in {stages:?}");
     }
-    let bundle = setup.root.path().join("apps").join(app).join("1.0.0");
+    let bundle = setup.root.as_path().join("apps").join(app).join("1.0.0");
     assert_eq!(
         std::fs::metadata(bundle.join("rootfs/app/payload")).unwrap().len(),
         MIB as u64
     );
     assert!(bundle.join("config.json").is_file());
     assert_eq!(
-        std::fs::read_dir(setup.root.path().join("downloads")).unwrap().count(),
+        std::fs::read_dir(setup.root.as_path().join("downloads"))
+            .unwrap()
+            .count(),
         0,
         "the download is gone once installed"
     );
@@ -189,7 +149,7 @@ async fn every_method_with_its_results_errors_and_signals() {
     let (status, error) = finished(&agent, &upgrade).await;
     assert_eq!(status, "Failed");
     assert!(error.contains("locked"), "{error}");
-    assert!(!setup.root.path().join("apps").join(app).join("2.0.0").exists());
+    assert!(!setup.root.as_path().join("apps").join(app).join("2.0.0").exists());
     agent.unlock(&first).await.unwrap();
     assert_eq!(agent.get_lock_info(app, "1.0.0").await.unwrap().0, 1);
     assert_eq!(dbus_error(agent.unlock(&first).await).0, "WrongHandle");
@@ -231,15 +191,15 @@ async fn every_method_with_its_results_errors_and_signals() {
     let listed = agent.list(app).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!((listed[0].1.as_str(), listed[0].2), ("2.0.0", true));
-    assert!(!setup.root.path().join("apps").join(app).join("1.0.0").exists());
+    assert!(!setup.root.as_path().join("apps").join(app).join("1.0.0").exists());
 
     // Uninstall, full: the app's data goes too.
-    let data = setup.root.path().join("data").join(app);
+    let data = setup.root.as_path().join("data").join(app);
     assert!(data.is_dir(), "an installed app has a data directory");
     let handle = agent.uninstall(app, "2.0.0", "full").await.unwrap();
     assert_eq!(finished(&agent, &handle).await.0, "Success");
     assert!(agent.list("").await.unwrap().is_empty());
-    assert!(!setup.root.path().join("apps").join(app).exists());
+    assert!(!setup.root.as_path().join("apps").join(app).exists());
     assert!(!data.exists());
 
     // Parameter errors, refused at once.
@@ -288,7 +248,7 @@ async fn every_method_with_its_results_errors_and_signals() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn different_apps_install_at_once_and_one_app_waits_for_itself() {
-    let setup = Setup::start(|_| {}).await;
+    let setup = TestBox::start(|_| {}).await;
     let agent = setup.proxy().await;
     let (url_a, sha_a) = setup.serve("a.tar.gz", "com.example.a", 2 * MIB);
     let (url_b, sha_b) = setup.serve("b.tar.gz", "com.example.b", 2 * MIB);
@@ -366,7 +326,7 @@ async fn different_apps_install_at_once_and_one_app_waits_for_itself() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_and_retry_after() {
-    let setup = Setup::start(|c| c.download_attempts = 4).await;
+    let setup = TestBox::start(|c| c.download_attempts = 4).await;
     let agent = setup.proxy().await;
     let app = "com.example.slow";
     let (url, sha) = setup.serve("slow.tar.gz", app, 8 * MIB);
@@ -382,10 +342,12 @@ async fn cancel_and_retry_after() {
     agent.cancel(&handle).await.unwrap();
     assert_eq!(finished(&agent, &handle).await.0, "Cancelled");
     assert_eq!(dbus_error(agent.cancel(&handle).await).0, "WrongParams", "it has ended");
-    assert!(!setup.root.path().join("apps").join(app).exists());
+    assert!(!setup.root.as_path().join("apps").join(app).exists());
     assert!(agent.list("").await.unwrap().is_empty());
     assert_eq!(
-        std::fs::read_dir(setup.root.path().join("downloads")).unwrap().count(),
+        std::fs::read_dir(setup.root.as_path().join("downloads"))
+            .unwrap()
+            .count(),
         0
     );
 
@@ -412,7 +374,7 @@ async fn developer_push_installs_and_launches_as_dev() {
         .local_addr()
         .unwrap()
         .port();
-    let setup = Setup::start(|c| {
+    let setup = TestBox::start(|c| {
         c.developer.enabled = true;
         c.developer.token_file = Some(token_file.clone());
         c.developer.listen = ([127, 0, 0, 1], port).into();
@@ -498,8 +460,8 @@ fn dbus_send_as(uid: u32, address: &str, member: &str, args: &[&str]) -> (bool, 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_policy_lets_others_look_but_not_change() {
-    let setup = Setup::start(|_| {}).await;
-    let address = setup._bus.address.clone();
+    let setup = TestBox::start(|_| {}).await;
+    let address = setup.bus.address.clone();
     let nobody = 65534;
     let (listed, error) = dbus_send_as(nobody, &address, "List", &["string:"]);
     assert!(listed, "anyone may list: {error}");

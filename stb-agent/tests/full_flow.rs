@@ -133,19 +133,17 @@ async fn probe_upload_generate_install_and_launch() {
     let box_root = dir.path().join("box");
     reference_box(&box_root);
     std::fs::write(dir.path().join("device.token"), &device_token).unwrap();
-    let bus = Bus::start();
-    let _dobby = dobby_double::serve(&bus.address, dobby_double::Dobby::new(false))
-        .await
-        .unwrap();
     let storage = dir.path().join("dac");
-    let mut config = config(&bus, &storage);
-    config.server = Some(url.clone());
-    config.platform = Some(PLATFORM.into());
-    config.token_file = Some(dir.path().join("device.token"));
-    config.trusted_keys = vec![public_key];
-    config.probe = true;
-    config.probe_root = box_root.clone();
-    let _agent = stb_agent::start(config).await.unwrap();
+    let device_token_file = dir.path().join("device.token");
+    let setup = TestBox::start_at(&storage, false, |config| {
+        config.server = Some(url.clone());
+        config.platform = Some(PLATFORM.into());
+        config.token_file = Some(device_token_file);
+        config.trusted_keys = vec![public_key];
+        config.probe = true;
+        config.probe_root = box_root.clone();
+    })
+    .await;
 
     // The probe report reaches the service, and the platform has the box's libraries.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -171,8 +169,7 @@ async fn probe_upload_generate_install_and_launch() {
     assert!(uploaded["version"].as_i64().is_some_and(|v| v >= 2), "{uploaded}");
 
     // Install from the service: generated for this box, signed, verified.
-    let client = bus.connect().await;
-    let agent = BundleAgent1Proxy::new(&client).await.unwrap();
+    let agent = setup.proxy().await;
     let handle = agent
         .install(APP, "1.0.0", "service", "", HashMap::new())
         .await
@@ -197,7 +194,7 @@ async fn probe_upload_generate_install_and_launch() {
     // Launch on the Dobby test double, which checks the bundle as Dobby does.
     let descriptor = agent.launch(APP, "").await.unwrap();
     assert!(descriptor > 0);
-    let dobby = zbus::Proxy::new(&client, "org.rdk.dobby", "/org/rdk/dobby", "org.rdk.dobby.ctrl1")
+    let dobby = zbus::Proxy::new(&setup.client, "org.rdk.dobby", "/org/rdk/dobby", "org.rdk.dobby.ctrl1")
         .await
         .unwrap();
     let (descriptors, ids): (Vec<i32>, Vec<String>) = dobby.call("List", &()).await.unwrap();

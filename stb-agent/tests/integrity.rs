@@ -35,31 +35,6 @@ fn signed(signature: &str) -> HashMap<&'static str, Variant<'static>> {
     HashMap::from([("signature", Variant::from(signature.to_string()))])
 }
 
-struct Box {
-    _bus: Bus,
-    _dobby: zbus::Connection,
-    _agent: stb_agent::Running,
-    client: zbus::Connection,
-    files: FileServer,
-}
-
-async fn start(root: &Path, change: impl FnOnce(&mut stb_agent::config::AgentConfig)) -> Box {
-    let bus = Bus::start();
-    let dobby = dobby_double::serve(&bus.address, dobby_double::Dobby::new(false))
-        .await
-        .unwrap();
-    let mut config = config(&bus, root);
-    change(&mut config);
-    let agent = stb_agent::start(config).await.unwrap();
-    Box {
-        client: bus.connect().await,
-        _bus: bus,
-        _dobby: dobby,
-        _agent: agent,
-        files: FileServer::start(),
-    }
-}
-
 /// Installs and returns (status, error).
 async fn try_install(
     agent: &BundleAgent1Proxy<'_>,
@@ -88,12 +63,12 @@ async fn wrong_sha256_and_signatures_are_refused_before_unpacking() {
     let root = tempfile::tempdir().unwrap();
     let trusted = key(7);
     let stranger = key(9);
-    let setup = start(root.path(), |c| {
+    let setup = TestBox::start_at(root.path(), false, |c| {
         c.platform = Some(PLATFORM.into());
         c.trusted_keys = vec![base64_encode(trusted.public_key().as_ref())];
     })
     .await;
-    let agent = BundleAgent1Proxy::new(&setup.client).await.unwrap();
+    let agent = setup.proxy().await;
     let app = "com.example.signed";
     let bundle = bundle_archive(app, 10_000);
     let url = setup.files.add("signed.tar.gz", bundle.clone());
@@ -139,8 +114,8 @@ async fn hostile_archives_change_nothing_outside_and_leave_nothing() {
     std::fs::create_dir(&root).unwrap();
     let victim = dir.path().join("victim");
     std::fs::write(&victim, "precious").unwrap();
-    let setup = start(&root, |_| {}).await;
-    let agent = BundleAgent1Proxy::new(&setup.client).await.unwrap();
+    let setup = TestBox::start_at(&root, false, |_| {}).await;
+    let agent = setup.proxy().await;
     let config = br#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"args":["/x"]}}"#;
     let victim_path = victim.display().to_string();
     let escapes: Vec<(&str, Vec<RawEntry<'_>>)> = vec![
@@ -254,12 +229,12 @@ async fn a_full_disk_and_the_quota_fail_cleanly() {
     let disk = SmallDisk::mount(16);
     let root = disk.path.join("dac");
     // No margin for unpacking: the bundle that fits as a download must fail while unpacking.
-    let setup = start(&root, |c| {
+    let setup = TestBox::start_at(&root, false, |c| {
         c.unpack_factor = 0;
         c.quota = bundlegen_protocol::config::size::Size(64 << 20);
     })
     .await;
-    let agent = BundleAgent1Proxy::new(&setup.client).await.unwrap();
+    let agent = setup.proxy().await;
     let free_before = stb_agent::agent::free_bytes(&root);
 
     // Too large to download at all: refused as soon as its size is known.
@@ -296,8 +271,11 @@ async fn a_full_disk_and_the_quota_fail_cleanly() {
     let (status, error) = try_install(&agent, "com.example.fits", &url, "", HashMap::new()).await;
     assert_eq!(status, "Success", "{error}");
     drop(setup);
-    let setup = start(&root, |c| c.quota = bundlegen_protocol::config::size::Size(4 << 20)).await;
-    let agent = BundleAgent1Proxy::new(&setup.client).await.unwrap();
+    let setup = TestBox::start_at(&root, false, |c| {
+        c.quota = bundlegen_protocol::config::size::Size(4 << 20)
+    })
+    .await;
+    let agent = setup.proxy().await;
     let url = setup.files.add("fits2.tar.gz", fits);
     let handle = agent
         .install("com.example.fits2", "1.0", &url, "", HashMap::new())

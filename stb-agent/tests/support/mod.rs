@@ -6,7 +6,7 @@
 #![allow(dead_code)] // Each test file uses a part.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -259,6 +259,9 @@ fn serve_one(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Resu
         }
     }
     let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let asked_start = headers
+        .get("range")
+        .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<u64>().ok());
     let (data, throttle) = {
         let mut state = state.lock().unwrap();
         state.requests += 1;
@@ -268,10 +271,7 @@ fn serve_one(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Resu
             return stream
                 .write_all(b"HTTP/1.1 503 Busy\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
-        let start = headers
-            .get("range")
-            .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<u64>().ok());
-        if let Some(start) = start {
+        if let Some(start) = asked_start {
             state.range_starts.push(start);
         }
         (state.files.get(&path).cloned(), state.bytes_per_second)
@@ -280,9 +280,7 @@ fn serve_one(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Resu
         return stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     };
     let etag = format!("\"{}\"", bundlegen_protocol::digest::Sha256Digest::of(&data).hex());
-    let range_start = headers
-        .get("range")
-        .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<u64>().ok())
+    let range_start = asked_start
         .filter(|_| headers.get("if-range").is_none_or(|tag| *tag == etag))
         .filter(|start| *start < data.len() as u64);
     let (status, body, extra) = match range_start {
@@ -308,17 +306,26 @@ fn serve_one(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Resu
     Ok(())
 }
 
+/// A small deterministic generator (xorshift64); a seed replays a run.
+pub struct Random(pub u64);
+
+impl Random {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
 /// Bytes that do not compress (so a bundle's archive is as large as asked).
 pub fn noise(length: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..length)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    let mut random = Random(seed | 1);
+    (0..length).map(|_| random.next() as u8).collect()
 }
 
 /// A bundle archive (tar.gz) Dobby accepts: a `1.0.2-dobby` config.json
@@ -361,6 +368,60 @@ pub fn config(bus: &Bus, root: &Path) -> AgentConfig {
         dbus_address: Some(bus.address.clone()),
         probe: false,
         ..AgentConfig::default()
+    }
+}
+
+/// What most tests run: a private bus, the Dobby test double, the agent in
+/// this process (storage under `root`), a client connection, and an HTTP
+/// server for bundles.
+pub struct TestBox {
+    pub bus: Bus,
+    pub root: PathBuf,
+    pub client: zbus::Connection,
+    pub files: FileServer,
+    _dobby: zbus::Connection,
+    _agent: stb_agent::Running,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestBox {
+    /// With storage in a new temporary directory.
+    pub async fn start(change: impl FnOnce(&mut AgentConfig)) -> TestBox {
+        let dir = tempfile::tempdir().unwrap();
+        let mut started = TestBox::start_at(dir.path(), false, change).await;
+        started._dir = Some(dir);
+        started
+    }
+
+    /// With storage in `root`; `crun`: the double runs crun-mode bundles with real crun.
+    pub async fn start_at(root: &Path, crun: bool, change: impl FnOnce(&mut AgentConfig)) -> TestBox {
+        let bus = Bus::start();
+        let dobby = dobby_double::serve(&bus.address, dobby_double::Dobby::new(crun))
+            .await
+            .unwrap();
+        let mut config = config(&bus, root);
+        change(&mut config);
+        let agent = stb_agent::start(config).await.unwrap();
+        TestBox {
+            client: bus.connect().await,
+            root: root.to_path_buf(),
+            files: FileServer::start(),
+            bus,
+            _dobby: dobby,
+            _agent: agent,
+            _dir: None,
+        }
+    }
+
+    pub async fn proxy(&self) -> BundleAgent1Proxy<'static> {
+        BundleAgent1Proxy::new(&self.client).await.unwrap()
+    }
+
+    /// Serves a bundle of `app` with `payload` bytes; returns (url, sha256).
+    pub fn serve(&self, name: &str, app: &str, payload: usize) -> (String, String) {
+        let archive = bundle_archive(app, payload);
+        let sha = sha256(&archive);
+        (self.files.add(name, archive), sha)
     }
 }
 
@@ -410,41 +471,4 @@ impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Writes `config` as the agent's TOML file.
-pub fn write_config(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-}
-
-/// Every path under `root` with its type and size, for comparing trees.
-pub fn tree(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        let mut entries: Vec<_> = entries.flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let name = path.strip_prefix(root).unwrap().display().to_string();
-            if meta.is_dir() {
-                out.push(format!("{name}/"));
-                walk(&path, root, out);
-            } else {
-                out.push(format!("{name} {}", meta.len()));
-            }
-        }
-    }
-    walk(root, root, &mut out);
-    out
-}
-
-/// Reads a whole file into a string, for error messages.
-pub fn read(path: &Path) -> String {
-    let mut text = String::new();
-    if let Ok(mut file) = std::fs::File::open(path) {
-        let _ = file.read_to_string(&mut text);
-    }
-    text
 }
