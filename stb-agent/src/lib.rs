@@ -72,19 +72,16 @@ pub async fn start(config: AgentConfig) -> Result<Running, RunError> {
         .build()
         .await
         .map_err(|e| failed(format!("D-Bus: {e}")))?;
-    let dobby = dobby::Dobby::new(&connection)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let containers: Arc<dyn Containers> = Arc::new(dobby);
-    let agent = Agent::new(config, Arc::new(store), http, containers.clone());
-    {
-        let emitter = agent.clone();
-        let dobby = dobby::Dobby::new(&connection)
+    let dobby = Arc::new(
+        dobby::Dobby::new(&connection)
             .await
-            .map_err(|e| failed(e.to_string()))?;
-        if let Err(e) = dobby.forward_signals(move |event| emitter.emit(event)).await {
-            tracing::warn!("Dobby's signals: {e}");
-        }
+            .map_err(|e| failed(e.to_string()))?,
+    );
+    let containers: Arc<dyn Containers> = dobby.clone();
+    let agent = Agent::new(config, Arc::new(store), http, containers);
+    let emitter = agent.clone();
+    if let Err(e) = dobby.forward_signals(move |event| emitter.emit(event)).await {
+        tracing::warn!("Dobby's signals: {e}");
     }
     // Objects first, then the name: a client that sees the name finds them.
     connection
