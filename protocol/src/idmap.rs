@@ -4,11 +4,15 @@ use serde::{Deserialize, Serialize};
 
 /// `size` ids starting at `container_id` inside map to ids starting at `host_id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct IdMapping {
+    /// First id in the container.
     #[serde(rename = "containerID")]
     pub container_id: u32,
+    /// First id on the box.
     #[serde(rename = "hostID")]
     pub host_id: u32,
+    /// How many ids.
     pub size: u32,
 }
 

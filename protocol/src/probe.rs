@@ -27,6 +27,7 @@ pub mod machine {
 /// The ARM floating-point calling convention (hard-float objects cannot load
 /// soft-float libraries and the other way round).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FloatAbi {
     Hard,
@@ -37,6 +38,7 @@ pub enum FloatAbi {
 
 /// What must be equal for one ELF object to load another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(into = "AbiWire", try_from = "AbiWire")]
 pub struct Abi {
     pub is_64: bool,
@@ -102,11 +104,16 @@ impl Abi {
 
 /// How an [`Abi`] is written: names a person can read.
 #[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 struct AbiWire {
+    /// 32 or 64.
     bits: u8,
+    /// `little` or `big`.
     endian: String,
+    /// ELF `e_machine` (40 ARM, 183 AArch64, 62 x86-64).
     machine: u16,
+    /// ARM float ABI.
     float_abi: FloatAbi,
 }
 
@@ -146,11 +153,14 @@ impl TryFrom<AbiWire> for Abi {
 
 /// The whole probe result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeReport {
+    /// Format of this report; readers refuse newer ones.
     pub format_version: u32,
     /// `platform-probe VERSION`.
     pub tool: String,
+    /// Facts about the box as a whole.
     pub system: SystemInfo,
     /// Sorted by real path.
     pub libraries: Vec<Library>,
@@ -210,13 +220,16 @@ impl Validate for ProbeReport {
 
 /// Facts about the box as a whole.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SystemInfo {
     /// The OCI architecture name of the box's C library (`arm`, `arm64`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<String>,
+    /// ABI of the C library.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abi: Option<Abi>,
+    /// The C library.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub libc: Option<Libc>,
     /// The dynamic loader programs are linked against (`/lib/ld-linux-armhf.so.3`).
@@ -237,6 +250,7 @@ pub struct SystemInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Libc {
     /// `glibc`, `musl` or `uclibc`.
@@ -251,6 +265,7 @@ pub struct Libc {
 
 /// One shared library file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Library {
     /// Where the file really is, every symlink followed.
@@ -258,15 +273,19 @@ pub struct Library {
     /// Every name in the library directories that leads to it (symlinks,
     /// and the path itself), sorted.
     pub names: Vec<String>,
+    /// DT_SONAME.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soname: Option<String>,
+    /// ELF class, byte order, machine and float ABI.
     pub abi: Abi,
     /// DT_NEEDED, then DT_FILTER/DT_AUXILIARY, in file order.
     pub needed: Vec<String>,
     /// Each needed name and the path the loader would find it at, if any.
     pub deps: Vec<Dependency>,
+    /// DT_RPATH entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rpath: Vec<String>,
+    /// DT_RUNPATH entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runpath: Vec<String>,
     /// Symbol version definitions in file order, without the base entry.
@@ -274,7 +293,9 @@ pub struct Library {
     /// False when the file has no section headers, so its versions are unknown.
     #[serde(default = "yes")]
     pub versions_known: bool,
+    /// Bytes.
     pub size: u64,
+    /// Hash of the content.
     pub sha256: String,
 }
 
@@ -282,9 +303,12 @@ fn yes() -> bool {
     true
 }
 
+/// One needed library.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Dependency {
+    /// As written in DT_NEEDED.
     pub name: String,
     /// The name the loader finds (`/lib/libc.so.6`), not its real path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,6 +317,7 @@ pub struct Dependency {
 
 /// What a device node is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceClass {
     /// 3D/2D graphics: DRM nodes, Mali, VideoCore, vendor GPU drivers.
@@ -324,17 +349,23 @@ impl DeviceClass {
 
 /// One character or block device node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceNode {
+    /// Path in `/dev`.
     pub path: String,
     /// `c` or `b`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Major number.
     pub major: u64,
+    /// Minor number.
     pub minor: u64,
     /// Permission bits.
     pub mode: u32,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
     /// The name its major is registered under (`/proc/devices`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -345,6 +376,7 @@ pub struct DeviceNode {
     /// The kernel subsystem (`drm`, `sound`, `video4linux`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subsystem: Option<String>,
+    /// What it is for.
     pub class: DeviceClass,
     /// The major (or misc minor) is handed out at boot and may change.
     pub dynamic: bool,
@@ -355,12 +387,15 @@ pub struct DeviceNode {
 
 /// A node a template names that the box does not have as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceMismatch {
+    /// The node's path.
     pub path: String,
     /// `absent`, `type`, `numbers` (different major/minor on a node the
     /// template does not mark dynamic) or `dynamic` (the box's major is
     /// dynamic but the template does not say so).
     pub problem: String,
+    /// What the template says and what the box has.
     pub detail: String,
 }

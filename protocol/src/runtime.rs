@@ -60,6 +60,7 @@ pub const LINUX_CAPABILITIES: [&str; 41] = [
 
 /// The whole `config.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeConfig {
     pub oci_version: String,
@@ -85,6 +86,7 @@ pub struct RuntimeConfig {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Process {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -109,6 +111,7 @@ pub struct Process {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct User {
     pub uid: u32,
@@ -121,6 +124,7 @@ pub struct User {
 
 /// The five capability sets.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Capabilities {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bounding: Vec<String>,
@@ -147,28 +151,40 @@ impl Capabilities {
     }
 }
 
+/// A POSIX resource limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Rlimit {
+    /// The limit (`RLIMIT_NPROC`, `RLIMIT_RTPRIO`, ...).
     #[serde(rename = "type")]
     pub kind: String,
+    /// Hard limit.
     pub hard: u64,
+    /// Soft limit.
     pub soft: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Root {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readonly: Option<bool>,
 }
 
+/// An OCI mount. Extra options: `X-mount.mkdir` (create the mount point in the rootfs), `X-mount.no` (only the mount point), `X-dobby.optional` (a storage-plugin mount that may be missing).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Mount {
+    /// Absolute path in the container.
     pub destination: String,
+    /// Filesystem type (`bind`, `tmpfs`, ...).
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Path on the box or device; `{id}` becomes the app id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Mount options (`rbind`, `ro`, `nosuid`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<Vec<String>>,
 }
@@ -185,6 +201,7 @@ impl Mount {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Hook {
     pub path: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -196,6 +213,7 @@ pub struct Hook {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Hooks {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -213,6 +231,7 @@ pub struct Hooks {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Linux {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -236,6 +255,7 @@ pub struct Linux {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Resources {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceRule>,
@@ -246,6 +266,7 @@ pub struct Resources {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Memory {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
@@ -253,6 +274,7 @@ pub struct Memory {
 
 /// A device cgroup rule.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DeviceRule {
     pub allow: bool,
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
@@ -267,6 +289,7 @@ pub struct DeviceRule {
 
 /// A device node created in the container.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Device {
     pub path: String,
@@ -283,6 +306,7 @@ pub struct Device {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Namespace {
     #[serde(rename = "type")]
     pub kind: String,

@@ -25,6 +25,7 @@ use serde::Deserialize;
 pub const DEFAULT_PATH: &str = "/etc/stb-agent/agent.toml";
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// Base URL of the generator service; none: only URL installs.
@@ -58,16 +59,24 @@ pub struct AgentConfig {
     /// Free space needed besides the download, as a multiple of its size
     /// (unpacked bundles are larger than their archives).
     pub unpack_factor: u32,
+    /// Developer push (`bundlegen push`): for test boxes only.
     pub developer: DeveloperConfig,
 }
 
+/// Developer push (`bundlegen push`): for test boxes only.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
 #[serde(deny_unknown_fields, default)]
 pub struct DeveloperConfig {
+    /// Accept bundles pushed by developers (`POST /v1/push`).
     pub enabled: bool,
+    /// Address the push endpoint listens on.
     pub listen: SocketAddr,
+    /// Holds the token developers must present; required when enabled.
     pub token_file: Option<PathBuf>,
+    /// PEM certificate chain for HTTPS; without it the endpoint is plain HTTP.
     pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
 }
 

@@ -7,7 +7,9 @@ use super::{Problem, Validate, check_absolute, field};
 use crate::plugins::{NetworkingData, ThunderData};
 use crate::runtime::{LINUX_CAPABILITIES, Mount};
 
+/// What an app needs from a box.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AppMetadata {
     /// Reverse-DNS app id; also the container id, so it follows Dobby's rules.
@@ -15,32 +17,45 @@ pub struct AppMetadata {
     /// MIME type, e.g. `application/vnd.rdk-app.dac.native`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// App version (ipk `Version`, default `1.0.0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// One line about the app (ipk `Description`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// ipk `Priority` (default `optional`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
+    /// The app needs a GPU; refused on platforms without one.
     pub graphics: bool,
     /// Copied into Dobby's networking plugin.
     pub network: NetworkingData,
+    /// Volumes the app needs.
     pub storage: AppStorage,
+    /// Memory the app needs.
     pub resources: AppResources,
+    /// Platform features the app needs (`rdk.supportedFeatures`); a missing one is refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
     /// Ours: the oldest RDK version the app runs on (`2020Q4`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_rdk_version: Option<String>,
+    /// Mounts the app needs (after the platform's; same options).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
+    /// Dobby's Thunder plugin: access to Thunder (WPEFramework).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thunder: Option<ThunderData>,
+    /// Turn on Dobby's IPC plugin (with the platform's `ipc` data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipc: Option<Enable>,
+    /// Turn on Dobby's minidump plugin (with the platform's `minidump` data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minidump: Option<Enable>,
+    /// Turn on Dobby's OOM-crash plugin (with the platform's `oomcrash` data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oomcrash: Option<Enable>,
+    /// Changes to the platform's capability set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<CapabilityChanges>,
     /// Ours: library pins and libraries the app `dlopen`s.
@@ -49,41 +64,58 @@ pub struct AppMetadata {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AppStorage {
+    /// Loopback-image volumes kept across restarts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub persistent: Vec<Volume>,
+    /// tmpfs volumes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub temp: Vec<Volume>,
 }
 
+/// One volume.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Volume {
+    /// Size of the volume.
     pub size: Size,
+    /// Absolute mount point in the container.
     pub path: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct AppResources {
+    /// Memory limit (capped at the platform's `hardware.maxRam`).
     pub ram: Size,
+    /// GPU memory limit (Dobby's gpu plugin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<Size>,
 }
 
+/// Turns a plugin on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Enable {
+    /// Whether the plugin is on.
     #[serde(default)]
     pub enable: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CapabilityChanges {
+    /// Capabilities added (`CAP_...`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub add: Vec<String>,
+    /// Capabilities removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drop: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LibraryHints {
     /// Exact library versions the app needs (`libfoo.so.2.1.5`): the box copy
     /// is used only if the box has that version.

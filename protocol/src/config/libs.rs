@@ -5,13 +5,17 @@ use serde::{Deserialize, Serialize};
 
 use super::{Problem, Validate, check_absolute, field};
 
+/// The list of every shared library on a box.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LibsFile {
+    /// One entry per path, symlinks included.
     pub libs: Vec<LibEntry>,
 }
 
 /// One library file (or symlink to one) on the box.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LibEntry {
     /// Absolute path on the box.
     pub name: String,

@@ -10,6 +10,7 @@ use crate::plugins::RdkPlugins;
 use crate::runtime::Mount;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OperatorConfig {
     /// `NAME=value` appended to every app's environment.
@@ -18,6 +19,7 @@ pub struct OperatorConfig {
     /// Mounts added to every bundle (same options as template mounts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
+    /// Capabilities bundles may and may not have.
     #[serde(default)]
     pub capabilities: CapabilityPolicy,
     /// Library versions to use from the box only when it has exactly them.
@@ -33,6 +35,7 @@ pub struct OperatorConfig {
 
 /// Which capabilities bundles may have.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CapabilityPolicy {
     /// If set, no bundle gets a capability outside this list.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -101,6 +101,24 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
+/// A byte count or a size text, as the files accept it.
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Bytes: a number, or a text with a binary unit such as \"512M\", \"1.5G\", \"100MiB\" or \"2 megabytes\".",
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^\\s*[0-9.]+\\s*[A-Za-z ]*$"}
+            ]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
