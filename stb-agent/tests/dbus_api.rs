@@ -435,13 +435,21 @@ async fn developer_push_installs_and_launches_as_dev() {
     assert_eq!(agent.list("junk").await.unwrap().len(), 0);
 }
 
-/// `dbus-send` as `uid` (through `setpriv`); returns (success, stderr).
-fn dbus_send_as(uid: u32, address: &str, member: &str, args: &[&str]) -> (bool, String) {
+/// `dbus-send` as `uid` with only the supplementary `groups` (through
+/// `setpriv`); returns (success, stderr).
+fn dbus_send_as(uid: u32, groups: &[u32], address: &str, member: &str, args: &[&str]) -> (bool, String) {
+    let groups = match groups {
+        [] => "--clear-groups".to_string(),
+        _ => format!(
+            "--groups={}",
+            groups.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        ),
+    };
     let output = std::process::Command::new("setpriv")
         .args([
             &format!("--reuid={uid}"),
             &format!("--regid={uid}"),
-            "--clear-groups",
+            &groups,
             "dbus-send",
             &format!("--bus={address}"),
             "--print-reply",
@@ -459,32 +467,47 @@ fn dbus_send_as(uid: u32, address: &str, member: &str, args: &[&str]) -> (bool, 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_shipped_policy_lets_others_look_but_not_change() {
+async fn the_shipped_policy_lets_group_dac_change_and_others_only_look() {
     let setup = TestBox::start(|_| {}).await;
     let address = setup.bus.address.clone();
     let nobody = 65534;
-    let (listed, error) = dbus_send_as(nobody, &address, "List", &["string:"]);
+    let (listed, error) = dbus_send_as(nobody, &[], &address, "List", &["string:"]);
     assert!(listed, "anyone may list: {error}");
-    let (_, error) = dbus_send_as(nobody, &address, "GetStorageDetails", &[]);
+    let (_, error) = dbus_send_as(nobody, &[], &address, "GetStorageDetails", &[]);
     assert!(!error.contains("AccessDenied"), "{error}");
     for (member, args) in [
         ("Uninstall", vec!["string:com.example.a", "string:1", "string:full"]),
         ("Launch", vec!["string:com.example.a", "string:"]),
         ("Lock", vec!["string:a", "string:1", "string:r", "string:o"]),
     ] {
-        let (succeeded, error) = dbus_send_as(nobody, &address, member, &args);
+        let (succeeded, error) = dbus_send_as(nobody, &[], &address, member, &args);
         assert!(!succeeded, "{member} as nobody");
         assert!(
             error.contains("org.freedesktop.DBus.Error.AccessDenied"),
             "the bus refuses {member} for nobody: {error}"
         );
     }
-    // Root passes the policy: the agent itself answers (not installed).
-    let (_, error) = dbus_send_as(
-        0,
-        &address,
-        "Uninstall",
-        &["string:com.example.a", "string:1", "string:full"],
+    // Root, and any user in group dac, pass the policy: the agent itself
+    // answers (not installed).
+    let dac = nix::unistd::Group::from_name("dac")
+        .unwrap()
+        .expect("group dac exists (tests/install-peers creates it, as the recipe does on a box)")
+        .gid
+        .as_raw();
+    for (uid, groups) in [(0, vec![]), (nobody, vec![dac])] {
+        let (_, error) = dbus_send_as(
+            uid,
+            &groups,
+            &address,
+            "Uninstall",
+            &["string:com.example.a", "string:1", "string:full"],
+        );
+        assert!(error.contains("NotInstalled"), "uid {uid} groups {groups:?}: {error}");
+    }
+    // The policy loaded without a complaint (dbus-daemon only logs them).
+    let log = setup.bus.log();
+    assert!(
+        !log.contains("Encountered error") && !log.contains("Unknown"),
+        "dbus-daemon: {log}"
     );
-    assert!(error.contains("NotInstalled"), "{error}");
 }

@@ -21,7 +21,7 @@ use zbus::Variant;
 pub struct Bus {
     child: Child,
     pub address: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Bus {
@@ -75,7 +75,7 @@ impl Bus {
             .arg(format!("--config-file={}", config.display()))
             .args(["--nofork", "--print-address=1"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(dir.path().join("bus.log")).unwrap())
             .spawn()
             .expect("dbus-daemon runs (tests/install-peers installs it)");
         let mut address = String::new();
@@ -86,8 +86,14 @@ impl Bus {
         Bus {
             child,
             address: address.trim().to_string(),
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// What dbus-daemon wrote to stderr: problems with the policy files are
+    /// only logged there, never fatal.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("bus.log")).unwrap_or_default()
     }
 
     pub async fn connect(&self) -> zbus::Connection {

@@ -52,12 +52,24 @@ fn every_conformance_template_and_library_list_fits_the_schemas() {
     for entry in fs::read_dir(&templates).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let schema = if name.ends_with("_libs.json") { "platform-libs" } else { "platform" };
+        let schema = if name.ends_with("_libs.json") {
+            "platform-libs"
+        } else {
+            "platform"
+        };
         let found = problems(schema, &read_json(&path));
-        assert!(found.is_empty(), "{name} against {schema}.schema.json:\n{}", found.join("\n"));
+        assert!(
+            found.is_empty(),
+            "{name} against {schema}.schema.json:\n{}",
+            found.join("\n")
+        );
         checked += 1;
     }
-    assert!(checked >= 17, "only {checked} templates found in {}", templates.display());
+    assert!(
+        checked >= 17,
+        "only {checked} templates found in {}",
+        templates.display()
+    );
 }
 
 #[test]
@@ -65,13 +77,21 @@ fn the_app_metadata_samples_and_the_shipped_agent_config_fit_the_schemas() {
     let samples = conformance().join("bundlegen/app_metadata");
     // full-features.json names a capability that does not exist: a file the
     // schema accepts, refused later by the checks the schema cannot express.
-    for name in ["wayland-egl-test.json", "flutter_reference.json", "helloworld.json", "full-features.json"] {
+    for name in [
+        "wayland-egl-test.json",
+        "flutter_reference.json",
+        "helloworld.json",
+        "full-features.json",
+    ] {
         let found = problems("app-metadata", &read_json(&samples.join(name)));
         assert!(found.is_empty(), "{name}:\n{}", found.join("\n"));
     }
     // The partial sample misses what the parser misses.
     let partial = problems("app-metadata", &read_json(&samples.join("test-appmetadata.json")));
-    assert!(partial.iter().any(|p| p.contains("\"network\" is a required property")), "{partial:?}");
+    assert!(
+        partial.iter().any(|p| p.contains("\"network\" is a required property")),
+        "{partial:?}"
+    );
 
     let agent_toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stb-agent/agent.toml");
     let agent: toml::Table = toml::from_str(&fs::read_to_string(agent_toml).unwrap()).unwrap();
@@ -93,7 +113,10 @@ fn the_schemas_refuse_what_the_programs_refuse() {
         match document.pointer_mut(pointer) {
             Some(slot) if !bad.is_null() => *slot = bad.clone(),
             _ => {
-                document.as_object_mut().unwrap().remove(pointer.trim_start_matches('/'));
+                document
+                    .as_object_mut()
+                    .unwrap()
+                    .remove(pointer.trim_start_matches('/'));
             }
         }
         assert!(
