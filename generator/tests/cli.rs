@@ -152,6 +152,8 @@ fn exit_codes_and_messages() {
         .arg(&out));
     let config = fs::read_to_string(out.join("config.json")).unwrap();
     assert!(config.contains("/var/log/com.example.renamed.log") && !config.contains("wayland-egl-test.log"));
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    support::dobby::assert_valid_for_dobby(&support::dobby::dobby_validator(), &config, "the renamed bundle");
 }
 
 #[test]

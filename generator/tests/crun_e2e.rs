@@ -1,6 +1,8 @@
 //! End to end with real crun: an image of this machine's `ls` and its
 //! libraries, a platform template describing this machine, a `--crun` bundle
-//! whose libraries come from the host by bind mount, run with `crun run`.
+//! whose libraries come from the host by bind mount, run with `crun run`;
+//! and a Dobby-mode bundle whose init (a stand-in for DobbyInit, linked
+//! against libstdc++) gets the libraries the image lacks from the host.
 
 mod support;
 
@@ -97,7 +99,7 @@ fn host_libraries() -> Vec<Value> {
 }
 
 fn generate(dir: &Path, templates: &Path, layout: &Path, out: &str) -> PathBuf {
-    generate_with(dir, templates, layout, out, json!({}), &[])
+    generate_with(dir, templates, layout, out, json!({}), &["--crun"])
 }
 
 fn generate_with(
@@ -117,7 +119,7 @@ fn generate_with(
     fs::write(&metadata, app.to_string()).unwrap();
     let bundle = dir.join(out);
     run(bundlegen()
-        .args(["-vv", "generate", "-y", "--crun", "--format", "dir", "-p", "host"])
+        .args(["-vv", "generate", "-y", "--format", "dir", "-p", "host"])
         .args(args)
         .arg("-s")
         .arg(templates)
@@ -266,7 +268,7 @@ fn prune_unused_deletes_what_no_program_needs() {
         &layout.dir,
         "pruned",
         keep_acl,
-        &["--prune-unused"],
+        &["--crun", "--prune-unused"],
     );
     let left = libraries(&pruned);
     assert!(
@@ -287,4 +289,136 @@ fn prune_unused_deletes_what_no_program_needs() {
         "crun run failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A stand-in for Dobby's init, built here: it execs its arguments, and is
+/// linked against libstdc++ as DobbyInit is (it refers to `std::terminate`,
+/// so it also needs a `GLIBCXX_*` symbol version).
+fn build_stand_in_init(dir: &Path) -> PathBuf {
+    let source = dir.join("init.c");
+    fs::write(
+        &source,
+        r#"#include <stdio.h>
+#include <unistd.h>
+extern void _ZSt9terminatev(void); /* std::terminate, from libstdc++ */
+int main(int argc, char **argv) {
+    if (argc < 2) { fprintf(stderr, "usage: init PROGRAM [ARG...]\n"); _ZSt9terminatev(); }
+    execv(argv[1], argv + 1);
+    perror("init: execv");
+    return 127;
+}
+"#,
+    )
+    .unwrap();
+    let init = dir.join("DobbyInit");
+    run(Command::new("cc")
+        .arg("-o")
+        .arg(&init)
+        .arg(&source)
+        .arg(format!("{MULTIARCH}/libstdc++.so.6")));
+    let info = ElfInfo::parse(&fs::read(&init).unwrap()).unwrap();
+    assert!(info.needed.iter().any(|n| n == "libstdc++.so.6"), "{:?}", info.needed);
+    init
+}
+
+/// What Dobby hands crun for a `1.0.2-dobby` bundle, without its plugins
+/// (their hooks need Dobby): `ociVersion` 1.0.2, the hostname set to the
+/// container id. crun runs it without a terminal (Dobby gives it one).
+fn as_dobby_would_hand_to_crun(bundle: &Path, id: &str) {
+    let path = bundle.join("config.json");
+    let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let object = config.as_object_mut().unwrap();
+    object.remove("rdkPlugins");
+    object.insert("ociVersion".into(), json!("1.0.2"));
+    object.insert("hostname".into(), json!(id));
+    config["process"]["terminal"] = json!(false);
+    fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+}
+
+#[test]
+fn a_dobby_mode_bundle_runs_its_init_with_libraries_the_image_lacks() {
+    assert!(nix::unistd::geteuid().is_root(), "crun needs root here");
+    let tmp = tempfile::tempdir().unwrap();
+    let init = build_stand_in_init(tmp.path());
+    let init_path = init.to_str().unwrap();
+    let layout = image(&tmp.path().join("image"));
+
+    // The platform is this machine, probed with the init as its DobbyInit.
+    let templates = tmp.path().join("templates");
+    fs::create_dir_all(&templates).unwrap();
+    let template = json!({"platformName": "this-machine", "os": "linux", "arch": {"arch": "x86_64"},
+        "rdk": {"version": "2024Q1", "supportedFeatures": []}, "hardware": {"graphics": false},
+        "network": {"options": ["open"]}, "disableUserNamespacing": true,
+        "dobby": {"dobbyInitPath": init_path}});
+    fs::write(templates.join("host.json"), template.to_string()).unwrap();
+    let report = platform_probe::probe(&platform_probe::ProbeOptions {
+        root: "/".into(),
+        expected_devices: Vec::new(),
+        programs: vec![init_path.to_string()],
+    })
+    .unwrap();
+    let program = &report.programs[0];
+    assert!(
+        program.version_needs["libstdc++.so.6"]
+            .iter()
+            .any(|v| v.starts_with("GLIBCXX_"))
+    );
+    fs::write(templates.join("host_probe.json"), serde_json::to_vec(&report).unwrap()).unwrap();
+
+    let validator = support::dobby::dobby_validator();
+    for mode in ["image", "normal"] {
+        let id = format!("bundlegen-dobby-{mode}");
+        let bundle = generate_with(
+            tmp.path(),
+            &templates,
+            &layout.dir,
+            &format!("bundle-{mode}"),
+            json!({}),
+            &["-m", mode],
+        );
+        let config: Value = serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["ociVersion"], "1.0.2-dobby");
+        assert_eq!(config["process"]["args"][0], init_path, "the init runs first");
+        assert!(
+            config["rdkPlugins"].as_object().is_some_and(|p| !p.is_empty()),
+            "Dobby needs at least one plugin"
+        );
+        support::dobby::assert_valid_for_dobby(&validator, &config, &format!("the {mode} mode bundle"));
+
+        // The image never had the init's C++ runtime; the box's is mounted.
+        let rootfs = snapshot(&bundle.join("rootfs"));
+        for name in ["libstdc++", "libgcc_s", "libm.so"] {
+            assert!(
+                !rootfs
+                    .iter()
+                    .any(|(path, d)| path.contains(name) && d.starts_with("file")),
+                "{mode}: {name} in the rootfs"
+            );
+        }
+        let sources = mounted_sources(&bundle);
+        for name in ["libstdc++.so.6", "libgcc_s.so.1", "libm.so.6"] {
+            assert!(
+                sources.iter().any(|s| s.ends_with(name)),
+                "{mode}: {name} is mounted from the box: {sources:?}"
+            );
+        }
+        if mode == "image" {
+            assert!(
+                !sources.iter().any(|s| s.ends_with("libc.so.6")),
+                "the image's libc serves the init: {sources:?}"
+            );
+        }
+
+        as_dobby_would_hand_to_crun(&bundle, &id);
+        let output = crun_run(&bundle, &id);
+        assert!(
+            output.status.success(),
+            "{mode}: crun run failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let listing = String::from_utf8_lossy(&output.stdout);
+        for entry in ["bin", "lib64", "usr"] {
+            assert!(listing.lines().any(|l| l == entry), "{mode}: ls / printed {listing:?}");
+        }
+    }
 }

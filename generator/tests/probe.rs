@@ -42,6 +42,7 @@ fn probe_root(root: &Path) -> ProbeReport {
     probe(&ProbeOptions {
         root: root.to_path_buf(),
         expected_devices: Vec::new(),
+        programs: Vec::new(),
     })
     .unwrap()
 }
@@ -108,6 +109,7 @@ fn generate_with(template: &str, extra_files: &[(&str, &[u8])]) -> (Value, BTree
         .arg(format!("oci:{}", conformance().join(IMAGE).display()))
         .arg(&bundle));
     let config: Value = serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    support::dobby::assert_valid_for_dobby(&support::dobby::dobby_validator(), &config, template);
     (config, snapshot(&bundle.join("rootfs")))
 }
 

@@ -253,6 +253,7 @@ fn probe_report_json() -> String {
     let report = platform_probe::probe(&platform_probe::ProbeOptions {
         root: bundle.join("rootfs"),
         expected_devices: Vec::new(),
+        programs: Vec::new(),
     })
     .unwrap();
     serde_json::to_string(&report).unwrap()

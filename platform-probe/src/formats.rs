@@ -201,6 +201,7 @@ mod tests {
                 device("/dev/input/event0", DeviceClass::Input, 13, 0o660, 105, false),
                 device("/dev/null", DeviceClass::Other, 1, 0o666, 0, false),
             ],
+            programs: vec![],
             device_mismatches: vec![],
             warnings: vec![],
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use bundlegen_protocol::config::platform::GpuDevice;
 use bundlegen_protocol::digest::Sha256Digest;
-use bundlegen_protocol::probe::{ProbeReport, REPORT_FORMAT_VERSION};
+use bundlegen_protocol::probe::{HostProgram, ProbeReport, REPORT_FORMAT_VERSION};
 use bundlegen_protocol::root::{RootDir, RootError, Symlinks};
 
 pub mod devices;
@@ -27,7 +27,13 @@ pub struct ProbeOptions {
     pub root: PathBuf,
     /// Device nodes a platform template expects (its `gpu.devs`).
     pub expected_devices: Vec<GpuDevice>,
+    /// Programs of the box that bundles run inside containers (Dobby's
+    /// init, [`DEFAULT_PROGRAMS`]): recorded with what they need.
+    pub programs: Vec<String>,
 }
+
+/// What runs inside every Dobby-mode container: Dobby's init.
+pub const DEFAULT_PROGRAMS: &[&str] = &[bundlegen_protocol::config::platform::DEFAULT_DOBBY_INIT];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -56,8 +62,15 @@ pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, ProbeError> {
     let mut warnings = scan.warnings.clone();
     let devices = devices::inventory(&mut devices::RootDevices(&mut root), &mut warnings);
     let device_mismatches = devices::check_expected(&devices, &options.expected_devices);
+    let mut programs = Vec::new();
+    for path in &options.programs {
+        match libraries::describe_program(&mut root, &scan, path) {
+            Ok(program) => programs.push(program),
+            Err(warning) => warnings.push(warning),
+        }
+    }
     let libraries: Vec<_> = scan.libraries.into_values().collect();
-    system.libraries_fingerprint = fingerprint(&libraries);
+    system.libraries_fingerprint = fingerprint(&libraries, &programs);
     warnings.sort();
     warnings.dedup();
     Ok(ProbeReport {
@@ -66,13 +79,15 @@ pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, ProbeError> {
         system,
         libraries,
         devices,
+        programs,
         device_mismatches,
         warnings,
     })
 }
 
-/// sha256 over each library's path, names and content hash, in order.
-fn fingerprint(libraries: &[bundlegen_protocol::probe::Library]) -> String {
+/// sha256 over each library's path, names and content hash, and each
+/// program's path and hash, in order.
+fn fingerprint(libraries: &[bundlegen_protocol::probe::Library], programs: &[HostProgram]) -> String {
     let mut text = String::new();
     for library in libraries {
         text.push_str(&library.path);
@@ -83,6 +98,9 @@ fn fingerprint(libraries: &[bundlegen_protocol::probe::Library]) -> String {
         text.push(' ');
         text.push_str(&library.sha256);
         text.push('\n');
+    }
+    for program in programs {
+        text.push_str(&format!("program {} {}\n", program.path, program.sha256));
     }
     Sha256Digest::of(text.as_bytes()).hex()
 }

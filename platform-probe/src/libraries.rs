@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bundlegen_protocol::digest::Sha256Digest;
-use bundlegen_protocol::probe::{Dependency, Library};
+use bundlegen_protocol::probe::{Dependency, HostProgram, Library};
 use bundlegen_protocol::root::{EntryKind, RootDir};
 
 use crate::elf::{ElfInfo, ElfKind, is_elf};
@@ -352,6 +352,60 @@ fn library_record(real: &str, read: &ReadLibrary) -> Library {
         size: read.size,
         sha256: read.sha256.hex(),
     }
+}
+
+/// A program of the box that runs inside containers (Dobby's init): its
+/// loader, the libraries it needs (resolved on the box as its loader would)
+/// and the symbol versions it needs from them.
+pub fn describe_program(root: &mut RootDir, scan: &LibraryScan, path: &str) -> Result<HostProgram, String> {
+    let mut file = root
+        .open_file(relative(path))
+        .map_err(|e| format!("{path}: not on this box ({e}); bundles that run it cannot be checked"))?;
+    let size = file
+        .metadata()
+        .map_err(|e| format!("{path}: cannot stat it: {e}"))?
+        .len();
+    if size > MAX_LIBRARY_BYTES {
+        return Err(format!("{path}: {size} bytes is too large to inspect"));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| format!("{path}: cannot read it: {e}"))?;
+    let info = ElfInfo::parse(&bytes).map_err(|e| format!("{path}: {e}"))?;
+    let known: BTreeMap<&str, &Library> = scan
+        .libraries
+        .values()
+        .flat_map(|l| l.names.iter().map(move |n| (n.as_str(), l)))
+        .collect();
+    let search = SearchPath {
+        ld_library_path: Vec::new(),
+        configured: scan.configured_dirs.clone(),
+    };
+    let origin = parent_dir(path).to_string();
+    let deps = info
+        .needed
+        .iter()
+        .chain(&info.filters)
+        .map(|name| Dependency {
+            name: name.clone(),
+            path: candidates(name, &info, &origin, &search)
+                .into_iter()
+                .find(|candidate| known.get(candidate.as_str()).is_some_and(|l| info.abi.can_load(&l.abi))),
+        })
+        .collect();
+    Ok(HostProgram {
+        path: path.to_string(),
+        abi: info.abi,
+        interpreter: info.interpreter.clone(),
+        deps,
+        version_needs: info
+            .version_needs
+            .iter()
+            .map(|(name, versions)| (name.clone(), versions.iter().cloned().collect()))
+            .collect(),
+        versions_known: info.versions_known,
+        sha256: Sha256Digest::of(&bytes).hex(),
+    })
 }
 
 /// Resolves every library's needed names as the loader would, reading

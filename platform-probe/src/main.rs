@@ -45,6 +45,11 @@ struct Cli {
     /// lists the nodes that are missing or different.
     #[arg(long, value_name = "TEMPLATE")]
     expect: Option<PathBuf>,
+    /// A program of the box that runs inside containers, recorded with the
+    /// libraries and symbol versions it needs (repeat for more; the
+    /// template given with --expect adds its `dobby.dobbyInitPath`).
+    #[arg(long = "program", value_name = "PATH", default_values = platform_probe::DEFAULT_PROGRAMS)]
+    programs: Vec<String>,
     /// Send the full report to the generator service: its
     /// `.../v1/platforms/NAME/probe` URL.
     #[arg(long, value_name = "URL", requires = "token")]
@@ -76,16 +81,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    let mut programs = cli.programs.clone();
     let expected_devices = match &cli.expect {
         Some(path) => {
-            let template = load::<PlatformTemplate>(path)?;
-            template.value.gpu.map(|gpu| gpu.devs).unwrap_or_default()
+            let template = load::<PlatformTemplate>(path)?.value;
+            let init = template.dobby().dobby_init().to_string();
+            if !programs.contains(&init) {
+                programs.push(init);
+            }
+            template.gpu.map(|gpu| gpu.devs).unwrap_or_default()
         }
         None => Vec::new(),
     };
     let report = probe(&ProbeOptions {
         root: cli.root.clone(),
         expected_devices,
+        programs,
     })?;
     if !cli.quiet {
         for warning in &report.warnings {

@@ -110,6 +110,7 @@ fn run_probe(root: &Path) -> ProbeReport {
     probe(&ProbeOptions {
         root: root.to_path_buf(),
         expected_devices: Vec::new(),
+        programs: Vec::new(),
     })
     .unwrap()
 }

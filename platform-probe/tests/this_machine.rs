@@ -14,6 +14,7 @@ fn report() -> &'static ProbeReport {
         probe(&ProbeOptions {
             root: "/".into(),
             expected_devices: Vec::new(),
+            programs: Vec::new(),
         })
         .unwrap()
     })

@@ -166,6 +166,10 @@ pub struct ProbeReport {
     pub libraries: Vec<Library>,
     /// Sorted by path.
     pub devices: Vec<DeviceNode>,
+    /// Programs of the box that bundles run inside their containers
+    /// (Dobby's init), with what they need from the container's libraries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<HostProgram>,
     /// Device nodes a platform template expects that the box lacks or has
     /// with other numbers (only when the probe was given a template).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -190,6 +194,15 @@ impl ProbeReport {
                     deps: deps.iter().cloned().collect(),
                 });
             }
+        }
+        // Programs too, so a platform with only BundleGen's list still
+        // tells the generator what Dobby's init needs.
+        for program in &self.programs {
+            entries.entry(program.path.clone()).or_insert_with(|| LibEntry {
+                name: program.path.clone(),
+                apiversions: Vec::new(),
+                deps: program.deps.iter().filter_map(|d| d.path.clone()).collect(),
+            });
         }
         LibsFile {
             libs: entries.into_values().collect(),
@@ -313,6 +326,32 @@ pub struct Dependency {
     /// The name the loader finds (`/lib/libc.so.6`), not its real path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+}
+
+/// A program of the box that runs inside containers: it is bind-mounted
+/// into them, so the libraries it loads must be there too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct HostProgram {
+    /// Its path on the box (and in the container).
+    pub path: String,
+    /// ELF class, byte order, machine and float ABI.
+    pub abi: Abi,
+    /// PT_INTERP: the loader it is started with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<String>,
+    /// Each needed library and the path the box's loader finds it at.
+    pub deps: Vec<Dependency>,
+    /// Symbol versions it needs, by library name (`libstdc++.so.6` →
+    /// `GLIBCXX_3.4.21`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub version_needs: BTreeMap<String, Vec<String>>,
+    /// False when the file has no section headers, so its needs are unknown.
+    #[serde(default = "yes")]
+    pub versions_known: bool,
+    /// Hash of the content.
+    pub sha256: String,
 }
 
 /// What a device node is for.

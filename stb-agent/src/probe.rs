@@ -77,6 +77,7 @@ async fn probe_and_upload(agent: &Agent, url: &str, token_file: &std::path::Path
     let options = platform_probe::ProbeOptions {
         root: agent.config.probe_root.clone(),
         expected_devices: Vec::new(),
+        programs: platform_probe::DEFAULT_PROGRAMS.iter().map(|p| p.to_string()).collect(),
     };
     let report = tokio::task::spawn_blocking(move || platform_probe::probe(&options))
         .await

@@ -238,6 +238,7 @@ mod tests {
             system: SystemInfo::default(),
             libraries: vec![library("/lib/libz.so.1", "arm"), library("/lib64/libz.so.1", "arm64")],
             devices: vec![],
+            programs: vec![],
             device_mismatches: vec![],
             warnings: vec![],
         };

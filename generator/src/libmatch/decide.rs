@@ -17,11 +17,17 @@
 //!    a read-only bind mount of the box's at its real path (its symlinks stay),
 //!    and libraries the image lacks but needs are mounted from the box.
 //!
+//! 3. Programs of the box that run inside the container (Dobby's init) get
+//!    every library they need: the image's copy where it defines the symbol
+//!    versions the program needs (or, when those are unknown, all the box's
+//!    copy defines), else the box's, mounted where the container's loader
+//!    finds it, with the box library's own dependencies in turn.
+//!
 //! Finally every program left in the image is checked against the libraries
 //! it will get: a symbol version no provider defines makes the app
 //! incompatible, instead of a bundle that fails on the box.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use platform_probe::elf::{Abi, ElfKind};
 use platform_probe::loader::default_dirs;
@@ -78,7 +84,28 @@ pub struct MatchRequest {
     pub box_abi: Option<Abi>,
     /// The app's program: libraries it cannot find make the app incompatible.
     pub entrypoint: Option<String>,
+    /// Programs of the box run inside the container (Dobby's init).
+    pub host_programs: Vec<HostProgramNeeds>,
 }
+
+/// What a program of the box that runs in the container needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostProgramNeeds {
+    /// Its path, on the box and in the container.
+    pub path: String,
+    /// The loader it starts with (PT_INTERP), when known.
+    pub interpreter: Option<String>,
+    /// Needed library names and where the box's loader finds each.
+    pub deps: Vec<(String, Option<String>)>,
+    /// Symbol versions needed, by library name; `None` when unknown (the
+    /// platform has only BundleGen's library list).
+    pub version_needs: Option<BTreeMap<String, BTreeSet<String>>>,
+}
+
+/// One library a host program (or a box library it pulls in) needs: its
+/// name, the box's path for it, the versions needed (`None`: unknown), and
+/// who needs it.
+type HostNeed = (String, Option<String>, Option<BTreeSet<String>>, String);
 
 /// A box library bind-mounted into the container.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -162,6 +189,9 @@ pub fn plan(inventory: &Inventory, libs: &BoxLibraries, view: &mut dyn RootfsVie
     };
     if request.match_image && request.walk && request.mode != MatchMode::Image {
         closure.match_image(&mut plan);
+    }
+    for program in &request.host_programs {
+        closure.serve_host_program(program, &mut plan);
     }
     closure.check_users(&mut plan);
     plan
@@ -502,6 +532,175 @@ impl Closure<'_> {
                 None => plan.mount(&library.path, &library.path),
             }
         }
+    }
+
+    /// Pass 3: makes every library `program` needs loadable in the container.
+    fn serve_host_program(&mut self, program: &HostProgramNeeds, plan: &mut Plan) {
+        let who = &program.path;
+        if let Some(loader) = &program.interpreter
+            && self.view.real_path(loader).is_none()
+            && !plan.mounts.iter().any(|m| &m.destination == loader)
+        {
+            match self.libs.get(loader) {
+                Some(library) => {
+                    plan.mount(&library.path, loader);
+                    plan.notes.push(format!(
+                        "{loader}: from the box: the loader of {who}; the image lacks it"
+                    ));
+                }
+                None => plan.problems.push(format!(
+                    "{who} starts with the loader {loader}, which neither the image nor the box has"
+                )),
+            }
+        }
+        let needs_of = |name: &str| {
+            program
+                .version_needs
+                .as_ref()
+                .map(|needs| needs.get(name).cloned().unwrap_or_default())
+        };
+        // Breadth first, so the program's own (versioned) needs are
+        // decided before those of the box libraries it pulls in.
+        let mut pending: VecDeque<HostNeed> = program
+            .deps
+            .iter()
+            .map(|(name, path)| (name.clone(), path.clone(), needs_of(name), who.clone()))
+            .collect();
+        let mut from_box = BTreeSet::new();
+        while let Some((name, box_path, needed, user)) = pending.pop_front() {
+            let box_library = box_path
+                .as_deref()
+                .and_then(|p| self.libs.get(p))
+                .or_else(|| self.box_library(&name))
+                .cloned();
+            if let Some(mount) = plan.mounts.iter().find(|m| file_name(&m.destination) == name) {
+                // Mounted already; the box's copy must serve `user` too.
+                let provided = self
+                    .libs
+                    .get(&mount.source)
+                    .map(|l| l.versions.clone())
+                    .unwrap_or_default();
+                let missing: Vec<String> = needed
+                    .iter()
+                    .flatten()
+                    .filter(|v| !provided.contains(*v))
+                    .cloned()
+                    .collect();
+                if !missing.is_empty() && !provided.is_empty() {
+                    plan.problems.push(format!(
+                        "{user} needs {missing:?} of {name}, which the box's {} lacks",
+                        mount.source
+                    ));
+                }
+                continue;
+            }
+            if from_box.contains(&name) {
+                continue;
+            }
+            let image_copy = self
+                .image_library(&name)
+                .filter(|real| !self.removed_real.contains(real));
+            if let Some(real) = &image_copy {
+                let wanted = needed
+                    .clone()
+                    .or_else(|| box_library.as_ref().map(|l| l.versions.clone()))
+                    .unwrap_or_default();
+                let info = &self.inventory.objects[real].info;
+                if info.versions_known && info.version_set().is_superset(&wanted) {
+                    plan.notes
+                        .push(format!("{name}: the image's copy ({real}) serves {user}"));
+                    continue;
+                }
+            }
+            let Some(library) = box_library else {
+                plan.problems.push(format!(
+                    "{user} needs {name}: the image has no compatible copy, and the box's library list has none"
+                ));
+                continue;
+            };
+            let missing: Vec<String> = needed
+                .iter()
+                .flatten()
+                .filter(|v| !library.versions.contains(*v))
+                .cloned()
+                .collect();
+            if !missing.is_empty() && !library.versions.is_empty() {
+                plan.problems.push(format!(
+                    "{user} needs {missing:?} of {name}, which the box's {} lacks",
+                    library.path
+                ));
+                continue;
+            }
+            from_box.insert(name.clone());
+            self.mount_from_box(plan, &library, image_copy, &user);
+            // glibc's family moves with libc (they share private interfaces).
+            for member in self.libs.family_of(&library.path).to_vec() {
+                let member_name = file_name(&member).to_string();
+                if from_box.insert(member_name.clone())
+                    && !plan.mounts.iter().any(|m| file_name(&m.destination) == member_name)
+                    && let Some(member_library) = self.libs.get(&member).cloned()
+                {
+                    let image_copy = self.image_library(&member_name);
+                    self.mount_from_box(plan, &member_library, image_copy, &library.path);
+                }
+            }
+            for dependency in &library.deps {
+                pending.push_back((
+                    file_name(dependency).to_string(),
+                    Some(dependency.clone()),
+                    None,
+                    library.path.clone(),
+                ));
+            }
+        }
+    }
+
+    /// Mounts the box's `library` over the image's copy, or where the
+    /// container's loader finds it.
+    fn mount_from_box(&mut self, plan: &mut Plan, library: &BoxLibrary, image_copy: Option<String>, user: &str) {
+        let destination = match image_copy {
+            Some(real) => {
+                plan.remove(&real);
+                self.removed_real.insert(real.clone());
+                real
+            }
+            None => self.loadable_path(&library.path),
+        };
+        plan.mount(&library.path, &destination);
+        let why = if destination == library.path {
+            "the image lacks it"
+        } else {
+            "in place of the image's copy"
+        };
+        plan.notes.push(format!(
+            "{destination}: from the box ({}): needed by {user}; {why}",
+            library.path
+        ));
+    }
+
+    /// Where the container's loader finds a box library the image lacks:
+    /// its box path when that directory is searched, else the first default
+    /// directory.
+    fn loadable_path(&self, box_path: &str) -> String {
+        let Some(abi) = self.request.box_abi else {
+            return box_path.to_string();
+        };
+        let dirs: Vec<String> = self
+            .inventory
+            .search
+            .configured
+            .iter()
+            .cloned()
+            .chain(default_dirs(&abi))
+            .collect();
+        let (dir, name) = split(box_path);
+        if dirs
+            .iter()
+            .any(|d| d.trim_end_matches('/') == dir.trim_end_matches('/'))
+        {
+            return box_path.to_string();
+        }
+        format!("{}/{name}", dirs[0].trim_end_matches('/'))
     }
 
     /// Checks every object left in the image against what it will load.

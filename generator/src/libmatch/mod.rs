@@ -17,7 +17,7 @@ pub mod decide;
 mod inventory;
 
 pub use box_libs::BoxLibraries;
-pub use decide::{LibraryMount, MatchMode, MatchRequest, Plan, RootfsView};
+pub use decide::{HostProgramNeeds, LibraryMount, MatchMode, MatchRequest, Plan, RootfsView};
 pub use inventory::Inventory;
 
 /// The CLI's library options.
@@ -106,6 +106,19 @@ pub fn match_libraries(
         platform.dobby().plugin_dependencies
     };
     let app_hints = inputs.app.libraries.clone().unwrap_or_default();
+    let mut warnings = Vec::new();
+    let mut host_programs = Vec::new();
+    if !inputs.options.crun {
+        let init = platform.dobby().dobby_init().to_string();
+        match host_program(platform.probe.as_deref(), &libs, &init) {
+            Some(program) => host_programs.push(program),
+            None if !libs.is_empty() => warnings.push(format!(
+                "the platform does not describe {init} (probe the box with platform-probe): \
+                 the libraries Dobby's init needs in the container are not checked"
+            )),
+            None => {}
+        }
+    }
     let request = MatchRequest {
         mode: options.mode,
         walk: options.walk && !libs.is_empty(),
@@ -121,6 +134,7 @@ pub fn match_libraries(
             .collect(),
         box_abi,
         entrypoint: entrypoint.map(str::to_string),
+        host_programs,
     };
     let ld_library_path: Vec<String> = env_value(bundle, "LD_LIBRARY_PATH")
         .map(|v| v.split(':').filter(|p| !p.is_empty()).map(str::to_string).collect())
@@ -130,9 +144,10 @@ pub fn match_libraries(
     if !plan.problems.is_empty() {
         return Err(StageError::Incompatible(plan.problems));
     }
+    warnings.extend(plan.unresolved.iter().cloned());
     let mut outcome = Outcome {
         notes: plan.notes.clone(),
-        warnings: plan.unresolved.clone(),
+        warnings,
     };
     outcome.warnings.extend(
         inventory
@@ -150,6 +165,37 @@ pub fn match_libraries(
         );
     }
     Ok(outcome)
+}
+
+/// What a program of the box run in the container needs: from the probe
+/// report (with symbol versions), else from BundleGen's library list (the
+/// probe lists programs there too, without versions).
+fn host_program(report: Option<&ProbeReport>, libs: &BoxLibraries, path: &str) -> Option<HostProgramNeeds> {
+    if let Some(program) = report.and_then(|r| r.programs.iter().find(|p| p.path == path)) {
+        return Some(HostProgramNeeds {
+            path: path.to_string(),
+            interpreter: program.interpreter.clone(),
+            deps: program.deps.iter().map(|d| (d.name.clone(), d.path.clone())).collect(),
+            version_needs: program.versions_known.then(|| {
+                program
+                    .version_needs
+                    .iter()
+                    .map(|(name, versions)| (name.clone(), versions.iter().cloned().collect()))
+                    .collect()
+            }),
+        });
+    }
+    let entry = libs.get(path)?;
+    Some(HostProgramNeeds {
+        path: path.to_string(),
+        interpreter: None,
+        deps: entry
+            .deps
+            .iter()
+            .map(|dep| (inventory::split(dep).1.to_string(), Some(dep.clone())))
+            .collect(),
+        version_needs: None,
+    })
 }
 
 /// Deletes what the plan replaces and adds its read-only bind mounts.

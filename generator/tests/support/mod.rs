@@ -3,6 +3,7 @@
 //! directory trees.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod dobby;
 pub mod service;
 
 use std::collections::BTreeMap;

@@ -505,6 +505,36 @@ impl Validate for PlatformTemplate {
         for (i, dep) in dobby.plugin_dependencies.iter().enumerate() {
             check_absolute(dep, &field(path, &format!("dobby.pluginDependencies[{i}]")), problems);
         }
+        // Host paths Dobby and its plugins open as given: relative ones would
+        // resolve against the daemon's working directory.
+        let host_paths = [
+            ("dobby.pluginDir", dobby.plugin_dir.as_deref()),
+            (
+                "dobby.hookLauncherExecutablePath",
+                dobby.hook_launcher_executable_path.as_deref(),
+            ),
+            (
+                "dobby.hookLauncherParametersPath",
+                dobby.hook_launcher_parameters_path.as_deref(),
+            ),
+            (
+                "minidump.destinationPath",
+                self.minidump.as_ref().map(|m| m.destination_path.as_str()),
+            ),
+            ("oomcrash.path", self.oomcrash.as_ref().map(|o| o.path.as_str())),
+            (
+                "gpu.westeros.hostSocket",
+                self.gpu
+                    .as_ref()
+                    .and_then(|g| g.westeros.as_ref())
+                    .and_then(|w| w.host_socket.as_deref()),
+            ),
+        ];
+        for (at, value) in host_paths {
+            if let Some(value) = value {
+                check_absolute(value, &field(path, at), problems);
+            }
+        }
         for (i, entry) in self.libs.iter().enumerate() {
             entry.validate(&field(path, &format!("libs[{i}]")), problems);
         }

@@ -212,3 +212,18 @@ fn operator_config_is_checked() {
         Some("UTC")
     );
 }
+
+#[test]
+fn host_paths_dobby_opens_must_be_absolute() {
+    let text = with(MINIMAL, |v| {
+        v["dobby"] =
+            serde_json::json!({"pluginDir": "usr/lib/plugins/dobby", "hookLauncherParametersPath": "/opt/{id}"});
+        v["storage"] = serde_json::json!({"persistent": {"storageDir": "data"}});
+        v["oomcrash"] = serde_json::json!({"path": "/opt/oom"});
+    });
+    let paths: Vec<String> = problems_of::<PlatformTemplate>(&text)
+        .into_iter()
+        .map(|p| p.path)
+        .collect();
+    assert_eq!(paths, ["storage.persistent.storageDir", "dobby.pluginDir"]);
+}

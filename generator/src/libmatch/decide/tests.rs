@@ -121,6 +121,7 @@ fn request() -> MatchRequest {
             ..ARM
         }),
         entrypoint: Some("/usr/bin/app".into()),
+        host_programs: vec![],
     }
 }
 
@@ -428,4 +429,184 @@ fn unused_libraries_are_found_from_the_executables() {
     ]);
     let unused = unused_libraries(&inventory, &["libplugin.so".to_string()], &names);
     assert_eq!(unused, ["/usr/lib/libunused.so.1.0"]);
+}
+
+/// Dobby's init as the probe describes it: libstdc++ (GLIBCXX_3.4.21) and libc.
+fn dobby_init(versions_known: bool) -> HostProgramNeeds {
+    HostProgramNeeds {
+        path: "/usr/libexec/DobbyInit".into(),
+        interpreter: Some("/lib/ld-linux-armhf.so.3".into()),
+        deps: vec![
+            ("libstdc++.so.6".into(), Some("/usr/lib/libstdc++.so.6".into())),
+            ("libc.so.6".into(), Some("/lib/libc.so.6".into())),
+        ],
+        version_needs: versions_known.then(|| {
+            BTreeMap::from([
+                ("libstdc++.so.6".to_string(), set(&["GLIBCXX_3.4.21"])),
+                ("libc.so.6".to_string(), set(&["GLIBC_2.4"])),
+            ])
+        }),
+    }
+}
+
+fn box_with_libstdcxx() -> Vec<LibEntry> {
+    vec![
+        lib(
+            "/lib/libc.so.6",
+            &["GLIBC_2.4", "GLIBC_2.34"],
+            &["/lib/ld-linux-armhf.so.3"],
+        ),
+        lib("/lib/ld-linux-armhf.so.3", &["GLIBC_2.4"], &[]),
+        lib(
+            "/usr/lib/libstdc++.so.6",
+            &["GLIBCXX_3.4", "GLIBCXX_3.4.21"],
+            &["/lib/libgcc_s.so.1", "/lib/libc.so.6"],
+        ),
+        lib("/lib/libgcc_s.so.1", &["GCC_3.5"], &["/lib/libc.so.6"]),
+    ]
+}
+
+/// An image with its own glibc (newer than the box's) and an app.
+fn image_with_libc() -> Image {
+    Image::default()
+        .library(
+            "/lib/libc.so.6",
+            "/lib/libc-2.36.so",
+            &["GLIBC_2.4", "GLIBC_2.34", "GLIBC_2.36"],
+        )
+        .library("/lib/ld-linux-armhf.so.3", "/lib/ld-2.36.so", &["GLIBC_2.4"])
+        .needs("/usr/bin/app", "libc.so.6", &["GLIBC_2.36"])
+}
+
+#[test]
+fn dobby_init_gets_what_the_image_lacks_from_the_box_and_the_rest_from_the_image() {
+    let mut image_mode = request();
+    image_mode.mode = MatchMode::Image;
+    for request in [request(), image_mode] {
+        let mut request = request;
+        request.host_programs = vec![dobby_init(true)];
+        let plan = image_with_libc().plan(&box_with_libstdcxx(), &request);
+        assert_eq!(
+            mounts(&plan),
+            [
+                ("/usr/lib/libstdc++.so.6", "/usr/lib/libstdc++.so.6"),
+                ("/lib/libgcc_s.so.1", "/lib/libgcc_s.so.1")
+            ],
+            "{:?}: {:#?}",
+            request.mode,
+            plan.notes
+        );
+        assert!(plan.remove.is_empty(), "{:?}", plan.remove);
+        assert!(plan.problems.is_empty(), "{:?}", plan.problems);
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n == "libc.so.6: the image's copy (/lib/libc-2.36.so) serves /usr/libexec/DobbyInit"),
+            "{:#?}",
+            plan.notes
+        );
+    }
+}
+
+#[test]
+fn an_image_copy_older_than_dobby_init_needs_is_replaced_by_the_box_copy() {
+    let image = image_with_libc()
+        .library(
+            "/usr/lib/libstdc++.so.6",
+            "/usr/lib/libstdc++.so.6.0.19",
+            &["GLIBCXX_3.4"],
+        )
+        .needs("/usr/bin/app", "libstdc++.so.6", &["GLIBCXX_3.4"]);
+    let mut request = request();
+    request.mode = MatchMode::Image;
+    request.host_programs = vec![dobby_init(true)];
+    let plan = image.plan(&box_with_libstdcxx(), &request);
+    assert_eq!(
+        mounts(&plan)[0],
+        ("/usr/lib/libstdc++.so.6", "/usr/lib/libstdc++.so.6.0.19"),
+        "{:#?}",
+        plan.notes
+    );
+    assert_eq!(plan.remove, ["/usr/lib/libstdc++.so.6.0.19"]);
+    assert!(
+        plan.problems.is_empty(),
+        "the app's GLIBCXX_3.4 is in the box's copy: {:?}",
+        plan.problems
+    );
+}
+
+#[test]
+fn dobby_init_needs_nobody_provides_make_the_bundle_incompatible() {
+    let cases: [(&str, Vec<LibEntry>, HostProgramNeeds); 3] = [
+        // The box's list lacks libstdc++ and the image has none.
+        (
+            "has no compatible copy",
+            box_with_libstdcxx()[..2].to_vec(),
+            dobby_init(true),
+        ),
+        // The box's libstdc++ lacks a version the init needs.
+        (
+            "lacks",
+            vec![lib("/usr/lib/libstdc++.so.6", &["GLIBCXX_3.4"], &[])],
+            dobby_init(true),
+        ),
+        // The loader is in neither.
+        (
+            "loader",
+            box_with_libstdcxx()
+                .into_iter()
+                .filter(|l| !l.name.contains("ld-linux"))
+                .collect(),
+            HostProgramNeeds {
+                interpreter: Some("/lib/ld-linux-armhf.so.3".into()),
+                ..dobby_init(true)
+            },
+        ),
+    ];
+    for (expected, boxed, program) in cases {
+        let image = if expected == "loader" {
+            Image::default().needs("/usr/bin/app", "libc.so.6", &[])
+        } else {
+            image_with_libc()
+        };
+        let mut request = request();
+        request.mode = MatchMode::Image;
+        request.host_programs = vec![program];
+        let plan = image.plan(&boxed, &request);
+        assert!(
+            plan.problems
+                .iter()
+                .any(|p| p.starts_with("/usr/libexec/DobbyInit") && p.contains(expected)),
+            "{expected}: {:?}",
+            plan.problems
+        );
+    }
+}
+
+#[test]
+fn without_version_needs_the_image_copy_must_define_all_the_box_copy_does() {
+    // BundleGen's list only: the image's libc serves the init only if it
+    // defines every version the box's does.
+    let mut request = request();
+    request.mode = MatchMode::Image;
+    request.host_programs = vec![dobby_init(false)];
+    let older = Image::default()
+        .library("/lib/libc.so.6", "/lib/libc-2.30.so", &["GLIBC_2.4"])
+        .needs("/usr/bin/app", "libc.so.6", &["GLIBC_2.4"]);
+    let plan = older.plan(&box_with_libstdcxx(), &request);
+    let mounted: Vec<(&str, &str)> = mounts(&plan);
+    assert!(
+        mounted.contains(&("/lib/libc.so.6", "/lib/libc-2.30.so")),
+        "{mounted:?}"
+    );
+    assert!(
+        mounted.contains(&("/lib/ld-linux-armhf.so.3", "/lib/ld-linux-armhf.so.3")),
+        "the loader follows libc: {mounted:?}"
+    );
+    let newer = image_with_libc().plan(&box_with_libstdcxx(), &request);
+    assert!(
+        !mounts(&newer).iter().any(|(source, _)| *source == "/lib/libc.so.6"),
+        "{:?}",
+        mounts(&newer)
+    );
 }
