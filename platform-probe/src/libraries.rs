@@ -312,7 +312,24 @@ struct ReadLibrary {
 type ReadResult = Result<Option<ReadLibrary>, String>;
 
 /// One file, read into `bytes`.
-fn read_library(mut file: &File, bytes: &mut Vec<u8>) -> ReadResult {
+fn read_library(file: &File, bytes: &mut Vec<u8>) -> ReadResult {
+    let Some(info) = read_elf(file, bytes)? else {
+        return Ok(None);
+    };
+    let shared = info.kind == ElfKind::SharedObject || info.soname.is_some();
+    if !shared {
+        return Ok(None);
+    }
+    Ok(Some(ReadLibrary {
+        info,
+        size: bytes.len() as u64,
+        sha256: Sha256Digest::of(bytes),
+    }))
+}
+
+/// An ELF file, read into `bytes` (at most [`MAX_LIBRARY_BYTES`]) and
+/// parsed; `None` when the file is not ELF.
+fn read_elf(mut file: &File, bytes: &mut Vec<u8>) -> Result<Option<ElfInfo>, String> {
     let size = file.metadata().map_err(|e| format!("cannot stat it: {e}"))?.len();
     let mut head = [0u8; 4];
     if file.read_exact(&mut head).is_err() || !is_elf(&head) {
@@ -324,16 +341,7 @@ fn read_library(mut file: &File, bytes: &mut Vec<u8>) -> ReadResult {
     bytes.clear();
     bytes.extend_from_slice(&head);
     file.read_to_end(bytes).map_err(|e| format!("cannot read it: {e}"))?;
-    let info = ElfInfo::parse(bytes).map_err(|e| e.to_string())?;
-    let shared = info.kind == ElfKind::SharedObject || info.soname.is_some();
-    if !shared {
-        return Ok(None);
-    }
-    Ok(Some(ReadLibrary {
-        info,
-        size: bytes.len() as u64,
-        sha256: Sha256Digest::of(bytes),
-    }))
+    ElfInfo::parse(bytes).map(Some).map_err(|e| e.to_string())
 }
 
 fn library_record(real: &str, read: &ReadLibrary) -> Library {
@@ -358,20 +366,13 @@ fn library_record(real: &str, read: &ReadLibrary) -> Library {
 /// loader, the libraries it needs (resolved on the box as its loader would)
 /// and the symbol versions it needs from them.
 pub fn describe_program(root: &mut RootDir, scan: &LibraryScan, path: &str) -> Result<HostProgram, String> {
-    let mut file = root
+    let file = root
         .open_file(relative(path))
         .map_err(|e| format!("{path}: not on this box ({e}); bundles that run it cannot be checked"))?;
-    let size = file
-        .metadata()
-        .map_err(|e| format!("{path}: cannot stat it: {e}"))?
-        .len();
-    if size > MAX_LIBRARY_BYTES {
-        return Err(format!("{path}: {size} bytes is too large to inspect"));
-    }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|e| format!("{path}: cannot read it: {e}"))?;
-    let info = ElfInfo::parse(&bytes).map_err(|e| format!("{path}: {e}"))?;
+    let info = read_elf(&file, &mut bytes)
+        .map_err(|e| format!("{path}: {e}"))?
+        .ok_or_else(|| format!("{path}: not an ELF file"))?;
     let known: BTreeMap<&str, &Library> = scan
         .libraries
         .values()
