@@ -139,6 +139,11 @@ impl Plan {
         }
     }
 
+    /// The mount that provides the library named `name`, if any.
+    fn mount_of(&self, name: &str) -> Option<&LibraryMount> {
+        self.mounts.iter().find(|m| file_name(&m.destination) == name)
+    }
+
     fn remove(&mut self, path: &str) {
         if !self.remove.iter().any(|p| p == path) {
             self.remove.push(path.to_string());
@@ -148,6 +153,20 @@ impl Plan {
 
 fn file_name(path: &str) -> &str {
     split(path).1
+}
+
+/// The versions of `needed` a box library defining `provided` lacks. An
+/// unversioned box library, or unknown needs, cannot be judged: nothing.
+fn lacking(needed: Option<&BTreeSet<String>>, provided: &BTreeSet<String>) -> Vec<String> {
+    if provided.is_empty() {
+        return Vec::new();
+    }
+    needed
+        .into_iter()
+        .flatten()
+        .filter(|v| !provided.contains(*v))
+        .cloned()
+        .collect()
 }
 
 pub fn plan(inventory: &Inventory, libs: &BoxLibraries, view: &mut dyn RootfsView, request: &MatchRequest) -> Plan {
@@ -573,24 +592,20 @@ impl Closure<'_> {
                 .and_then(|p| self.libs.get(p))
                 .or_else(|| self.box_library(&name))
                 .cloned();
-            if let Some(mount) = plan.mounts.iter().find(|m| file_name(&m.destination) == name) {
+            if let Some(mount) = plan.mount_of(&name) {
                 // Mounted already; the box's copy must serve `user` too.
                 let provided = self
                     .libs
                     .get(&mount.source)
                     .map(|l| l.versions.clone())
                     .unwrap_or_default();
-                let missing: Vec<String> = needed
-                    .iter()
-                    .flatten()
-                    .filter(|v| !provided.contains(*v))
-                    .cloned()
-                    .collect();
-                if !missing.is_empty() && !provided.is_empty() {
-                    plan.problems.push(format!(
+                let missing = lacking(needed.as_ref(), &provided);
+                if !missing.is_empty() {
+                    let problem = format!(
                         "{user} needs {missing:?} of {name}, which the box's {} lacks",
                         mount.source
-                    ));
+                    );
+                    plan.problems.push(problem);
                 }
                 continue;
             }
@@ -618,13 +633,8 @@ impl Closure<'_> {
                 ));
                 continue;
             };
-            let missing: Vec<String> = needed
-                .iter()
-                .flatten()
-                .filter(|v| !library.versions.contains(*v))
-                .cloned()
-                .collect();
-            if !missing.is_empty() && !library.versions.is_empty() {
+            let missing = lacking(needed.as_ref(), &library.versions);
+            if !missing.is_empty() {
                 plan.problems.push(format!(
                     "{user} needs {missing:?} of {name}, which the box's {} lacks",
                     library.path
@@ -637,7 +647,7 @@ impl Closure<'_> {
             for member in self.libs.family_of(&library.path).to_vec() {
                 let member_name = file_name(&member).to_string();
                 if from_box.insert(member_name.clone())
-                    && !plan.mounts.iter().any(|m| file_name(&m.destination) == member_name)
+                    && plan.mount_of(&member_name).is_none()
                     && let Some(member_library) = self.libs.get(&member).cloned()
                 {
                     let image_copy = self.image_library(&member_name);
@@ -748,8 +758,8 @@ impl Closure<'_> {
                 let Some(library) = self.libs.get(&source).or_else(|| self.box_library(&need.name)) else {
                     continue;
                 };
-                let missing: Vec<&String> = needed.difference(&library.versions).collect();
-                if !missing.is_empty() && !library.versions.is_empty() {
+                let missing = lacking(Some(needed), &library.versions);
+                if !missing.is_empty() {
                     plan.problems.push(format!(
                         "{path} needs {missing:?} of {}, but the box's {} (mounted in its place) lacks them",
                         need.name, library.path
