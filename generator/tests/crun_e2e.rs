@@ -77,14 +77,24 @@ fn image_with(dir: &Path, extra_libraries: &[&str]) -> LayoutBuilder {
     layout.tag(image, "latest")
 }
 
-/// A template for this machine; `libraries` is its library list.
-fn platform(dir: &Path, libraries: Vec<Value>) -> PathBuf {
+/// Writes the template `host.json` for this machine, with `extra` fields,
+/// into `dir/templates`.
+fn write_template(dir: &Path, extra: Value) -> PathBuf {
     let templates = dir.join("templates");
     fs::create_dir_all(&templates).unwrap();
-    let template = json!({"platformName": "this-machine", "os": "linux", "arch": {"arch": "x86_64"},
+    let mut template = json!({"platformName": "this-machine", "os": "linux", "arch": {"arch": "x86_64"},
         "rdk": {"version": "2024Q1", "supportedFeatures": []}, "hardware": {"graphics": false},
         "network": {"options": ["open"]}, "disableUserNamespacing": true});
+    if let Value::Object(extra) = extra {
+        template.as_object_mut().unwrap().extend(extra);
+    }
     fs::write(templates.join("host.json"), template.to_string()).unwrap();
+    templates
+}
+
+/// A template for this machine; `libraries` is its library list.
+fn platform(dir: &Path, libraries: Vec<Value>) -> PathBuf {
+    let templates = write_template(dir, json!({}));
     fs::write(templates.join("host_libs.json"), json!({"libs": libraries}).to_string()).unwrap();
     templates
 }
@@ -344,13 +354,7 @@ fn a_dobby_mode_bundle_runs_its_init_with_libraries_the_image_lacks() {
     let layout = image(&tmp.path().join("image"));
 
     // The platform is this machine, probed with the init as its DobbyInit.
-    let templates = tmp.path().join("templates");
-    fs::create_dir_all(&templates).unwrap();
-    let template = json!({"platformName": "this-machine", "os": "linux", "arch": {"arch": "x86_64"},
-        "rdk": {"version": "2024Q1", "supportedFeatures": []}, "hardware": {"graphics": false},
-        "network": {"options": ["open"]}, "disableUserNamespacing": true,
-        "dobby": {"dobbyInitPath": init_path}});
-    fs::write(templates.join("host.json"), template.to_string()).unwrap();
+    let templates = write_template(tmp.path(), json!({"dobby": {"dobbyInitPath": init_path}}));
     let report = platform_probe::probe(&platform_probe::ProbeOptions {
         root: "/".into(),
         expected_devices: Vec::new(),
