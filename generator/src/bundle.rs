@@ -79,6 +79,11 @@ impl Bundle {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        // `bundlegen generate IMAGE out/app` works without `out/`, as with BundleGen (umoci makes it).
+        std::fs::create_dir_all(next_to_output).map_err(|source| BundleError::Io {
+            path: next_to_output.to_path_buf(),
+            source,
+        })?;
         let parent = place.work_dir.unwrap_or(next_to_output);
         let name = output
             .file_name()

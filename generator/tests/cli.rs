@@ -53,6 +53,22 @@ fn environment_variables_stand_in_for_flags() {
 }
 
 #[test]
+fn missing_parent_directories_of_the_output_are_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(bundlegen().current_dir(tmp.path()).args([
+        "generate",
+        "-p",
+        "rpi3_reference_vc4_dunfell",
+        "-s",
+        &templates(),
+        &image(),
+        "out/apps/wayland",
+    ]));
+    assert!(tmp.path().join("out/apps/wayland/config.json").is_file());
+    assert!(tmp.path().join("out/apps/wayland.tar.gz").is_file());
+}
+
+#[test]
 fn every_decision_is_explained_at_vv() {
     let tmp = tempfile::tempdir().unwrap();
     let (code, stderr) = stderr_of(

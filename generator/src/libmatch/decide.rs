@@ -139,9 +139,13 @@ impl Plan {
         }
     }
 
-    /// The mount that provides the library named `name`, if any.
+    /// The mount that provides the library named `name`, if any. The image's
+    /// real file may be named otherwise (`libc-2.31.so`), the box's path is the
+    /// name the loader asked for.
     fn mount_of(&self, name: &str) -> Option<&LibraryMount> {
-        self.mounts.iter().find(|m| file_name(&m.destination) == name)
+        self.mounts
+            .iter()
+            .find(|m| file_name(&m.destination) == name || file_name(&m.source) == name)
     }
 
     fn remove(&mut self, path: &str) {
@@ -212,6 +216,7 @@ pub fn plan(inventory: &Inventory, libs: &BoxLibraries, view: &mut dyn RootfsVie
     for program in &request.host_programs {
         closure.serve_host_program(program, &mut plan);
     }
+    closure.align_loaders(&mut plan);
     closure.check_users(&mut plan);
     plan
 }
@@ -711,6 +716,35 @@ impl Closure<'_> {
             return box_path.to_string();
         }
         format!("{}/{name}", dirs[0].trim_end_matches('/'))
+    }
+
+    /// Programs start with the loader at their PT_INTERP path, not the one
+    /// DT_NEEDED finds: where the box's loader serves the container, an image
+    /// copy at another path (`/lib64/ld-linux-x86-64.so.2` as a file of its
+    /// own) is replaced too, or an older loader would run the box's libc.
+    fn align_loaders(&mut self, plan: &mut Plan) {
+        let interpreters: BTreeSet<String> = self
+            .remaining_objects()
+            .filter_map(|object| object.info.interpreter.clone())
+            .collect();
+        for interpreter in interpreters {
+            let Some(mount) = plan.mount_of(file_name(&interpreter)).cloned() else {
+                continue;
+            };
+            let Some(real) = self.view.real_path(&interpreter) else {
+                continue;
+            };
+            if real == mount.destination || self.removed_real.contains(&real) {
+                continue;
+            }
+            plan.remove(&real);
+            plan.mount(&mount.source, &real);
+            plan.notes.push(format!(
+                "{interpreter}: from the box ({}): programs start with it, and it must match the box's libc",
+                mount.source
+            ));
+            self.removed_real.insert(real);
+        }
     }
 
     /// Checks every object left in the image against what it will load.

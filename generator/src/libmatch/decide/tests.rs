@@ -299,6 +299,36 @@ fn glibc_moves_as_a_family() {
 }
 
 #[test]
+fn programs_start_with_the_box_loader_when_the_box_libc_serves_them() {
+    let image = |app_needs: &[&str]| {
+        let mut image = glibc_image(&["GLIBC_2.4", "GLIBC_2.31"], app_needs)
+            .library("/lib/ld-linux-armhf.so.3", "/lib/ld-2.31.so", &["GLIBC_2.4", "GLIBC_PRIVATE"])
+            .needs("/lib/libc-2.31.so", "ld-linux-armhf.so.3", &["GLIBC_PRIVATE"]);
+        // The app starts with a copy of the loader of its own, as `cp -L` makes.
+        let loader = object(
+            ElfKind::SharedObject,
+            Some("ld-linux-armhf.so.3".into()),
+            &["GLIBC_2.4", "GLIBC_PRIVATE"],
+        );
+        image.objects.insert("/lib64/ld-linux-armhf.so.3".into(), loader);
+        let app = image.objects.get_mut("/usr/bin/app").unwrap();
+        app.info.interpreter = Some("/lib64/ld-linux-armhf.so.3".into());
+        image
+    };
+    let plan = image(&["GLIBC_2.4"]).plan(&glibc_box(), &request());
+    let mounts = mounts(&plan);
+    assert!(mounts.contains(&("/lib/ld-linux-armhf.so.3", "/lib/ld-2.31.so")), "{mounts:?}");
+    assert!(
+        mounts.contains(&("/lib/ld-linux-armhf.so.3", "/lib64/ld-linux-armhf.so.3")),
+        "{mounts:?}"
+    );
+    assert!(plan.remove.contains(&"/lib64/ld-linux-armhf.so.3".to_string()));
+    // With the image's own glibc, its loader stays too.
+    let plan = image(&["GLIBC_2.4", "GLIBC_2.34"]).plan(&glibc_box(), &request());
+    assert!(plan.mounts.is_empty() && plan.remove.is_empty(), "{plan:?}");
+}
+
+#[test]
 fn bundlegen_walk_takes_graphics_libraries_and_their_dependencies() {
     let image = glibc_image(&["GLIBC_2.4", "GLIBC_2.31"], &["GLIBC_2.4"]);
     let mut boxed = glibc_box();
