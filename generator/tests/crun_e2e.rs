@@ -201,6 +201,42 @@ fn the_program_runs_with_its_libraries_from_the_host() {
 }
 
 #[test]
+fn a_program_alone_in_the_image_gets_its_loader_and_libraries_from_the_host() {
+    assert!(nix::unistd::geteuid().is_root(), "crun needs root here");
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = LayerBuilder::default().dir("usr", 0o755).dir("usr/bin", 0o755).file(
+        "usr/bin/ls",
+        &fs::read("/bin/ls").unwrap(),
+        0o755,
+    );
+    let layout = LayoutBuilder::new(&tmp.path().join("image"));
+    let image = layout.image(
+        &[(layer.tar(), Compress::Gzip)],
+        "amd64",
+        None,
+        json!({"Entrypoint": ["/usr/bin/ls", "-1", "/"]}),
+    );
+    let layout = layout.tag(image, "latest");
+    let templates = platform(tmp.path(), host_libraries());
+    let bundle = generate(tmp.path(), &templates, &layout.dir, "bundle");
+    let config: Value = serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    let loader_mount = config["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == LOADER);
+    assert_eq!(loader_mount.map(|m| &m["source"]), Some(&json!(LOADER)), "{config:#}");
+    let output = crun_run(&bundle, "bundlegen-e2e-alone");
+    assert!(
+        output.status.success(),
+        "crun run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listing = String::from_utf8_lossy(&output.stdout);
+    assert!(listing.lines().any(|l| l == "usr"), "ls / printed {listing:?}");
+}
+
+#[test]
 fn a_library_the_box_lacks_stays_in_the_image() {
     assert!(nix::unistd::geteuid().is_root(), "crun needs root here");
     let tmp = tempfile::tempdir().unwrap();

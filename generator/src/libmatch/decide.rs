@@ -721,29 +721,58 @@ impl Closure<'_> {
     /// Programs start with the loader at their PT_INTERP path, not the one
     /// DT_NEEDED finds: where the box's loader serves the container, an image
     /// copy at another path (`/lib64/ld-linux-x86-64.so.2` as a file of its
-    /// own) is replaced too, or an older loader would run the box's libc.
+    /// own) is replaced too, or an older loader would run the box's libc. A
+    /// loader the image lacks is mounted from the box when libraries are
+    /// matched at all.
     fn align_loaders(&mut self, plan: &mut Plan) {
-        let interpreters: BTreeSet<String> = self
-            .remaining_objects()
-            .filter_map(|object| object.info.interpreter.clone())
-            .collect();
-        for interpreter in interpreters {
-            let Some(mount) = plan.mount_of(file_name(&interpreter)).cloned() else {
-                continue;
-            };
-            let Some(real) = self.view.real_path(&interpreter) else {
-                continue;
-            };
-            if real == mount.destination || self.removed_real.contains(&real) {
-                continue;
+        let entry_closure = self.entry_closure();
+        let mut interpreters: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (path, object) in &self.inventory.objects {
+            if let Some(interpreter) = &object.info.interpreter
+                && !self.removed_real.contains(path)
+            {
+                interpreters.entry(interpreter.clone()).or_default().push(path.clone());
             }
-            plan.remove(&real);
-            plan.mount(&mount.source, &real);
-            plan.notes.push(format!(
-                "{interpreter}: from the box ({}): programs start with it, and it must match the box's libc",
-                mount.source
-            ));
-            self.removed_real.insert(real);
+        }
+        let match_missing = self.request.match_image && self.request.mode != MatchMode::Image;
+        for (interpreter, users) in interpreters {
+            let real = self.view.real_path(&interpreter);
+            let source = match plan.mount_of(file_name(&interpreter)) {
+                Some(mount) => Some(mount.source.clone()),
+                None if real.is_none() && match_missing => self.libs.get(&interpreter).map(|l| l.path.clone()),
+                None => None,
+            };
+            match (real, source) {
+                (Some(real), Some(source)) => {
+                    if plan.mounts.iter().any(|m| m.destination == real) || self.removed_real.contains(&real) {
+                        continue;
+                    }
+                    plan.remove(&real);
+                    plan.mount(&source, &real);
+                    plan.notes.push(format!(
+                        "{interpreter}: from the box ({source}): programs start with it, and it must match the box's libc"
+                    ));
+                    self.removed_real.insert(real);
+                }
+                (None, Some(source)) => {
+                    plan.mount(&source, &interpreter);
+                    plan.notes.push(format!(
+                        "{interpreter}: from the box ({source}): the loader programs start with; the image lacks it"
+                    ));
+                }
+                (None, None) => {
+                    let line = format!(
+                        "{} starts with the loader {interpreter}, which neither the image nor the box provides",
+                        users[0]
+                    );
+                    if users.iter().any(|user| entry_closure.contains(user)) {
+                        plan.problems.push(line);
+                    } else {
+                        plan.unresolved.push(line);
+                    }
+                }
+                (Some(_), None) => {}
+            }
         }
     }
 
@@ -755,11 +784,6 @@ impl Closure<'_> {
             .iter()
             .map(|m| (m.destination.clone(), m.source.clone()))
             .collect();
-        let by_name: BTreeMap<String, String> = plan
-            .mounts
-            .iter()
-            .map(|m| (file_name(&m.destination).to_string(), m.source.clone()))
-            .collect();
         for (path, object) in &self.inventory.objects {
             if self.removed_real.contains(path) {
                 continue;
@@ -769,10 +793,10 @@ impl Closure<'_> {
                     Some((candidate, real)) if self.removed_real.contains(real) => mounted
                         .get(candidate)
                         .or_else(|| mounted.get(real))
-                        .or_else(|| by_name.get(&need.name))
+                        .or_else(|| plan.mount_of(&need.name).map(|m| &m.source))
                         .cloned(),
                     Some(_) => continue,
-                    None => by_name.get(&need.name).cloned(),
+                    None => plan.mount_of(&need.name).map(|m| m.source.clone()),
                 };
                 let Some(source) = provider else {
                     let line = format!(

@@ -302,7 +302,11 @@ fn glibc_moves_as_a_family() {
 fn programs_start_with_the_box_loader_when_the_box_libc_serves_them() {
     let image = |app_needs: &[&str]| {
         let mut image = glibc_image(&["GLIBC_2.4", "GLIBC_2.31"], app_needs)
-            .library("/lib/ld-linux-armhf.so.3", "/lib/ld-2.31.so", &["GLIBC_2.4", "GLIBC_PRIVATE"])
+            .library(
+                "/lib/ld-linux-armhf.so.3",
+                "/lib/ld-2.31.so",
+                &["GLIBC_2.4", "GLIBC_PRIVATE"],
+            )
             .needs("/lib/libc-2.31.so", "ld-linux-armhf.so.3", &["GLIBC_PRIVATE"]);
         // The app starts with a copy of the loader of its own, as `cp -L` makes.
         let loader = object(
@@ -317,7 +321,10 @@ fn programs_start_with_the_box_loader_when_the_box_libc_serves_them() {
     };
     let plan = image(&["GLIBC_2.4"]).plan(&glibc_box(), &request());
     let mounts = mounts(&plan);
-    assert!(mounts.contains(&("/lib/ld-linux-armhf.so.3", "/lib/ld-2.31.so")), "{mounts:?}");
+    assert!(
+        mounts.contains(&("/lib/ld-linux-armhf.so.3", "/lib/ld-2.31.so")),
+        "{mounts:?}"
+    );
     assert!(
         mounts.contains(&("/lib/ld-linux-armhf.so.3", "/lib64/ld-linux-armhf.so.3")),
         "{mounts:?}"
@@ -326,6 +333,27 @@ fn programs_start_with_the_box_loader_when_the_box_libc_serves_them() {
     // With the image's own glibc, its loader stays too.
     let plan = image(&["GLIBC_2.4", "GLIBC_2.34"]).plan(&glibc_box(), &request());
     assert!(plan.mounts.is_empty() && plan.remove.is_empty(), "{plan:?}");
+}
+
+#[test]
+fn a_loader_the_image_lacks_comes_from_the_box_or_makes_the_app_incompatible() {
+    let image = |interpreter: &str| {
+        let mut image = zlib_app(&["ZLIB_1.2.9"]);
+        let app = image.objects.get_mut("/usr/bin/app").unwrap();
+        app.info.interpreter = Some(interpreter.into());
+        image
+    };
+    let plan = image("/lib/ld-linux-armhf.so.3").plan(&glibc_box(), &request());
+    assert!(
+        mounts(&plan).contains(&("/lib/ld-linux-armhf.so.3", "/lib/ld-linux-armhf.so.3")),
+        "{plan:?}"
+    );
+    assert!(plan.problems.is_empty(), "{:?}", plan.problems);
+    let plan = image("/lib/ld-musl-armhf.so.1").plan(&glibc_box(), &request());
+    assert_eq!(
+        plan.problems,
+        ["/usr/bin/app starts with the loader /lib/ld-musl-armhf.so.1, which neither the image nor the box provides"]
+    );
 }
 
 #[test]
