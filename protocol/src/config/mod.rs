@@ -105,10 +105,12 @@ pub fn parse<T: DeserializeOwned + Validate>(text: &str, file: &Path) -> Result<
         serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&mut json, &mut record));
     let value = result.map_err(|e| {
         let path = e.path().to_string();
-        invalid(
-            if path == "." { "(document)".into() } else { path },
-            e.into_inner().to_string(),
-        )
+        let error = e.into_inner();
+        if error.is_syntax() || error.is_eof() {
+            // Where the text breaks, not a field: serde's path there is `?`.
+            return invalid("(document)".into(), format!("not valid JSON: {error}"));
+        }
+        invalid(if path == "." { "(document)".into() } else { path }, error.to_string())
     })?;
     json.end().map_err(|e| invalid("(document)".into(), e.to_string()))?;
     let mut problems = Vec::new();

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::app::validate_capabilities;
-use super::platform::{Logging, validate_mounts};
+use super::platform::{Logging, validate_env, validate_mounts};
 use super::{Problem, Validate, check_one_of, field};
 use crate::plugins::RdkPlugins;
 use crate::runtime::Mount;
@@ -47,14 +47,7 @@ pub struct CapabilityPolicy {
 
 impl Validate for OperatorConfig {
     fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
-        for (i, var) in self.envvar.iter().enumerate() {
-            if var.split_once('=').is_none_or(|(name, _)| name.is_empty()) {
-                problems.push(Problem {
-                    path: field(path, &format!("envvar[{i}]")),
-                    reason: format!("{var:?} is not NAME=value"),
-                });
-            }
-        }
+        validate_env(&self.envvar, &field(path, "envvar"), problems);
         validate_mounts(&self.mounts, &field(path, "mounts"), problems);
         if let Some(allow) = &self.capabilities.allow {
             validate_capabilities(allow, &field(path, "capabilities.allow"), problems);

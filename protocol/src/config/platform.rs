@@ -429,6 +429,38 @@ pub(crate) fn validate_mounts(mounts: &[Mount], path: &str, problems: &mut Vec<P
     }
 }
 
+/// `NAME=value` entries of an `envvar` list.
+pub(crate) fn validate_env(vars: &[String], path: &str, problems: &mut Vec<Problem>) {
+    for (i, var) in vars.iter().enumerate() {
+        if var.split_once('=').is_none_or(|(name, _)| name.is_empty()) {
+            problems.push(Problem {
+                path: format!("{path}[{i}]"),
+                reason: format!("{var:?} is not NAME=value"),
+            });
+        }
+    }
+}
+
+/// The limits crun knows (`man 2 setrlimit`); another name fails the container's start.
+const RLIMITS: [&str; 16] = [
+    "RLIMIT_AS",
+    "RLIMIT_CORE",
+    "RLIMIT_CPU",
+    "RLIMIT_DATA",
+    "RLIMIT_FSIZE",
+    "RLIMIT_LOCKS",
+    "RLIMIT_MEMLOCK",
+    "RLIMIT_MSGQUEUE",
+    "RLIMIT_NICE",
+    "RLIMIT_NOFILE",
+    "RLIMIT_NPROC",
+    "RLIMIT_RSS",
+    "RLIMIT_RTPRIO",
+    "RLIMIT_RTTIME",
+    "RLIMIT_SIGPENDING",
+    "RLIMIT_STACK",
+];
+
 impl Validate for PlatformTemplate {
     fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
         let mut problem = |at: &str, reason: String| {
@@ -456,13 +488,24 @@ impl Validate for PlatformTemplate {
             );
         }
         for (i, limit) in self.resource_limits.iter().enumerate() {
-            if !limit.kind.starts_with("RLIMIT_") {
+            if !RLIMITS.contains(&limit.kind.as_str()) {
                 problem(
                     &format!("resourceLimits[{i}].type"),
-                    format!("{:?} is not an RLIMIT_ name", limit.kind),
+                    format!(
+                        "{:?} is not a resource limit; use one of {}",
+                        limit.kind,
+                        RLIMITS.join(", ")
+                    ),
+                );
+            }
+            if limit.soft > limit.hard {
+                problem(
+                    &format!("resourceLimits[{i}].soft"),
+                    format!("{} is above the hard limit {}", limit.soft, limit.hard),
                 );
             }
         }
+        validate_env(&self.envvar, &field(path, "envvar"), problems);
         if let Some(logging) = &self.logging {
             check_one_of(
                 &logging.mode,
@@ -498,6 +541,7 @@ impl Validate for PlatformTemplate {
                 check_absolute(&dev.path, &field(&at, "path"), problems);
             }
             validate_mounts(&gpu.extra_mounts, &field(path, "gpu.extraMounts"), problems);
+            validate_env(&gpu.envvar, &field(path, "gpu.envvar"), problems);
         }
         validate_mounts(&self.mounts, &field(path, "mounts"), problems);
         let dobby = self.dobby();

@@ -91,11 +91,19 @@ fn errors_name_the_json_path() {
     let problems = problems_of::<PlatformTemplate>(&missing);
     assert!(problems[0].reason.contains("missing field `rdk`"), "{problems:?}");
 
+    // Broken JSON is the document's fault, wherever serde was.
+    let cut = &MINIMAL[..MINIMAL.len() / 2];
+    let problems = problems_of::<PlatformTemplate>(cut);
+    assert_eq!(problems[0].path, "(document)", "{problems:?}");
+    assert!(problems[0].reason.starts_with("not valid JSON: "), "{problems:?}");
+
     // Semantic problems are all reported at once.
     let many = with(MINIMAL, |v| {
         v["logging"] = serde_json::json!({"mode": "file"});
         v["mounts"] = serde_json::json!([{"destination": "relative", "type": "bind", "options": ["rbind"]}]);
         v["tarball"] = serde_json::json!({"fileMask": "999"});
+        v["resourceLimits"] = serde_json::json!([{"type": "RLIMIT_NOFILES", "hard": 10, "soft": 20}]);
+        v["envvar"] = serde_json::json!(["A=1", "NOEQUALS", "=2"]);
     });
     let paths: Vec<String> = problems_of::<PlatformTemplate>(&many)
         .into_iter()
@@ -105,6 +113,10 @@ fn errors_name_the_json_path() {
         paths,
         [
             "tarball.fileMask",
+            "resourceLimits[0].type",
+            "resourceLimits[0].soft",
+            "envvar[1]",
+            "envvar[2]",
             "logging.logDir",
             "mounts[0].destination",
             "mounts[0].source"
