@@ -42,30 +42,32 @@ async fn error_code(response: reqwest::Response) -> (StatusCode, String, String)
     )
 }
 
+/// Creates the conformance platform's template.
+async fn put_template(server: &Server) {
+    let path = format!("/v1/platforms/{PLATFORM}");
+    let response = server
+        .send_body(reqwest::Method::PUT, &path, &server.admin, template_text(PLATFORM))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
 /// A server with the conformance platform (template and BundleGen's list).
 async fn server_with_platform(dir: &Path, extra: &[&str]) -> Server {
     let images = images_dir();
     let mut args = vec!["--local-images", images.to_str().unwrap()];
     args.extend_from_slice(extra);
     let server = Server::start(dir, &args);
-    let http = client();
-    let response = http
-        .put(server.url(&format!("/v1/platforms/{PLATFORM}")))
-        .bearer_auth(&server.admin)
-        .body(template_text(PLATFORM))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+    put_template(&server).await;
     let libs =
         std::fs::read_to_string(conformance().join(format!("bundlegen/templates/{PLATFORM}_libs.json"))).unwrap();
-    let response = http
-        .put(server.url(&format!("/v1/platforms/{PLATFORM}/libs")))
-        .bearer_auth(&server.admin)
-        .body(libs)
-        .send()
-        .await
-        .unwrap();
+    let response = server
+        .send_body(
+            reqwest::Method::PUT,
+            &format!("/v1/platforms/{PLATFORM}/libs"),
+            &server.admin,
+            libs,
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     server
 }
@@ -83,12 +85,7 @@ async fn tokens_roles_and_auth_failures() {
     let anonymous = http.get(server.url("/v1/platforms")).send().await.unwrap();
     assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
     assert_eq!(error_code(anonymous).await.1, "unauthorized");
-    let wrong = http
-        .get(server.url("/v1/platforms"))
-        .bearer_auth("bgt_nope")
-        .send()
-        .await
-        .unwrap();
+    let wrong = server.get("/v1/platforms", "bgt_nope").await;
     assert_eq!(error_code(wrong).await.0, StatusCode::UNAUTHORIZED);
     let not_bearer = http
         .get(server.url("/v1/platforms"))
@@ -100,56 +97,36 @@ async fn tokens_roles_and_auth_failures() {
 
     let device = server.token("device").await;
     let team = server.token("platform-team").await;
-    let forbidden = http
-        .post(server.url("/v1/tokens"))
-        .bearer_auth(&device)
-        .json(&json!({"name": "x", "role": "admin"}))
-        .send()
-        .await
-        .unwrap();
+    let forbidden = server
+        .post_json("/v1/tokens", &device, &json!({"name": "x", "role": "admin"}))
+        .await;
     assert_eq!(error_code(forbidden).await.1, "forbidden");
-    let put = http
-        .put(server.url("/v1/platforms/p1"))
-        .bearer_auth(&device)
-        .body(template_text(PLATFORM))
-        .send()
-        .await
-        .unwrap();
+    let put = server
+        .send_body(
+            reqwest::Method::PUT,
+            "/v1/platforms/p1",
+            &device,
+            template_text(PLATFORM),
+        )
+        .await;
     assert_eq!(put.status(), StatusCode::FORBIDDEN, "devices do not edit templates");
     for (token, path) in [
         (&device, "/v1/platforms"),
         (&team, "/metrics"),
         (&device, "/openapi.json"),
     ] {
-        let ok = http.get(server.url(path)).bearer_auth(token).send().await.unwrap();
+        let ok = server.get(path, token).await;
         assert_eq!(ok.status(), StatusCode::OK, "{path}");
     }
-    let metrics = http
-        .get(server.url("/metrics"))
-        .bearer_auth(&device)
-        .send()
-        .await
-        .unwrap();
+    let metrics = server.get("/metrics", &device).await;
     assert_eq!(metrics.status(), StatusCode::FORBIDDEN);
 
-    let bad_role = http
-        .post(server.url("/v1/tokens"))
-        .bearer_auth(&server.admin)
-        .json(&json!({"name": "x", "role": "root"}))
-        .send()
-        .await
-        .unwrap();
+    let bad_role = server
+        .post_json("/v1/tokens", &server.admin, &json!({"name": "x", "role": "root"}))
+        .await;
     assert_eq!(error_code(bad_role).await.1, "invalid_request");
 
-    let listed: Value = http
-        .get(server.url("/v1/tokens"))
-        .bearer_auth(&server.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = server.get("/v1/tokens", &server.admin).await.json().await.unwrap();
     let tokens = listed["tokens"].as_array().unwrap();
     assert_eq!(tokens.len(), 3);
     assert!(
@@ -178,33 +155,13 @@ async fn tokens_roles_and_auth_failures() {
         .as_str()
         .unwrap()
         .to_string();
-    let revoked = http
-        .delete(server.url(&format!("/v1/tokens/{device_id}")))
-        .bearer_auth(&server.admin)
-        .send()
-        .await
-        .unwrap();
+    let revoked = server.delete(&format!("/v1/tokens/{device_id}"), &server.admin).await;
     assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
-    let after = http
-        .get(server.url("/v1/platforms"))
-        .bearer_auth(&device)
-        .send()
-        .await
-        .unwrap();
+    let after = server.get("/v1/platforms", &device).await;
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
-    let again = http
-        .delete(server.url(&format!("/v1/tokens/{device_id}")))
-        .bearer_auth(&server.admin)
-        .send()
-        .await
-        .unwrap();
+    let again = server.delete(&format!("/v1/tokens/{device_id}"), &server.admin).await;
     assert_eq!(error_code(again).await.1, "token_not_found");
-    let nowhere = http
-        .get(server.url("/v2/nothing"))
-        .bearer_auth(&team)
-        .send()
-        .await
-        .unwrap();
+    let nowhere = server.get("/v2/nothing", &team).await;
     assert_eq!(
         error_code(nowhere).await,
         (StatusCode::NOT_FOUND, "not_found".into(), "no such endpoint".into())
@@ -265,39 +222,23 @@ async fn platforms_keep_versions_and_diff_them() {
     let server = server_with_platform(dir.path(), &[]).await;
     let http = client();
     let device = server.token("device").await;
-    let at = |path: &str| server.url(&format!("/v1/platforms/{PLATFORM}{path}"));
+    let at = |path: &str| format!("/v1/platforms/{PLATFORM}{path}");
 
     let report = probe_report_json();
-    let uploaded = http
-        .post(at("/probe"))
-        .bearer_auth(&device)
-        .body(report.clone())
-        .send()
-        .await
-        .unwrap();
+    let uploaded = server
+        .send_body(reqwest::Method::POST, &at("/probe"), &device, report.clone())
+        .await;
     assert_eq!(uploaded.status(), StatusCode::OK, "devices upload probe reports");
     assert_eq!(uploaded.json::<Value>().await.unwrap()["version"], 3);
 
     let mut changed: Value = serde_json::from_str(&template_text(PLATFORM)).unwrap();
     changed["hardware"]["maxRam"] = json!("512M");
-    let updated = http
-        .put(at(""))
-        .bearer_auth(&server.admin)
-        .body(changed.to_string())
-        .send()
-        .await
-        .unwrap();
+    let updated = server
+        .send_body(reqwest::Method::PUT, &at(""), &server.admin, changed.to_string())
+        .await;
     assert_eq!(updated.json::<Value>().await.unwrap()["version"], 4);
 
-    let current: Value = http
-        .get(at(""))
-        .bearer_auth(&device)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let current: Value = server.get(&at(""), &device).await.json().await.unwrap();
     assert_eq!(current["version"], 4);
     assert_eq!(
         current["generated"]["source"], "probe",
@@ -306,15 +247,7 @@ async fn platforms_keep_versions_and_diff_them() {
     assert!(current["generated"]["libraries"].as_u64().unwrap() > 10);
     assert_eq!(current["template"]["hardware"]["maxRam"], "512M");
 
-    let history: Value = http
-        .get(at("/versions"))
-        .bearer_auth(&device)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = server.get(&at("/versions"), &device).await.json().await.unwrap();
     let changes: Vec<&str> = history["versions"]
         .as_array()
         .unwrap()
@@ -323,23 +256,17 @@ async fn platforms_keep_versions_and_diff_them() {
         .collect();
     assert_eq!(changes, ["template", "libs", "probe", "template"]);
 
-    let diff: Value = http
-        .get(at("/diff?from=1&to=4"))
-        .bearer_auth(&device)
-        .send()
+    let diff: Value = server
+        .get(&at("/diff?from=1&to=4"), &device)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(diff["template"][0]["path"], "/hardware/maxRam");
     assert_eq!(diff["template"][0]["to"], "512M");
-    let libs_diff: Value = http
-        .get(at("/diff?from=2&to=3"))
-        .bearer_auth(&device)
-        .send()
+    let libs_diff: Value = server
+        .get(&at("/diff?from=2&to=3"), &device)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -349,56 +276,27 @@ async fn platforms_keep_versions_and_diff_them() {
     );
     assert_eq!(libs_diff["template"], json!([]));
 
-    let old_libs: Value = http
-        .get(at("/libs?version=2"))
-        .bearer_auth(&device)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let old_libs: Value = server.get(&at("/libs?version=2"), &device).await.json().await.unwrap();
     assert_eq!(old_libs["libs"].as_array().unwrap().len(), 1022);
-    let probe: Value = http
-        .get(at("/probe"))
-        .bearer_auth(&device)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let probe: Value = server.get(&at("/probe"), &device).await.json().await.unwrap();
     assert_eq!(probe, serde_json::from_str::<Value>(&report).unwrap());
-    let no_probe = http
-        .get(at("/probe?version=2"))
-        .bearer_auth(&device)
-        .send()
-        .await
-        .unwrap();
+    let no_probe = server.get(&at("/probe?version=2"), &device).await;
     assert_eq!(error_code(no_probe).await.1, "probe_not_found");
 
-    let listed: Value = http
-        .get(server.url("/v1/platforms"))
-        .bearer_auth(&device)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = server.get("/v1/platforms", &device).await.json().await.unwrap();
     assert_eq!(listed["platforms"][0]["name"], PLATFORM);
     assert_eq!(listed["platforms"][0]["currentVersion"], 4);
 
     // Bad inputs name what is wrong.
     let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str, &str)> = vec![
         (
-            http.put(at("")).body("{not json"),
+            http.put(server.url(&at(""))).body("{not json"),
             StatusCode::BAD_REQUEST,
             "invalid_json",
             "",
         ),
         (
-            http.put(at(""))
+            http.put(server.url(&at("")))
                 .body(json!({"platformName": PLATFORM, "os": 7}).to_string()),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_template",
@@ -418,26 +316,31 @@ async fn platforms_keep_versions_and_diff_them() {
             "nope",
         ),
         (
-            http.get(at("?version=99")),
+            http.get(server.url(&at("?version=99"))),
             StatusCode::NOT_FOUND,
             "platform_not_found",
             "99",
         ),
         (
-            http.get(at("?version=abc")),
+            http.get(server.url(&at("?version=abc"))),
             StatusCode::BAD_REQUEST,
             "invalid_query",
             "",
         ),
-        (http.get(at("/diff")), StatusCode::BAD_REQUEST, "invalid_query", "from"),
         (
-            http.post(at("/probe")).body("{}"),
+            http.get(server.url(&at("/diff"))),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "from",
+        ),
+        (
+            http.post(server.url(&at("/probe"))).body("{}"),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_probe",
             "",
         ),
         (
-            http.put(at("/libs"))
+            http.put(server.url(&at("/libs")))
                 .body(json!({"libs": [{"name": "relative", "apiversions": [], "deps": []}]}).to_string()),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_libs",
@@ -453,13 +356,9 @@ async fn platforms_keep_versions_and_diff_them() {
     // A report of another architecture is refused.
     let mut x86: Value = serde_json::from_str(&report).unwrap();
     x86["system"]["abi"] = json!({"bits": 64, "endian": "little", "machine": 62, "floatAbi": "unspecified"});
-    let wrong_arch = http
-        .post(at("/probe"))
-        .bearer_auth(&device)
-        .body(x86.to_string())
-        .send()
-        .await
-        .unwrap();
+    let wrong_arch = server
+        .send_body(reqwest::Method::POST, &at("/probe"), &device, x86.to_string())
+        .await;
     let (status, code, message) = error_code(wrong_arch).await;
     assert_eq!(
         (status, code.as_str()),
@@ -476,16 +375,9 @@ fn sha256_hex(data: &[u8]) -> String {
 async fn bundles_are_built_signed_and_served_with_ranges() {
     let dir = tempfile::tempdir().unwrap();
     let server = server_with_platform(dir.path(), &[]).await;
-    let http = client();
     let device = server.token("device").await;
     let request = json!({"image": conformance_image(), "platform": PLATFORM, "appVersion": "1.0.0"});
-    let started = http
-        .post(server.url("/v1/bundles?wait=300"))
-        .bearer_auth(&server.admin)
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
+    let started = server.post_json("/v1/bundles?wait=300", &server.admin, &request).await;
     assert_eq!(started.status(), StatusCode::OK);
     let body: Value = started.json().await.unwrap();
     let bundle = body["bundle"].clone();
@@ -494,12 +386,7 @@ async fn bundles_are_built_signed_and_served_with_ranges() {
     assert_eq!(bundle["platform"], PLATFORM);
 
     let id = bundle["id"].as_str().unwrap();
-    let download = http
-        .get(server.url(&format!("/v1/bundles/{id}/content")))
-        .bearer_auth(&device)
-        .send()
-        .await
-        .unwrap();
+    let download = server.get(&format!("/v1/bundles/{id}/content"), &device).await;
     assert_eq!(download.status(), StatusCode::OK);
     let headers = download.headers().clone();
     let bytes = download.bytes().await.unwrap();
@@ -522,15 +409,7 @@ async fn bundles_are_built_signed_and_served_with_ranges() {
     );
 
     // The signature verifies with the published key, over this identity only.
-    let key: Value = http
-        .get(server.url("/v1/signing-key"))
-        .bearer_auth(&device)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let key: Value = server.get("/v1/signing-key", &device).await.json().await.unwrap();
     let public = base64_decode(key["publicKey"].as_str().unwrap()).unwrap();
     let identity = SignedIdentity {
         sha256: &sha,
@@ -551,119 +430,72 @@ async fn bundles_are_built_signed_and_served_with_ranges() {
         signature
     ));
 
+    let content = format!("/v1/bundles/{id}/content");
     let ranged = |range: &'static str| {
-        http.get(server.url(&format!("/v1/bundles/{id}/content")))
-            .bearer_auth(&device)
-            .header("range", range)
-            .send()
+        server.send(reqwest::Method::GET, &content, &device, move |r| {
+            r.header("range", range)
+        })
     };
-    let first = ranged("bytes=0-99").await.unwrap();
+    let first = ranged("bytes=0-99").await;
     assert_eq!(first.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(
         first.headers()["content-range"],
         format!("bytes 0-99/{}", bytes.len()).as_str()
     );
     assert_eq!(first.bytes().await.unwrap(), bytes[..100]);
-    let tail = ranged("bytes=-10").await.unwrap();
+    let tail = ranged("bytes=-10").await;
     assert_eq!(tail.bytes().await.unwrap(), bytes[bytes.len() - 10..]);
-    let middle = http
-        .get(server.url(&format!("/v1/bundles/{id}/content")))
-        .bearer_auth(&device)
-        .header("range", "bytes=1000-")
-        .send()
-        .await
-        .unwrap();
+    let middle = server
+        .send(reqwest::Method::GET, &content, &device, |r| {
+            r.header("range", "bytes=1000-")
+        })
+        .await;
     assert_eq!(middle.bytes().await.unwrap(), bytes[1000..]);
-    let past_end = http
-        .get(server.url(&format!("/v1/bundles/{id}/content")))
-        .bearer_auth(&device)
-        .header("range", format!("bytes={}-", bytes.len()))
-        .send()
-        .await
-        .unwrap();
+    let past_end = server
+        .send(reqwest::Method::GET, &content, &device, |r| {
+            r.header("range", format!("bytes={}-", bytes.len()))
+        })
+        .await;
     assert_eq!(
         past_end.headers()["content-range"],
         format!("bytes */{}", bytes.len()).as_str()
     );
     assert_eq!(error_code(past_end).await.1, "range_not_satisfiable");
-    let cached = http
-        .get(server.url(&format!("/v1/bundles/{id}/content")))
-        .bearer_auth(&device)
-        .header("if-none-match", format!("\"{sha}\""))
-        .send()
-        .await
-        .unwrap();
+    let cached = server
+        .send(reqwest::Method::GET, &content, &device, |r| {
+            r.header("if-none-match", format!("\"{sha}\""))
+        })
+        .await;
     assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
     assert!(cached.bytes().await.unwrap().is_empty());
 
     // The same request again is served from the cache: same job, same bundle.
-    let again: Value = http
-        .post(server.url("/v1/bundles"))
-        .bearer_auth(&server.admin)
-        .json(&request)
-        .send()
+    let again: Value = server
+        .post_json("/v1/bundles", &server.admin, &request)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(again["bundle"]["id"], id);
     assert_eq!(again["job"]["id"], body["job"]["id"]);
 
-    let record: Value = http
-        .get(server.url(&format!("/v1/bundles/{id}")))
-        .bearer_auth(&device)
-        .send()
+    let record: Value = server
+        .get(&format!("/v1/bundles/{id}"), &device)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(record["sha256"], sha.as_str());
-    let listed: Value = http
-        .get(server.url("/v1/bundles"))
-        .bearer_auth(&server.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = server.get("/v1/bundles", &server.admin).await.json().await.unwrap();
     assert_eq!(listed["bundles"].as_array().unwrap().len(), 1);
-    let jobs: Value = http
-        .get(server.url("/v1/jobs"))
-        .bearer_auth(&server.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Value = server.get("/v1/jobs", &server.admin).await.json().await.unwrap();
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1);
-    let missing = http
-        .get(server.url("/v1/bundles/b-nope/content"))
-        .bearer_auth(&device)
-        .send()
-        .await
-        .unwrap();
+    let missing = server.get("/v1/bundles/b-nope/content", &device).await;
     assert_eq!(error_code(missing).await.1, "bundle_not_found");
-    let missing_job = http
-        .get(server.url("/v1/jobs/job-nope"))
-        .bearer_auth(&device)
-        .send()
-        .await
-        .unwrap();
+    let missing_job = server.get("/v1/jobs/job-nope", &device).await;
     assert_eq!(error_code(missing_job).await.1, "job_not_found");
 
-    let metrics = http
-        .get(server.url("/metrics"))
-        .bearer_auth(&server.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get("/metrics", &server.admin).await.text().await.unwrap();
     let served: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("bundlegen_bytes_served_total "))
@@ -716,15 +548,7 @@ async fn identical_concurrent_requests_share_one_job() {
     let job = wait_for_job(&server.url, &server.admin, &ids[0], Duration::from_secs(300)).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["attempts"], 1);
-    let jobs: Value = client()
-        .get(server.url("/v1/jobs"))
-        .bearer_auth(&server.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Value = server.get("/v1/jobs", &server.admin).await.json().await.unwrap();
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1);
 }
 
@@ -822,15 +646,7 @@ async fn bad_requests_get_clear_errors() {
         assert!(message.contains(mention), "{message:?} should mention {mention:?}");
     }
     // The image-not-found job is kept, failed, with its code.
-    let jobs: Value = http
-        .get(server.url("/v1/jobs"))
-        .bearer_auth(&server.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs: Value = server.get("/v1/jobs", &server.admin).await.json().await.unwrap();
     let failed = &jobs["jobs"][0];
     assert_eq!(
         (failed["state"].as_str(), failed["errorCode"].as_str()),
@@ -842,38 +658,34 @@ async fn bad_requests_get_clear_errors() {
 async fn lookups_generate_on_first_request() {
     let dir = tempfile::tempdir().unwrap();
     let server = server_with_platform(dir.path(), &[]).await;
-    let http = client();
     let device = server.token("device").await;
     let app = "com.rdk.wayland-egl-test";
-    let registered = http
-        .put(server.url(&format!("/v1/apps/{app}/versions/1.0.0")))
-        .bearer_auth(&server.admin)
-        .json(&json!({"image": conformance_image()}))
-        .send()
-        .await
-        .unwrap();
+    let registered = server
+        .put_json(
+            &format!("/v1/apps/{app}/versions/1.0.0"),
+            &server.admin,
+            &json!({"image": conformance_image()}),
+        )
+        .await;
     assert_eq!(registered.status(), StatusCode::CREATED);
-    let devices_may_not = http
-        .put(server.url(&format!("/v1/apps/{app}/versions/2.0.0")))
-        .bearer_auth(&device)
-        .json(&json!({"image": conformance_image()}))
-        .send()
-        .await
-        .unwrap();
+    let devices_may_not = server
+        .put_json(
+            &format!("/v1/apps/{app}/versions/2.0.0"),
+            &device,
+            &json!({"image": conformance_image()}),
+        )
+        .await;
     assert_eq!(devices_may_not.status(), StatusCode::FORBIDDEN);
-    let stored: Value = http
-        .get(server.url(&format!("/v1/apps/{app}/versions/1.0.0")))
-        .bearer_auth(&device)
-        .send()
+    let stored: Value = server
+        .get(&format!("/v1/apps/{app}/versions/1.0.0"), &device)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(stored["image"], conformance_image().as_str());
 
     let lookup = format!("/v1/lookup?app={app}&version=1.0.0&platform={PLATFORM}");
-    let first = http.get(server.url(&lookup)).bearer_auth(&device).send().await.unwrap();
+    let first = server.get(&lookup, &device).await;
     assert_eq!(first.status(), StatusCode::ACCEPTED, "the first lookup starts the job");
     assert!(
         first.headers()["location"]
@@ -887,7 +699,7 @@ async fn lookups_generate_on_first_request() {
         .to_string();
     let done = wait_for_job(&server.url, &device, &job, Duration::from_secs(300)).await;
     assert_eq!(done["state"], "succeeded", "{done}");
-    let second = http.get(server.url(&lookup)).bearer_auth(&device).send().await.unwrap();
+    let second = server.get(&lookup, &device).await;
     assert_eq!(second.status(), StatusCode::OK);
     let bundle = second.json::<Value>().await.unwrap()["bundle"].clone();
     assert_eq!(
@@ -906,28 +718,12 @@ async fn lookups_generate_on_first_request() {
         ),
         (format!("/v1/lookup?app={app}"), "invalid_query"),
     ] {
-        let response = http.get(server.url(&query)).bearer_auth(&device).send().await.unwrap();
+        let response = server.get(&query, &device).await;
         assert_eq!(error_code(response).await.1, code, "{query}");
     }
-    let apps: Value = http
-        .get(server.url("/v1/apps"))
-        .bearer_auth(&device)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let apps: Value = server.get("/v1/apps", &device).await.json().await.unwrap();
     assert_eq!(apps["apps"].as_array().unwrap().len(), 1);
-    let metrics = http
-        .get(server.url("/metrics"))
-        .bearer_auth(&server.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get("/metrics", &server.admin).await.text().await.unwrap();
     assert!(
         metrics.contains("bundlegen_lookups_total{result=\"hit\"} 1"),
         "{metrics}"
@@ -945,34 +741,23 @@ async fn a_server_killed_mid_job_resumes_it_after_restart() {
     let images = dir.path().join("images");
     let image = slow_image(&images, 200);
     let mut server = Server::start(&dir.path().join("data"), &["--local-images", images.to_str().unwrap()]);
-    let http = client();
-    let put = http
-        .put(server.url(&format!("/v1/platforms/{PLATFORM}")))
-        .bearer_auth(&server.admin)
-        .body(template_text(PLATFORM))
-        .send()
+    put_template(&server).await;
+    let started: Value = server
+        .post_json(
+            "/v1/bundles",
+            &server.admin,
+            &json!({"image": format!("oci:{}:latest", image.display()), "platform": PLATFORM}),
+        )
         .await
-        .unwrap();
-    assert_eq!(put.status(), StatusCode::CREATED);
-    let started: Value = http
-        .post(server.url("/v1/bundles"))
-        .bearer_auth(&server.admin)
-        .json(&json!({"image": format!("oci:{}:latest", image.display()), "platform": PLATFORM}))
-        .send()
-        .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     let job = started["job"]["id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let state: Value = http
-            .get(server.url(&format!("/v1/jobs/{job}")))
-            .bearer_auth(&server.admin)
-            .send()
+        let state: Value = server
+            .get(&format!("/v1/jobs/{job}"), &server.admin)
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -991,21 +776,15 @@ async fn a_server_killed_mid_job_resumes_it_after_restart() {
     assert_eq!(done["attempts"], 2, "the interrupted attempt counts");
     assert!(!work.exists(), "the dead attempt's files are gone");
     let bundle_id = done["bundleId"].as_str().unwrap();
-    let bytes = http
-        .get(server.url(&format!("/v1/bundles/{bundle_id}/content")))
-        .bearer_auth(&server.admin)
-        .send()
+    let bytes = server
+        .get(&format!("/v1/bundles/{bundle_id}/content"), &server.admin)
         .await
-        .unwrap()
         .bytes()
         .await
         .unwrap();
-    let record: Value = http
-        .get(server.url(&format!("/v1/bundles/{bundle_id}")))
-        .bearer_auth(&server.admin)
-        .send()
+    let record: Value = server
+        .get(&format!("/v1/bundles/{bundle_id}"), &server.admin)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

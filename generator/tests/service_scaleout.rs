@@ -75,26 +75,19 @@ fn push_conformance_image(registry: &Registry) -> String {
 }
 
 async fn put_platform(server: &Server) {
-    let response = client()
-        .put(server.url(&format!("/v1/platforms/{PLATFORM}")))
-        .bearer_auth(&server.admin)
-        .body(template_text())
-        .send()
-        .await
-        .unwrap();
+    let response = server
+        .send_body(
+            reqwest::Method::PUT,
+            &format!("/v1/platforms/{PLATFORM}"),
+            &server.admin,
+            template_text(),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::CREATED);
 }
 
 async fn get_json(server: &Server, path: &str) -> Value {
-    client()
-        .get(server.url(path))
-        .bearer_auth(&server.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    server.get(path, &server.admin).await.json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -119,13 +112,13 @@ async fn an_api_and_two_workers_share_postgres_rabbitmq_and_a_registry() {
     ];
     let mut jobs = Vec::new();
     for options in &variants {
-        let response = client()
-            .post(server.url("/v1/bundles"))
-            .bearer_auth(&server.admin)
-            .json(&json!({"image": image, "platform": PLATFORM, "appVersion": "1.0.0", "options": options}))
-            .send()
-            .await
-            .unwrap();
+        let response = server
+            .post_json(
+                "/v1/bundles",
+                &server.admin,
+                &json!({"image": image, "platform": PLATFORM, "appVersion": "1.0.0", "options": options}),
+            )
+            .await;
         assert_eq!(response.status(), StatusCode::ACCEPTED);
         jobs.push(
             response.json::<Value>().await.unwrap()["job"]["id"]
@@ -151,23 +144,21 @@ async fn an_api_and_two_workers_share_postgres_rabbitmq_and_a_registry() {
             record["registry"]["digest"],
             format!("sha256:{}", record["sha256"].as_str().unwrap()).as_str()
         );
-        let bytes = client()
-            .get(server.url(&format!("/v1/bundles/{id}/content")))
-            .bearer_auth(&server.admin)
-            .send()
+        let bytes = server
+            .get(&format!("/v1/bundles/{id}/content"), &server.admin)
             .await
-            .unwrap()
             .bytes()
             .await
             .unwrap();
         assert_eq!(record["sha256"], sha256_hex(&bytes).as_str());
-        let part = client()
-            .get(server.url(&format!("/v1/bundles/{id}/content")))
-            .bearer_auth(&server.admin)
-            .header("range", "bytes=10-19")
-            .send()
-            .await
-            .unwrap();
+        let part = server
+            .send(
+                reqwest::Method::GET,
+                &format!("/v1/bundles/{id}/content"),
+                &server.admin,
+                |r| r.header("range", "bytes=10-19"),
+            )
+            .await;
         assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
         assert_eq!(part.bytes().await.unwrap(), bytes[10..20]);
 
@@ -205,13 +196,13 @@ async fn an_api_and_two_workers_share_postgres_rabbitmq_and_a_registry() {
     let listed = get_json(&second, "/v1/bundles").await;
     assert_eq!(listed["bundles"].as_array().unwrap().len(), 4);
     // An identical request on the other API process is the same job.
-    let again: Value = client()
-        .post(second.url("/v1/bundles"))
-        .bearer_auth(&second.admin)
-        .json(&json!({"image": image, "platform": PLATFORM, "appVersion": "1.0.0", "options": variants[1]}))
-        .send()
+    let again: Value = second
+        .post_json(
+            "/v1/bundles",
+            &second.admin,
+            &json!({"image": image, "platform": PLATFORM, "appVersion": "1.0.0", "options": variants[1]}),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -233,13 +224,13 @@ async fn a_worker_killed_mid_job_is_replaced_and_no_partial_bundle_is_served() {
         .collect();
     put_platform(&server).await;
 
-    let response: Value = client()
-        .post(server.url("/v1/bundles"))
-        .bearer_auth(&server.admin)
-        .json(&json!({"image": format!("docker://{image}"), "platform": PLATFORM}))
-        .send()
+    let response: Value = server
+        .post_json(
+            "/v1/bundles",
+            &server.admin,
+            &json!({"image": format!("docker://{image}"), "platform": PLATFORM}),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -273,12 +264,9 @@ async fn a_worker_killed_mid_job_is_replaced_and_no_partial_bundle_is_served() {
     );
     let id = done["bundleId"].as_str().unwrap();
     let record = get_json(&server, &format!("/v1/bundles/{id}")).await;
-    let bytes = client()
-        .get(server.url(&format!("/v1/bundles/{id}/content")))
-        .bearer_auth(&server.admin)
-        .send()
+    let bytes = server
+        .get(&format!("/v1/bundles/{id}/content"), &server.admin)
         .await
-        .unwrap()
         .bytes()
         .await
         .unwrap();

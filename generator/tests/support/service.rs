@@ -110,15 +110,53 @@ impl Server {
         format!("{}{path}", self.url)
     }
 
-    /// A new token with `role`, made by the admin.
-    pub async fn token(&self, role: &str) -> String {
-        let response = client()
-            .post(self.url("/v1/tokens"))
-            .bearer_auth(&self.admin)
-            .json(&json!({"name": format!("test {role}"), "role": role}))
+    /// `METHOD path` with `token`, after `with` adds a body or headers.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        with: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> reqwest::Response {
+        with(client().request(method, self.url(path)).bearer_auth(token))
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.send(reqwest::Method::GET, path, token, |r| r).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> reqwest::Response {
+        self.send(reqwest::Method::DELETE, path, token, |r| r).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, token: &str, body: &impl serde::Serialize) -> reqwest::Response {
+        self.send(reqwest::Method::POST, path, token, |r| r.json(body)).await
+    }
+
+    /// `PUT path` with a JSON body.
+    pub async fn put_json(&self, path: &str, token: &str, body: &impl serde::Serialize) -> reqwest::Response {
+        self.send(reqwest::Method::PUT, path, token, |r| r.json(body)).await
+    }
+
+    /// `METHOD path` with `body` as it is (a template's text, a probe report).
+    pub async fn send_body(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.send(method, path, token, |r| r.body(body)).await
+    }
+
+    /// A new token with `role`, made by the admin.
+    pub async fn token(&self, role: &str) -> String {
+        let body = json!({"name": format!("test {role}"), "role": role});
+        let response = self.post_json("/v1/tokens", &self.admin, &body).await;
         assert_eq!(response.status(), 201);
         response.json::<Value>().await.unwrap()["token"]
             .as_str()
