@@ -139,13 +139,9 @@ impl Plan {
         }
     }
 
-    /// The mount that provides the library named `name`, if any. The image's
-    /// real file may be named otherwise (`libc-2.31.so`), the box's path is the
-    /// name the loader asked for.
+    /// The mount the loader finds as `name` in its directory, if any.
     fn mount_of(&self, name: &str) -> Option<&LibraryMount> {
-        self.mounts
-            .iter()
-            .find(|m| file_name(&m.destination) == name || file_name(&m.source) == name)
+        self.mounts.iter().find(|m| file_name(&m.destination) == name)
     }
 
     fn remove(&mut self, path: &str) {
@@ -355,6 +351,16 @@ struct Closure<'a> {
 impl Closure<'_> {
     /// The image's library for `name`: where its users find it, or where
     /// the loader would look for it by default.
+    /// The mount that serves `name`: at that name, or over the image's file
+    /// for it (named otherwise, like `libc-2.31.so`).
+    fn mount_serving<'p>(&mut self, plan: &'p Plan, name: &str) -> Option<&'p LibraryMount> {
+        if let Some(mount) = plan.mount_of(name) {
+            return Some(mount);
+        }
+        let real = self.image_library(name)?;
+        plan.mounts.iter().find(|m| m.destination == real)
+    }
+
     fn image_library(&mut self, name: &str) -> Option<String> {
         let used = self
             .inventory
@@ -597,7 +603,7 @@ impl Closure<'_> {
                 .and_then(|p| self.libs.get(p))
                 .or_else(|| self.box_library(&name))
                 .cloned();
-            if let Some(mount) = plan.mount_of(&name) {
+            if let Some(mount) = self.mount_serving(plan, &name) {
                 // Mounted already; the box's copy must serve `user` too.
                 let provided = self
                     .libs
@@ -652,7 +658,7 @@ impl Closure<'_> {
             for member in self.libs.family_of(&library.path).to_vec() {
                 let member_name = file_name(&member).to_string();
                 if from_box.insert(member_name.clone())
-                    && plan.mount_of(&member_name).is_none()
+                    && self.mount_serving(plan, &member_name).is_none()
                     && let Some(member_library) = self.libs.get(&member).cloned()
                 {
                     let image_copy = self.image_library(&member_name);
@@ -737,7 +743,7 @@ impl Closure<'_> {
         let match_missing = self.request.match_image && self.request.mode != MatchMode::Image;
         for (interpreter, users) in interpreters {
             let real = self.view.real_path(&interpreter);
-            let source = match plan.mount_of(file_name(&interpreter)) {
+            let source = match self.mount_serving(plan, file_name(&interpreter)) {
                 Some(mount) => Some(mount.source.clone()),
                 None if real.is_none() && match_missing => self.libs.get(&interpreter).map(|l| l.path.clone()),
                 None => None,
