@@ -349,8 +349,6 @@ struct Closure<'a> {
 }
 
 impl Closure<'_> {
-    /// The image's library for `name`: where its users find it, or where
-    /// the loader would look for it by default.
     /// The mount that serves `name`: at that name, or over the image's file
     /// for it (named otherwise, like `libc-2.31.so`).
     fn mount_serving<'p>(&mut self, plan: &'p Plan, name: &str) -> Option<&'p LibraryMount> {
@@ -361,6 +359,8 @@ impl Closure<'_> {
         plan.mounts.iter().find(|m| m.destination == real)
     }
 
+    /// The image's library for `name`: where its users find it, or where
+    /// the loader would look for it by default.
     fn image_library(&mut self, name: &str) -> Option<String> {
         let used = self
             .inventory

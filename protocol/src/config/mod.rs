@@ -112,7 +112,8 @@ pub fn parse<T: DeserializeOwned + Validate>(text: &str, file: &Path) -> Result<
         }
         invalid(if path == "." { "(document)".into() } else { path }, error.to_string())
     })?;
-    json.end().map_err(|e| invalid("(document)".into(), e.to_string()))?;
+    json.end()
+        .map_err(|e| invalid("(document)".into(), format!("not valid JSON: {e}")))?;
     let mut problems = Vec::new();
     value.validate("", &mut problems);
     if !problems.is_empty() {
