@@ -175,9 +175,9 @@ struct ValidateArgs {
     operator_config: Option<PathBuf>,
 }
 
-/// Where the image comes from.
+/// How registries are reached (`generate`, `unpack`, `serve` and `worker`).
 #[derive(Args)]
-struct SourceArgs {
+struct RegistryArgs {
     /// Registry credentials.
     #[arg(
         short = 'c',
@@ -187,15 +187,34 @@ struct SourceArgs {
         hide_env_values = true
     )]
     creds: Option<Credentials>,
-    /// Talk plain HTTP to the registry (for a local test registry only).
+    /// Talk plain HTTP to registries (local test registries only).
     #[arg(long)]
     plain_http: bool,
-    /// Extra CA certificates (PEM) to trust for the registry.
+    /// Extra CA certificates (PEM) to trust for registries.
     #[arg(long, value_name = "FILE")]
     registry_ca: Option<PathBuf>,
     /// Keep downloaded blobs here between runs (default: a temporary directory).
     #[arg(long, value_name = "DIR", env = "BUNDLEGEN_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> RegistryOptions {
+        RegistryOptions {
+            credentials: self.creds.clone(),
+            plain_http: self.plain_http,
+            ca_file: self.registry_ca.clone(),
+            cache_dir: self.cache_dir.clone(),
+            parallel_downloads: 0,
+        }
+    }
+}
+
+/// Where the image comes from.
+#[derive(Args)]
+struct SourceArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Refuse images with more uncompressed bytes than this.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_bytes)]
     max_bytes: u64,
@@ -333,16 +352,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn registry_options(source: &SourceArgs) -> RegistryOptions {
-    RegistryOptions {
-        credentials: source.creds.clone(),
-        plain_http: source.plain_http,
-        ca_file: source.registry_ca.clone(),
-        cache_dir: source.cache_dir.clone(),
-        parallel_downloads: 0,
-    }
-}
-
 fn unpack_options(source: &SourceArgs) -> UnpackOptions {
     UnpackOptions {
         limits: Limits {
@@ -457,7 +466,7 @@ fn run_generate(args: &GenerateArgs) -> Result<(), Failure> {
         app_id: args.app_id.as_deref(),
         operator: &operator,
         options: &options,
-        registry: &registry_options(&args.source),
+        registry: &args.source.registry.options(),
         unpack: &unpack_options(&args.source),
         output_options: &output_options,
     };
@@ -543,7 +552,7 @@ fn run_unpack(args: &UnpackArgs) -> Result<(), Failure> {
         work_dir: args.output.work_dir.as_deref(),
         uid_map: &args.uid_map,
         gid_map: &args.gid_map,
-        registry: &registry_options(&args.source),
+        registry: &args.source.registry.options(),
         unpack: &unpack_options(&args.source),
         output_options: &output_options,
     };

@@ -3,12 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use bundlegen::image::RegistryOptions;
-use bundlegen::image::registry::Credentials;
 use bundlegen::service::{self, ServiceConfig, ServiceError};
 use clap::Args;
 
-use crate::Failure;
+use crate::{Failure, RegistryArgs};
 
 /// Exit code of a configuration that cannot work (`EX_CONFIG`); units use
 /// `RestartPreventExitStatus=78` so systemd does not restart-loop on it.
@@ -34,24 +32,9 @@ pub struct CommonArgs {
     /// Keep bundles in this registry repository (HOST[:PORT]/REPOSITORY) as OCI artifacts; default: --data-dir.
     #[arg(long, value_name = "HOST/REPO", env = "BUNDLEGEN_BUNDLE_REGISTRY")]
     bundle_registry: Option<String>,
-    /// Registry credentials (for images and the bundle registry).
-    #[arg(
-        short = 'c',
-        long = "creds",
-        value_name = "USER:PASSWORD",
-        env = "RDK_OCI_REGISTRY_CREDS",
-        hide_env_values = true
-    )]
-    creds: Option<Credentials>,
-    /// Talk plain HTTP to registries (local test registries only).
-    #[arg(long)]
-    plain_http: bool,
-    /// Extra CA certificates (PEM) to trust for registries.
-    #[arg(long, value_name = "FILE")]
-    registry_ca: Option<PathBuf>,
-    /// Keep downloaded image blobs here between jobs.
-    #[arg(long, value_name = "DIR", env = "BUNDLEGEN_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
+    // For images and the bundle registry.
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Jobs this process runs at once.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -110,13 +93,7 @@ fn config(common: &CommonArgs, listen: SocketAddr) -> ServiceConfig {
         database: common.database.clone(),
         queue: common.queue.clone(),
         bundle_registry: common.bundle_registry.clone(),
-        registry: RegistryOptions {
-            credentials: common.creds.clone(),
-            plain_http: common.plain_http,
-            ca_file: common.registry_ca.clone(),
-            cache_dir: common.cache_dir.clone(),
-            parallel_downloads: 0,
-        },
+        registry: common.registry.options(),
         workers: common.workers,
         signing_key: common.signing_key.clone(),
         operator_config: common.operator_config.clone(),
