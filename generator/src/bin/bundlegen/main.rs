@@ -17,7 +17,7 @@ use bundlegen_protocol::archive::ArchiveOptions;
 use bundlegen_protocol::config::app::AppMetadata;
 use bundlegen_protocol::config::operator::OperatorConfig;
 use bundlegen_protocol::config::platform::{PlatformTemplate, find_template, load_platform};
-use bundlegen_protocol::config::{Parsed, load};
+use bundlegen_protocol::config::{Parsed, Validate, load};
 use bundlegen_protocol::idmap::IdMapping;
 use clap::{Args, Parser, Subcommand};
 
@@ -490,6 +490,18 @@ fn run_generate(args: &GenerateArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Loads `file` if given, printing its warnings and that it is fine.
+fn validate_file<T: serde::de::DeserializeOwned + Validate>(
+    file: Option<&Path>,
+    what: &str,
+) -> Result<Option<T>, Failure> {
+    let Some(file) = file else { return Ok(None) };
+    let parsed: Parsed<T> = load(file)?;
+    warn_all(&parsed.warnings);
+    println!("{what} {}: ok", file.display());
+    Ok(Some(parsed.value))
+}
+
 fn run_validate(args: &ValidateArgs) -> Result<(), Failure> {
     let platform = match &args.templates.platform {
         Some(_) => {
@@ -500,24 +512,8 @@ fn run_validate(args: &ValidateArgs) -> Result<(), Failure> {
         }
         None => None,
     };
-    let app = match &args.app_metadata {
-        Some(file) => {
-            let parsed: Parsed<AppMetadata> = load(file)?;
-            warn_all(&parsed.warnings);
-            println!("app metadata {}: ok", file.display());
-            Some(parsed.value)
-        }
-        None => None,
-    };
-    let operator = match &args.operator_config {
-        Some(file) => {
-            let parsed: Parsed<OperatorConfig> = load(file)?;
-            warn_all(&parsed.warnings);
-            println!("operator config {}: ok", file.display());
-            Some(parsed.value)
-        }
-        None => None,
-    };
+    let app: Option<AppMetadata> = validate_file(args.app_metadata.as_deref(), "app metadata")?;
+    let operator: Option<OperatorConfig> = validate_file(args.operator_config.as_deref(), "operator config")?;
     if platform.is_none() && app.is_none() && operator.is_none() {
         return Err(anyhow::anyhow!("nothing to check: pass -p NAME, -a FILE or --operator-config FILE").into());
     }
