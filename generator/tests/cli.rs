@@ -219,12 +219,15 @@ fn push_names_what_is_wrong() {
     let bundle = dir.path().join("com.example.app.tar.gz");
     std::fs::write(&bundle, b"not sent").unwrap();
     let token = dir.path().join("dev-token");
-    let (code, stderr) = stderr_of(
-        bundlegen()
-            .args(["push", "--device", "127.0.0.1:9", "--token"])
-            .arg(&token)
-            .arg(&bundle),
-    );
+    let push = |device: &str| {
+        stderr_of(
+            bundlegen()
+                .args(["push", "--device", device, "--token"])
+                .arg(&token)
+                .arg(&bundle),
+        )
+    };
+    let (code, stderr) = push("127.0.0.1:9");
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains("dev-token"),
@@ -233,23 +236,13 @@ fn push_names_what_is_wrong() {
 
     std::fs::write(&token, "t0ken\n").unwrap();
     // Nobody listens on the discard port: the error names the endpoint.
-    let (code, stderr) = stderr_of(
-        bundlegen()
-            .args(["push", "--device", "http://127.0.0.1:9", "--token"])
-            .arg(&token)
-            .arg(&bundle),
-    );
+    let (code, stderr) = push("http://127.0.0.1:9");
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains("http://127.0.0.1:9/v1/push?app=com.example.app"),
         "{stderr}"
     );
-    let (code, stderr) = stderr_of(
-        bundlegen()
-            .args(["push", "--device", "box/with/path", "--token"])
-            .arg(&token)
-            .arg(&bundle),
-    );
+    let (code, stderr) = push("box/with/path");
     assert_eq!(code, Some(1));
     assert!(stderr.contains("--device \"box/with/path\""), "{stderr}");
 }
