@@ -10,6 +10,7 @@ use bundlegen_protocol::root::RootDir;
 
 use crate::elf::{Abi, ElfInfo};
 use crate::libraries::LibraryScan;
+use crate::loader::ConfFiles;
 
 /// Programs every box has, whose interpreter is the box's main loader.
 const PROGRAMS: &[&str] = &["/bin/sh", "/sbin/init", "/usr/bin/env", "/bin/busybox"];
@@ -159,14 +160,7 @@ pub fn describe(root: &mut RootDir, scan: &LibraryScan, live: bool) -> SystemInf
     let kernels = if live {
         vec![nix::sys::utsname::uname().map_or(String::new(), |u| u.release().to_string_lossy().into_owned())]
     } else {
-        root.read_dir(Path::new("lib/modules"))
-            .map(|entries| {
-                entries
-                    .into_iter()
-                    .map(|(name, _)| name.to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
+        ConfFiles::list(root, "/lib/modules")
     };
     let os_release = read_text(root, "/etc/os-release")
         .or_else(|| read_text(root, "/usr/lib/os-release"))
