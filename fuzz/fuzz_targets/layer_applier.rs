@@ -8,7 +8,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use arbitrary::Arbitrary;
-use bundlegen::unpack::{DeviceNodes, Limits, UnpackOptions, UnpackState, apply_layer};
+use bundlegen_core::unpack::{DeviceNodes, Limits, UnpackOptions, UnpackState, apply_layer};
 use bundlegen_protocol::root::{RootDir, Symlinks};
 use libfuzzer_sys::fuzz_target;
 

@@ -383,7 +383,7 @@ async fn developer_push_installs_and_launches_as_dev() {
     let agent = setup.proxy().await;
     let archive = dir.path().join("com.example.pushed.tar.gz");
     std::fs::write(&archive, bundle_archive("com.example.pushed", 4096)).unwrap();
-    let request = bundlegen::push::PushRequest {
+    let request = bundlegen_core::push::PushRequest {
         device: format!("http://127.0.0.1:{port}"),
         token: "s3cret-dev-token".into(),
         archive: archive.clone(),
@@ -393,8 +393,8 @@ async fn developer_push_installs_and_launches_as_dev() {
     };
     let mut pushed = None;
     for _ in 0..100 {
-        match bundlegen::push::push(&request).await {
-            Err(bundlegen::push::PushError::Http { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+        match bundlegen_core::push::push(&request).await {
+            Err(bundlegen_core::push::PushError::Http { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
             other => {
                 pushed = Some(other.unwrap());
                 break;
@@ -410,26 +410,26 @@ async fn developer_push_installs_and_launches_as_dev() {
     assert_eq!(agent.list("com.example.pushed").await.unwrap()[0].1, "dev");
 
     // Pushing again replaces the running dev version and launches it again.
-    let again = bundlegen::push::push(&request).await.unwrap();
+    let again = bundlegen_core::push::push(&request).await.unwrap();
     assert!(again.descriptor.is_some());
 
-    let wrong_token = bundlegen::push::PushRequest {
+    let wrong_token = bundlegen_core::push::PushRequest {
         token: "guess".into(),
         ..request.clone()
     };
-    match bundlegen::push::push(&wrong_token).await {
-        Err(bundlegen::push::PushError::Refused { status: 401, .. }) => {}
+    match bundlegen_core::push::push(&wrong_token).await {
+        Err(bundlegen_core::push::PushError::Refused { status: 401, .. }) => {}
         other => panic!("a wrong token is refused: {other:?}"),
     }
     let not_a_bundle = dir.path().join("junk.tar.gz");
     std::fs::write(&not_a_bundle, gzip(b"not a tar archive at all")).unwrap();
-    let junk = bundlegen::push::PushRequest {
+    let junk = bundlegen_core::push::PushRequest {
         archive: not_a_bundle,
         launch: false,
         ..request.clone()
     };
-    match bundlegen::push::push(&junk).await {
-        Err(bundlegen::push::PushError::Refused { status: 422, code, .. }) => assert_eq!(code, "BadArchive"),
+    match bundlegen_core::push::push(&junk).await {
+        Err(bundlegen_core::push::PushError::Refused { status: 422, code, .. }) => assert_eq!(code, "BadArchive"),
         other => panic!("junk is refused: {other:?}"),
     }
     assert_eq!(agent.list("junk").await.unwrap().len(), 0);

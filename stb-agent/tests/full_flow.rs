@@ -48,11 +48,11 @@ async fn service(data_dir: &Path) -> (String, String) {
         .local_addr()
         .unwrap()
         .port();
-    let mut config = bundlegen::service::ServiceConfig::embedded(data_dir, ([127, 0, 0, 1], port).into());
+    let mut config = bundlegen_service::ServiceConfig::embedded(data_dir, ([127, 0, 0, 1], port).into());
     config.local_images = Some(conformance().join("bundlegen/images"));
     config.bootstrap_token = Some(data_dir.join("admin.token"));
     tokio::spawn(async move {
-        if let Err(e) = bundlegen::service::serve(config).await {
+        if let Err(e) = bundlegen_service::serve(config).await {
             panic!("the service stopped: {e}");
         }
     });

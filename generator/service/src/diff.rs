@@ -8,7 +8,7 @@ use bundlegen_protocol::probe::ProbeReport;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::store::PlatformVersion;
+use crate::store::PlatformVersion;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

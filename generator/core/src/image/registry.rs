@@ -506,18 +506,34 @@ impl Repository {
         Ok(digest)
     }
 
-    /// A blob's response, for `range` (`bytes=...`) when given; the caller
-    /// streams the body.
-    pub async fn blob(&self, digest: &Digest, range: Option<&str>) -> Result<reqwest::Response, ImageError> {
+    /// A blob's bytes, all of them or `range` (first and last byte, inclusive)
+    /// of a blob of `size` bytes.
+    pub async fn read_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        range: Option<(u64, u64)>,
+    ) -> Result<crate::stream::ByteStream, ImageError> {
         let url = self.session.url(&format!("blobs/{digest}"));
         let mut headers = header::HeaderMap::new();
-        if let Some(range) = range.and_then(|r| header::HeaderValue::from_str(r).ok()) {
-            headers.insert(header::RANGE, range);
+        if let Some((first, last)) = range
+            && let Ok(value) = header::HeaderValue::from_str(&format!("bytes={first}-{last}"))
+        {
+            headers.insert(header::RANGE, value);
         }
         let response = self.session.send(reqwest::Method::GET, &url, headers, None).await?;
-        self.session
+        let response = self
+            .session
             .check_status(&url, response, &format!("blob {digest}"))
-            .await
+            .await?;
+        let (start, length) = range.map_or((0, size), |(first, last)| (first, last - first + 1));
+        // A registry that ignores Range sends everything; skip to the start.
+        let skip = if range.is_some() && response.status() != StatusCode::PARTIAL_CONTENT {
+            start
+        } else {
+            0
+        };
+        Ok(crate::stream::response_stream(response, skip, length))
     }
 }
 

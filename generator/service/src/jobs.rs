@@ -18,14 +18,14 @@ use bundlegen_protocol::probe::ProbeReport;
 use bundlegen_protocol::signature::SignedIdentity;
 use serde::{Deserialize, Serialize};
 
-use super::Service;
-use super::store::{BundleRecord, JobRecord, PlatformVersion, now};
-use crate::generate::{self, GenerateError};
-use crate::image::ImageError;
-use crate::libmatch::{LibraryOptions, MatchMode};
-use crate::output::{Format, OutputOptions};
-use crate::pipeline::{self, StageError};
-use crate::unpack::UnpackOptions;
+use crate::Service;
+use crate::store::{BundleRecord, JobRecord, PlatformVersion, now};
+use bundlegen_core::generate::{self, GenerateError};
+use bundlegen_core::image::ImageError;
+use bundlegen_core::libmatch::{LibraryOptions, MatchMode};
+use bundlegen_core::output::{Format, OutputOptions};
+use bundlegen_core::pipeline::{self, StageError};
+use bundlegen_core::unpack::UnpackOptions;
 
 /// What a client asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -293,7 +293,7 @@ async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String
                 .enable_all()
                 .build()
                 .map_err(|e| {
-                    GenerateError::Output(crate::output::OutputError::Io {
+                    GenerateError::Output(bundlegen_core::output::OutputError::Io {
                         path: PathBuf::from("runtime"),
                         source: e,
                     })

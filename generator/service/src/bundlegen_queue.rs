@@ -25,11 +25,11 @@ use lapin::{BasicProperties, Channel};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use super::error::ApiError;
-use super::jobs::{BundleOptions, BundleRequest};
-use super::queue::{self, QueueError};
-use super::store::JobState;
-use super::{Service, ServiceError};
+use crate::error::ApiError;
+use crate::jobs::{BundleOptions, BundleRequest};
+use crate::queue::{self, QueueError};
+use crate::store::JobState;
+use crate::{Service, ServiceError};
 
 pub const REQUEST_QUEUE: &str = "bundlegen-requests";
 /// Longest a request waits for its job, in seconds.
@@ -86,7 +86,7 @@ pub async fn consume(service: &Service) -> Result<(), ServiceError> {
     let (connection, channel) = queue::amqp_connect(&url).await?;
     queue::declare(&channel, &url, REQUEST_QUEUE).await?;
     let error = |e: lapin::Error| QueueError {
-        url: super::redact(&url),
+        url: crate::redact(&url),
         message: format!("consuming {REQUEST_QUEUE}: {e}"),
     };
     let consumer_channel = connection.create_channel().await.map_err(error)?;
@@ -165,7 +165,7 @@ async fn send_reply(
     properties: BasicProperties,
 ) -> Result<(), QueueError> {
     let payload = rmp_serde::to_vec_named(reply).map_err(|e| QueueError {
-        url: super::redact(url),
+        url: crate::redact(url),
         message: e.to_string(),
     })?;
     queue::publish(channel, url, reply_to, &payload, properties).await
@@ -280,7 +280,7 @@ async fn import_platform(service: &Service, name: &str) -> Result<(), ApiError> 
 }
 
 /// Copies a stored bundle to `path` (temporary name, sync, rename).
-async fn copy_out(service: &Service, bundle: &super::store::BundleRecord, path: &Path) -> Result<(), String> {
+async fn copy_out(service: &Service, bundle: &crate::store::BundleRecord, path: &Path) -> Result<(), String> {
     let dir = path.parent().ok_or("no directory")?;
     tokio::fs::create_dir_all(dir)
         .await

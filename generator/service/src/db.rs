@@ -289,7 +289,7 @@ async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
         tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
             .map_err(|e| DbError::Open {
-                url: super::redact(url),
+                url: crate::redact(url),
                 message: bundlegen_protocol::error_chain(&e),
             })?;
     tokio::spawn(async move {

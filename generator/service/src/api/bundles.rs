@@ -14,12 +14,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{JsonBody, QueryParams};
-use crate::service::Service;
-use crate::service::auth::{Caller, Role};
-use crate::service::blobs::BlobStore;
-use crate::service::error::ApiError;
-use crate::service::jobs::BundleRequest;
-use crate::service::store::{BundleRecord, JobRecord, JobState};
+use crate::Service;
+use crate::auth::{Caller, Role};
+use crate::blobs::BlobStore;
+use crate::error::ApiError;
+use crate::jobs::BundleRequest;
+use crate::store::{BundleRecord, JobRecord, JobState};
 
 /// Checks app metadata the way the CLI reads `-a FILE`.
 pub fn parse_metadata(metadata: &Value) -> Result<AppMetadata, ApiError> {

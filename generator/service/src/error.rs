@@ -9,7 +9,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::db::DbError;
+use crate::db::DbError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

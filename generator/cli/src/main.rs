@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use bundlegen::generate::{self, GenerateError, Generated};
-use bundlegen::image::{ImageReference, RegistryOptions, TargetPlatform, registry::Credentials};
-use bundlegen::libmatch::{LibraryOptions, MatchMode};
-use bundlegen::output::{self, Format, OutputOptions, Written};
-use bundlegen::pipeline;
-use bundlegen::unpack::{DeviceNodes, Limits, UnpackOptions, UnpackStats};
+use bundlegen_core::generate::{self, GenerateError, Generated};
+use bundlegen_core::image::{ImageReference, RegistryOptions, TargetPlatform, registry::Credentials};
+use bundlegen_core::libmatch::{LibraryOptions, MatchMode};
+use bundlegen_core::output::{self, Format, OutputOptions, Written};
+use bundlegen_core::pipeline;
+use bundlegen_core::unpack::{DeviceNodes, Limits, UnpackOptions, UnpackStats};
 use bundlegen_protocol::archive::ArchiveOptions;
 use bundlegen_protocol::config::app::AppMetadata;
 use bundlegen_protocol::config::operator::OperatorConfig;
@@ -326,7 +326,7 @@ fn main() -> ExitCode {
 }
 
 fn run_push(args: &PushArgs) -> Result<(), Failure> {
-    let request = bundlegen::push::PushRequest {
+    let request = bundlegen_core::push::PushRequest {
         device: args.device.clone(),
         token: platform_probe::upload::read_token(&args.token)?,
         archive: args.bundle.clone(),
@@ -334,7 +334,7 @@ fn run_push(args: &PushArgs) -> Result<(), Failure> {
         launch: args.launch,
         ca_file: args.ca.clone(),
     };
-    let pushed = runtime()?.block_on(bundlegen::push::push(&request))?;
+    let pushed = runtime()?.block_on(bundlegen_core::push::push(&request))?;
     match pushed.descriptor {
         Some(descriptor) => println!(
             "{} {}: installed ({} bytes) and launched (descriptor {descriptor})",

@@ -8,11 +8,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::JsonBody;
-use crate::service::Service;
-use crate::service::auth::{self, Caller, Role};
-use crate::service::error::ApiError;
-use crate::service::jobs::BundleOptions;
-use crate::service::store::AppRecord;
+use crate::Service;
+use crate::auth::{self, Caller, Role};
+use crate::error::ApiError;
+use crate::jobs::BundleOptions;
+use crate::store::AppRecord;
 
 pub async fn signing_key(State(service): State<Service>, _caller: Caller) -> Json<Value> {
     let key = service.signer.public_key();

@@ -13,7 +13,6 @@ pub mod output;
 pub mod pipeline;
 pub mod push;
 pub mod runtime_config;
-pub mod service;
-mod stream;
+pub mod stream;
 mod time;
 pub mod unpack;

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::db::{Db, DbError, Row, Value};
+use crate::db::{Db, DbError, Row, Value};
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
@@ -144,7 +144,7 @@ pub struct BundleRecord {
     pub format: String,
     pub size: i64,
     pub sha256: String,
-    /// Base64 ed25519 signature (see [`super::signing`]).
+    /// Base64 ed25519 signature (see [`crate::signing`]).
     pub signature: String,
     /// Where the blob store keeps it.
     pub location: String,

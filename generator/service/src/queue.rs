@@ -45,7 +45,7 @@ pub struct Amqp {
 /// Connects to a broker and opens a channel with publisher confirms.
 pub async fn amqp_connect(url: &str) -> Result<(Connection, Channel), QueueError> {
     let error = |e: lapin::Error| QueueError {
-        url: super::redact(url),
+        url: crate::redact(url),
         message: e.to_string(),
     };
     let connection = Connection::connect(url, ConnectionProperties::default())
@@ -66,7 +66,7 @@ pub async fn declare(channel: &Channel, url: &str, queue: &str) -> Result<(), Qu
         .await
         .map(drop)
         .map_err(|e| QueueError {
-            url: super::redact(url),
+            url: crate::redact(url),
             message: format!("declaring {queue}: {e}"),
         })
 }
@@ -80,7 +80,7 @@ pub async fn publish(
     properties: BasicProperties,
 ) -> Result<(), QueueError> {
     let error = |e: lapin::Error| QueueError {
-        url: super::redact(url),
+        url: crate::redact(url),
         message: format!("publishing to {queue}: {e}"),
     };
     let confirm = channel
@@ -97,7 +97,7 @@ pub async fn publish(
         .map_err(error)?;
     if confirm.is_nack() {
         return Err(QueueError {
-            url: super::redact(url),
+            url: crate::redact(url),
             message: format!("the broker refused a message for {queue}"),
         });
     }
@@ -185,7 +185,7 @@ pub async fn consume_jobs(
     prefetch: u16,
 ) -> Result<impl futures_util::Stream<Item = JobMessage> + use<>, QueueError> {
     let error = |e: lapin::Error| QueueError {
-        url: super::redact(&amqp.url),
+        url: crate::redact(&amqp.url),
         message: format!("consuming {JOB_QUEUE}: {e}"),
     };
     let channel = amqp.connection.create_channel().await.map_err(error)?;

@@ -20,9 +20,9 @@ use std::time::Duration;
 use bundlegen_protocol::config::operator::OperatorConfig;
 use futures_util::StreamExt;
 
-use crate::generate::{GenerateError, check_compatibility};
-use crate::image::{ImageReference, RegistryOptions};
-use crate::pipeline::StageError;
+use bundlegen_core::generate::{GenerateError, check_compatibility};
+use bundlegen_core::image::{ImageReference, RegistryOptions};
+use bundlegen_core::pipeline::StageError;
 
 pub mod api;
 pub mod auth;
@@ -176,7 +176,7 @@ impl Service {
                 let (host, repository) = spec.split_once('/').ok_or_else(|| {
                     ServiceError::Config(format!("--bundle-registry {spec:?}: use HOST[:PORT]/REPOSITORY"))
                 })?;
-                let repository = crate::image::registry::Repository::new(host, repository, &config.registry)
+                let repository = bundlegen_core::image::registry::Repository::new(host, repository, &config.registry)
                     .map_err(|e| ServiceError::Config(format!("--bundle-registry {spec}: {e}")))?;
                 BlobStore::Registry(Arc::new(repository))
             }
@@ -257,9 +257,9 @@ impl Service {
     /// Parses an image reference a client sent: registry images always;
     /// local layouts and archives only under the configured directory.
     pub fn image_reference(&self, text: &str) -> Result<ImageReference, ApiError> {
-        let reference: ImageReference = text
-            .parse()
-            .map_err(|e: crate::image::ImageError| ApiError::bad_request("invalid_image_reference", e.to_string()))?;
+        let reference: ImageReference = text.parse().map_err(|e: bundlegen_core::image::ImageError| {
+            ApiError::bad_request("invalid_image_reference", e.to_string())
+        })?;
         let local = match &reference {
             ImageReference::Registry { .. } => return Ok(reference),
             ImageReference::OciLayout { dir, .. } => dir.clone(),

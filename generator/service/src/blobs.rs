@@ -12,9 +12,9 @@ use std::sync::Arc;
 use oci_spec::image::Digest;
 use tokio::io::AsyncSeekExt;
 
-use crate::image::ImageError;
-use crate::image::registry::Repository;
-use crate::stream::{ByteStream, file_stream, response_stream};
+use bundlegen_core::image::ImageError;
+use bundlegen_core::image::registry::Repository;
+use bundlegen_core::stream::{ByteStream, file_stream};
 
 /// Media types of a bundle artifact.
 pub const ARTIFACT_TYPE: &str = "application/vnd.rdk.bundle.v1";
@@ -151,16 +151,8 @@ impl BlobStore {
             }
             BlobStore::Registry(repository) => {
                 let digest: Digest = location.parse().map_err(|e| BlobError::Missing(format!("{e}")))?;
-                let header = range.map(|(first, last)| format!("bytes={first}-{last}"));
-                let response = repository.blob(&digest, header.as_deref()).await?;
-                // A registry that ignores Range sends everything; skip to the start.
-                let skip = if range.is_some() && response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
-                    start
-                } else {
-                    0
-                };
                 Ok(BlobRead {
-                    body: response_stream(response, skip, length),
+                    body: repository.read_blob(&digest, size, range).await?,
                     length,
                 })
             }

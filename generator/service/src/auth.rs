@@ -5,8 +5,8 @@ use bundlegen_protocol::digest::Sha256Digest;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
-use super::store::Store;
+use crate::error::ApiError;
+use crate::store::Store;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -16,10 +16,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{QueryParams, body_bytes};
-use crate::service::Service;
-use crate::service::auth::{Caller, Role};
-use crate::service::error::ApiError;
-use crate::service::store::PlatformVersion;
+use crate::Service;
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::store::PlatformVersion;
 
 /// Platform names are path segments and file names on workers.
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -206,7 +206,7 @@ pub async fn post_probe(
     let (report, warnings, text) = document::<ProbeReport>(request, &service, "probe report", "invalid_probe").await?;
     let template: PlatformTemplate =
         serde_json::from_str(&previous.template).map_err(|e| ApiError::internal(e.to_string()))?;
-    let expected = crate::libmatch::platform_abi(&template.arch.arch, template.arch.variant.as_deref());
+    let expected = bundlegen_core::libmatch::platform_abi(&template.arch.arch, template.arch.variant.as_deref());
     if let (Some(expected), Some(probed)) = (expected, report.system.abi)
         && !expected.can_load(&probed)
     {
@@ -275,10 +275,10 @@ pub async fn diff(
     _caller: Caller,
     UrlPath(name): UrlPath<String>,
     QueryParams(query): QueryParams<DiffQuery>,
-) -> Result<Json<crate::service::diff::PlatformDiff>, ApiError> {
+) -> Result<Json<crate::diff::PlatformDiff>, ApiError> {
     let from = current(&service, &name, Some(query.from)).await?;
     let to = current(&service, &name, query.to).await?;
-    Ok(Json(crate::service::diff::diff(&from, &to)))
+    Ok(Json(crate::diff::diff(&from, &to)))
 }
 
 #[cfg(test)]

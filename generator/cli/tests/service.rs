@@ -175,7 +175,7 @@ async fn every_documented_operation_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let http = client();
-    let document: Value = serde_json::from_str(bundlegen::service::api::OPENAPI).unwrap();
+    let document: Value = serde_json::from_str(bundlegen_service::api::OPENAPI).unwrap();
     for (path, item) in document["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
             let concrete = path

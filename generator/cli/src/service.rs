@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use bundlegen::service::{self, ServiceConfig, ServiceError};
+use bundlegen_service::{self as service, ServiceConfig, ServiceError};
 use clap::Args;
 
 use crate::{Failure, RegistryArgs};
