@@ -107,7 +107,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
     }
     if let Some(url) = &cli.upload {
-        let token = platform_probe::upload::read_token(cli.token.as_deref().unwrap_or_else(|| Path::new("")))?;
+        let token = bundlegen_protocol::http::read_token(cli.token.as_deref().unwrap_or_else(|| Path::new("")))?;
         let report_json = serde_json::to_vec(&report).context("serialising the report")?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -6,6 +6,8 @@ pub mod cdi;
 pub mod config;
 pub mod digest;
 pub mod fsutil;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod idmap;
 pub mod manifest;
 pub mod plugins;

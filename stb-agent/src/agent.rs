@@ -750,7 +750,7 @@ impl Agent {
                 }
                 202 => continue,
                 _ => {
-                    let (code, message) = platform_probe::upload::error_of(&bytes);
+                    let (code, message) = bundlegen_protocol::http::error_of(&bytes);
                     return Err(service(format!("{status}: {code}: {message}")));
                 }
             }

@@ -56,7 +56,7 @@ fn status_of(error: &AgentError) -> StatusCode {
 pub async fn serve(agent: Arc<Agent>) -> Result<(), String> {
     let config = agent.config.developer.clone();
     let token_file = config.token_file.clone().ok_or("developer.token_file is not set")?;
-    let token = platform_probe::upload::read_token(&token_file).map_err(|e| e.to_string())?;
+    let token = bundlegen_protocol::http::read_token(&token_file).map_err(|e| e.to_string())?;
     let acceptor = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
             bundlegen_protocol::tls::server_config(cert, key, false)?,

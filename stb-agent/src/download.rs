@@ -66,9 +66,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
 
 impl Http {
     pub fn new(server: Option<String>, token: Option<String>, ca_file: Option<&Path>) -> Result<Http, String> {
-        let builder = platform_probe::upload::client_builder(concat!("stb-agent/", env!("CARGO_PKG_VERSION")), ca_file)
-            .map_err(|e| e.to_string())?
-            .read_timeout(Duration::from_secs(120));
+        let builder =
+            bundlegen_protocol::http::client_builder(concat!("stb-agent/", env!("CARGO_PKG_VERSION")), ca_file)
+                .map_err(|e| e.to_string())?
+                .read_timeout(Duration::from_secs(120));
         Ok(Http {
             client: builder.build().map_err(|e| e.to_string())?,
             server: server.map(|s| s.trim_end_matches('/').to_string()),

@@ -57,7 +57,7 @@ pub async fn start(config: AgentConfig) -> Result<Running, RunError> {
         }
     }
     let token = match &config.token_file {
-        Some(file) => Some(platform_probe::upload::read_token(file).map_err(|e| RunError::Config(e.to_string()))?),
+        Some(file) => Some(bundlegen_protocol::http::read_token(file).map_err(|e| RunError::Config(e.to_string()))?),
         None => None,
     };
     let http =

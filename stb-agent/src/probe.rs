@@ -92,7 +92,7 @@ async fn probe_and_upload(agent: &Agent, url: &str, token_file: &std::path::Path
     if last.fingerprint == fingerprint {
         return Ok(format!("probe: unchanged since version {} was uploaded", last.version));
     }
-    let token = platform_probe::upload::read_token(token_file).map_err(|e| e.to_string())?;
+    let token = bundlegen_protocol::http::read_token(token_file).map_err(|e| e.to_string())?;
     let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
     let accepted = platform_probe::upload::upload(url, &token, body, agent.config.ca_file.as_deref())
         .await

@@ -7,6 +7,8 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bundlegen_core::push::PushError;
+use bundlegen_protocol::http::HttpError;
 use futures_util::StreamExt;
 use support::*;
 use zbus::Variant;
@@ -394,7 +396,7 @@ async fn developer_push_installs_and_launches_as_dev() {
     let mut pushed = None;
     for _ in 0..100 {
         match bundlegen_core::push::push(&request).await {
-            Err(bundlegen_core::push::PushError::Http { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(PushError::Http(HttpError::Transport { .. })) => tokio::time::sleep(Duration::from_millis(50)).await,
             other => {
                 pushed = Some(other.unwrap());
                 break;
@@ -418,7 +420,7 @@ async fn developer_push_installs_and_launches_as_dev() {
         ..request.clone()
     };
     match bundlegen_core::push::push(&wrong_token).await {
-        Err(bundlegen_core::push::PushError::Refused { status: 401, .. }) => {}
+        Err(PushError::Http(HttpError::Refused { status: 401, .. })) => {}
         other => panic!("a wrong token is refused: {other:?}"),
     }
     let not_a_bundle = dir.path().join("junk.tar.gz");
@@ -429,7 +431,7 @@ async fn developer_push_installs_and_launches_as_dev() {
         ..request.clone()
     };
     match bundlegen_core::push::push(&junk).await {
-        Err(bundlegen_core::push::PushError::Refused { status: 422, code, .. }) => assert_eq!(code, "BadArchive"),
+        Err(PushError::Http(HttpError::Refused { status: 422, code, .. })) => assert_eq!(code, "BadArchive"),
         other => panic!("junk is refused: {other:?}"),
     }
     assert_eq!(agent.list("junk").await.unwrap().len(), 0);

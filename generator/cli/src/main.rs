@@ -328,7 +328,7 @@ fn main() -> ExitCode {
 fn run_push(args: &PushArgs) -> Result<(), Failure> {
     let request = bundlegen_core::push::PushRequest {
         device: args.device.clone(),
-        token: platform_probe::upload::read_token(&args.token)?,
+        token: bundlegen_protocol::http::read_token(&args.token)?,
         archive: args.bundle.clone(),
         app: args.app.clone(),
         launch: args.launch,

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bundlegen_protocol::http::{HttpError, client_builder, send_for_json};
 use serde::Deserialize;
 
 /// The agent's developer endpoint port when `--device` names none.
@@ -14,19 +15,12 @@ pub const DEFAULT_PORT: u16 = 9443;
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
     #[error("{path}: {message}")]
-    File { path: PathBuf, message: String },
+    Archive { path: PathBuf, message: String },
     #[error("--device {device:?}: {message}")]
     Device { device: String, message: String },
-    #[error("{url}: {message}")]
-    Http { url: String, message: String },
-    /// The agent answered with an error.
-    #[error("{url}: the box refused the bundle: {status} {code}: {message}")]
-    Refused {
-        url: String,
-        status: u16,
-        code: String,
-        message: String,
-    },
+    /// Sending, or the box's answer (a refusal carries its status and code).
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 #[derive(Debug, Clone)]
@@ -86,59 +80,43 @@ pub fn device_url(device: &str) -> Result<String, PushError> {
 
 /// Sends the archive (streamed) and waits for the box's answer.
 pub async fn push(request: &PushRequest) -> Result<Pushed, PushError> {
-    let file_error = |message: String| PushError::File {
+    let archive_error = |message: String| PushError::Archive {
         path: request.archive.clone(),
         message,
     };
     let app = match &request.app {
         Some(app) => app.clone(),
         None => app_from_archive(&request.archive)
-            .ok_or_else(|| file_error("no app id in the file name: give --app".into()))?,
+            .ok_or_else(|| archive_error("no app id in the file name: give --app".into()))?,
     };
     let file = tokio::fs::File::open(&request.archive)
         .await
-        .map_err(|e| file_error(e.to_string()))?;
-    let length = file.metadata().await.map_err(|e| file_error(e.to_string()))?.len();
+        .map_err(|e| archive_error(e.to_string()))?;
+    let length = file.metadata().await.map_err(|e| archive_error(e.to_string()))?.len();
     let mut url = reqwest::Url::parse(&format!("{}/v1/push", device_url(&request.device)?))
-        .map_err(|e| file_error(e.to_string()))?;
+        .map_err(|e| archive_error(e.to_string()))?;
     url.query_pairs_mut().append_pair("app", &app);
     if request.launch {
         url.query_pairs_mut().append_pair("launch", "1");
     }
-    let http = |message: String| PushError::Http {
-        url: url.to_string(),
-        message,
-    };
-    let client = platform_probe::upload::client_builder(
+    let client = client_builder(
         concat!("bundlegen-push/", env!("CARGO_PKG_VERSION")),
         request.ca_file.as_deref(),
-    )
-    .map_err(|e| http(e.to_string()))?
+    )?
     // Installing (and launching) happens before the box answers.
     .timeout(Duration::from_secs(600))
     .build()
-    .map_err(|e| http(e.to_string()))?;
-    let response = client
+    .map_err(|e| HttpError::Transport {
+        url: url.to_string(),
+        message: e.to_string(),
+    })?;
+    let upload = client
         .post(url.clone())
         .bearer_auth(&request.token)
         .header(reqwest::header::CONTENT_LENGTH, length)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-        .body(reqwest::Body::wrap_stream(crate::stream::file_stream(file, length)))
-        .send()
-        .await
-        .map_err(|e| http(bundlegen_protocol::error_chain(&e)))?;
-    let status = response.status();
-    let body = response.bytes().await.map_err(|e| http(e.to_string()))?;
-    if !status.is_success() {
-        let (code, message) = platform_probe::upload::error_of(&body);
-        return Err(PushError::Refused {
-            url: url.to_string(),
-            status: status.as_u16(),
-            code,
-            message,
-        });
-    }
-    serde_json::from_slice(&body).map_err(|e| http(format!("unexpected answer: {e}")))
+        .body(reqwest::Body::wrap_stream(crate::stream::file_stream(file, length)));
+    Ok(send_for_json(upload, url.as_str()).await?)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bundlegen_protocol::http::{HttpError, client_builder};
 use oci_spec::image::{Digest, ImageConfiguration};
 use reqwest::{StatusCode, header};
 use tokio::io::AsyncWriteExt;
@@ -542,24 +543,18 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 fn build_client(options: &RegistryOptions) -> Result<reqwest::Client, ImageError> {
-    // reqwest is built without a default crypto provider; ring is ours.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("bundlegen-rs/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(120));
-    if let Some(ca_file) = &options.ca_file {
-        let pem = std::fs::read(ca_file).map_err(|source| ImageError::Io {
-            what: format!("CA file {}", ca_file.display()),
-            source,
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| ImageError::Store(format!("CA file {}: {e}", ca_file.display())))?;
-        builder = builder.tls_certs_merge(certs);
-    }
-    builder
-        .build()
-        .map_err(|e| ImageError::Store(format!("cannot set up the HTTP client: {e}")))
+    let http_error = |e: HttpError| match e {
+        HttpError::File { path, message } => ImageError::Store(format!("CA file {}: {message}", path.display())),
+        other => ImageError::Store(other.to_string()),
+    };
+    client_builder(
+        concat!("bundlegen-rs/", env!("CARGO_PKG_VERSION")),
+        options.ca_file.as_deref(),
+    )
+    .map_err(http_error)?
+    .read_timeout(Duration::from_secs(120))
+    .build()
+    .map_err(|e| ImageError::Store(format!("cannot set up the HTTP client: {e}")))
 }
 
 /// Pulls `repository` from `host` into the cache and opens it.
