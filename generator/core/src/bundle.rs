@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use bundlegen_protocol::archive::{CONFIG_FILE, ROOTFS_DIR};
 use bundlegen_protocol::idmap::IdMapping;
 use bundlegen_protocol::manifest::Manifest;
-use bundlegen_protocol::root::{RootDir, RootError, Symlinks};
-use bundlegen_protocol::runtime::RuntimeConfig;
+use bundlegen_protocol::root::{MissingDirs, RootDir, RootError, Symlinks};
+use bundlegen_protocol::runtime::{Mount, RuntimeConfig, User};
 
 use crate::image::Image;
 use crate::runtime_config::{self, ConfigError};
@@ -151,6 +151,46 @@ impl Bundle {
         let mut file = File::create(&path).map_err(io_error)?;
         file.write_all(self.config.to_json().as_bytes()).map_err(io_error)?;
         Ok(())
+    }
+
+    /// Adds a mount unless the same one is there.
+    pub fn add_mount(&mut self, mount: Mount) {
+        if !self.config.mounts.contains(&mount) {
+            self.config.mounts.push(mount);
+        }
+    }
+
+    /// Makes sure a mount point exists in the rootfs (`-r`): a directory, or
+    /// an empty file for file mounts. Never replaces what is there.
+    pub fn create_mount_point(&mut self, destination: &str, directory: bool) -> Result<(), RootError> {
+        let path = Path::new(destination);
+        if self.rootfs.lstat(path)?.is_some() {
+            return Ok(());
+        }
+        if directory {
+            self.rootfs.mkdir(path, 0o755, MissingDirs::Create)?;
+        } else {
+            self.rootfs.create_file(path, 0o644, MissingDirs::Create)?;
+        }
+        Ok(())
+    }
+
+    /// The value of `name` in the app's process environment (`NAME=value`;
+    /// the last entry wins).
+    pub fn env_value(&self, name: &str) -> Option<&str> {
+        let prefix = format!("{name}=");
+        self.config
+            .process
+            .as_ref()?
+            .env
+            .iter()
+            .rev()
+            .find_map(|e| e.strip_prefix(&prefix))
+    }
+
+    /// The user the app's process runs as (root without a process).
+    pub fn process_user(&self) -> User {
+        self.config.process.as_ref().map(|p| p.user.clone()).unwrap_or_default()
     }
 
     /// Marks the staging directory as moved into place: it is not removed.

@@ -238,12 +238,7 @@ pub async fn generate(
     output_options.archive.gid_map = linux.gid_mappings;
     if let Some(tarball) = &platform.tarball {
         if tarball.file_ownership_same_as_user {
-            let user = bundle
-                .config
-                .process
-                .as_ref()
-                .map(|p| p.user.clone())
-                .unwrap_or_default();
+            let user = bundle.process_user();
             output_options.archive.owner_override = Some(Owner {
                 uid: user.uid,
                 gid: user.gid,

@@ -8,7 +8,7 @@
 pub mod bundle;
 pub mod generate;
 pub mod image;
-pub mod libmatch;
+
 pub mod output;
 pub mod pipeline;
 pub mod push;

@@ -22,8 +22,8 @@ use crate::Service;
 use crate::store::{BundleRecord, JobRecord, PlatformVersion, now};
 use bundlegen_core::generate::{self, GenerateError};
 use bundlegen_core::image::ImageError;
-use bundlegen_core::libmatch::{LibraryOptions, MatchMode};
 use bundlegen_core::output::{Format, OutputOptions};
+use bundlegen_core::pipeline::libraries::{LibraryOptions, MatchMode};
 use bundlegen_core::pipeline::{self, StageError};
 use bundlegen_core::unpack::UnpackOptions;
 

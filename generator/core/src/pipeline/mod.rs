@@ -3,21 +3,18 @@
 //! that edits the bundle: its `config.json`, its rootfs, or both. [`run`]
 //! calls them in BundleGen's order.
 
-use std::path::Path;
-
 use bundlegen_protocol::config::app::AppMetadata;
 use bundlegen_protocol::config::operator::OperatorConfig;
 use bundlegen_protocol::config::platform::PlatformTemplate;
-use bundlegen_protocol::root::{MissingDirs, RootError};
-use bundlegen_protocol::runtime::Mount;
+use bundlegen_protocol::root::RootError;
 
 use crate::bundle::Bundle;
 use crate::image::TargetPlatform;
-use crate::libmatch::{self, LibraryOptions};
 
 mod capabilities;
 pub mod compat;
 mod hooks;
+pub mod libraries;
 mod mounts;
 mod plugins;
 mod process;
@@ -32,7 +29,7 @@ pub struct Options {
     pub crun: bool,
     /// Create mount points in the rootfs (`-r/--createmountpoints`).
     pub create_mount_points: bool,
-    pub libraries: LibraryOptions,
+    pub libraries: libraries::LibraryOptions,
 }
 
 /// Everything the stages read.
@@ -108,59 +105,13 @@ pub fn run(bundle: &mut Bundle, inputs: &Inputs<'_>) -> Result<Report, StageErro
         plugins::apply(bundle, inputs, &mut report.warnings)?;
         hooks::apply(bundle, inputs, &mut report.warnings);
     }
-    let libraries = libmatch::match_libraries(bundle, inputs, entrypoint.as_deref())?;
+    let libraries = libraries::apply(bundle, inputs, entrypoint.as_deref())?;
     report.warnings.extend(libraries.warnings);
     report.library_notes = libraries.notes;
     if inputs.options.crun {
         mounts::strip_userspace_options(bundle);
     }
     Ok(report)
-}
-
-/// Makes sure a mount point exists in the rootfs (`-r`): a directory, or an
-/// empty file for file mounts. Never replaces what is there.
-pub fn create_mount_point(bundle: &mut Bundle, destination: &str, directory: bool) -> Result<(), StageError> {
-    let path = Path::new(destination);
-    if bundle
-        .rootfs
-        .lstat(path)
-        .map_err(StageError::rootfs("mount points"))?
-        .is_some()
-    {
-        return Ok(());
-    }
-    if directory {
-        bundle
-            .rootfs
-            .mkdir(path, 0o755, MissingDirs::Create)
-            .map_err(StageError::rootfs("mount points"))?;
-    } else {
-        bundle
-            .rootfs
-            .create_file(path, 0o644, MissingDirs::Create)
-            .map_err(StageError::rootfs("mount points"))?;
-    }
-    Ok(())
-}
-
-/// Adds a mount unless the same one is there.
-pub fn add_mount(bundle: &mut Bundle, mount: Mount) {
-    if !bundle.config.mounts.contains(&mount) {
-        bundle.config.mounts.push(mount);
-    }
-}
-
-/// `NAME=value` environment entries of the app's process.
-pub fn env_value<'a>(bundle: &'a Bundle, name: &str) -> Option<&'a str> {
-    let prefix = format!("{name}=");
-    bundle
-        .config
-        .process
-        .as_ref()?
-        .env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix(&prefix))
 }
 
 #[cfg(test)]

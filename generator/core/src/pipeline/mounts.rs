@@ -5,7 +5,7 @@
 
 use bundlegen_protocol::runtime::Mount;
 
-use super::{Inputs, StageError, add_mount, create_mount_point};
+use super::{Inputs, StageError};
 use crate::bundle::Bundle;
 
 pub const MKDIR: &str = "X-mount.mkdir";
@@ -21,10 +21,12 @@ pub fn add_mount_spec(bundle: &mut Bundle, inputs: &Inputs<'_>, spec: &Mount) ->
     let mut mount = spec.clone();
     mount.source = mount.source.map(|s| inputs.substitute(&s));
     if inputs.options.create_mount_points {
-        create_mount_point(bundle, &mount.destination, has_option(&mount, MKDIR))?;
+        bundle
+            .create_mount_point(&mount.destination, has_option(&mount, MKDIR))
+            .map_err(StageError::rootfs("mount points"))?;
     }
     if !has_option(&mount, MOUNT_POINT_ONLY) {
-        add_mount(bundle, mount);
+        bundle.add_mount(mount);
     }
     Ok(())
 }
@@ -52,7 +54,9 @@ pub fn create_default_mount_points(bundle: &mut Bundle) -> Result<(), StageError
         .filter(|d| d != "/etc/resolv.conf")
         .collect();
     for destination in destinations {
-        create_mount_point(bundle, &destination, true)?;
+        bundle
+            .create_mount_point(&destination, true)
+            .map_err(StageError::rootfs("mount points"))?;
     }
     Ok(())
 }

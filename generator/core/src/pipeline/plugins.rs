@@ -14,7 +14,7 @@ use bundlegen_protocol::runtime::Mount;
 use sha2::{Digest, Sha256};
 
 use super::mounts::OPTIONAL;
-use super::{Inputs, StageError, add_mount, create_mount_point};
+use super::{Inputs, StageError};
 use crate::bundle::Bundle;
 
 /// `MS_NOSUID | MS_NODEV | MS_NOEXEC`, BundleGen's loopback flags.
@@ -33,10 +33,7 @@ fn int32(value: u64, what: &str) -> Result<i32, StageError> {
 pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String>) -> Result<(), StageError> {
     let mut plugins = RdkPlugins::default();
     if let Some(dir) = inputs.platform.dobby.as_ref().and_then(|d| d.plugin_dir.as_ref()) {
-        add_mount(
-            bundle,
-            Mount::new(dir, "bind", dir, &["rbind", "nosuid", "nodev", "ro"]),
-        );
+        bundle.add_mount(Mount::new(dir, "bind", dir, &["rbind", "nosuid", "nodev", "ro"]));
     }
     networking(bundle, inputs, &mut plugins)?;
     storage(bundle, inputs, &mut plugins)?;
@@ -132,18 +129,17 @@ fn storage(bundle: &mut Bundle, inputs: &Inputs<'_>, plugins: &mut RdkPlugins) -
                 )?),
                 ..LoopbackMount::default()
             });
-            create_mount_point(bundle, &volume.path, true)?;
+            bundle
+                .create_mount_point(&volume.path, true)
+                .map_err(StageError::rootfs("mount points"))?;
             if inputs.options.create_mount_points {
-                create_mount_point(bundle, &format!("{}.temp", volume.path.trim_end_matches('/')), true)?;
+                bundle
+                    .create_mount_point(&format!("{}.temp", volume.path.trim_end_matches('/')), true)
+                    .map_err(StageError::rootfs("mount points"))?;
             }
         }
     }
-    let user = bundle
-        .config
-        .process
-        .as_ref()
-        .map(|p| p.user.clone())
-        .unwrap_or_default();
+    let user = bundle.process_user();
     for volume in &app.storage.temp {
         let mut options: Vec<String> = ["nosuid", "strictatime", "mode=755"].map(String::from).to_vec();
         options.push(format!("size={}", volume.size.bytes()));
@@ -154,8 +150,10 @@ fn storage(bundle: &mut Bundle, inputs: &Inputs<'_>, plugins: &mut RdkPlugins) -
             options.push(format!("gid={}", user.gid));
         }
         let options: Vec<&str> = options.iter().map(String::as_str).collect();
-        add_mount(bundle, Mount::new(&volume.path, "tmpfs", "tmpfs", &options));
-        create_mount_point(bundle, &volume.path, true)?;
+        bundle.add_mount(Mount::new(&volume.path, "tmpfs", "tmpfs", &options));
+        bundle
+            .create_mount_point(&volume.path, true)
+            .map_err(StageError::rootfs("mount points"))?;
     }
     // Optional mounts go to the storage plugin, which mounts them only if the
     // source exists when the container starts.

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use bundlegen_protocol::runtime::{Mount, Rlimit};
 
-use super::{Inputs, StageError, add_mount, env_value};
+use super::{Inputs, StageError};
 use crate::bundle::Bundle;
 
 /// The app's program as a container path (`args[0]`, looked up in `PATH`
@@ -14,7 +14,8 @@ pub fn entrypoint(bundle: &mut Bundle) -> Option<String> {
     if program.starts_with('/') {
         return Some(program);
     }
-    let path = env_value(bundle, "PATH")
+    let path = bundle
+        .env_value("PATH")
         .unwrap_or("/usr/local/bin:/usr/bin:/bin")
         .to_string();
     path.split(':')
@@ -68,12 +69,16 @@ pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String
             soft: l.soft,
         }));
     if !inputs.options.crun {
-        add_mount(
-            bundle,
-            Mount::new(&dobby_init, "bind", &dobby_init, &["rbind", "nosuid", "nodev", "ro"]),
-        );
+        bundle.add_mount(Mount::new(
+            &dobby_init,
+            "bind",
+            &dobby_init,
+            &["rbind", "nosuid", "nodev", "ro"],
+        ));
         if inputs.options.create_mount_points {
-            super::create_mount_point(bundle, &dobby_init, false)?;
+            bundle
+                .create_mount_point(&dobby_init, false)
+                .map_err(StageError::rootfs("mount points"))?;
         }
     }
     Ok(())

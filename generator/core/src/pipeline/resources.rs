@@ -4,7 +4,7 @@
 use bundlegen_protocol::runtime::{Device, DeviceRule, Memory, Mount, Resources};
 
 use super::mounts::add_mount_spec;
-use super::{Inputs, StageError, add_mount};
+use super::{Inputs, StageError};
 use crate::bundle::Bundle;
 
 pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String>) {
@@ -50,10 +50,12 @@ pub fn gpu(bundle: &mut Bundle, inputs: &Inputs<'_>) -> Result<(), StageError> {
     let process = bundle.config.process.get_or_insert_with(Default::default);
     process.env.extend(gpu.envvar.iter().cloned());
     if let Some(socket) = gpu.westeros.as_ref().and_then(|w| w.host_socket.as_ref()) {
-        add_mount(
-            bundle,
-            Mount::new("/tmp/westeros", "bind", socket, &["rbind", "nosuid", "nodev"]),
-        );
+        bundle.add_mount(Mount::new(
+            "/tmp/westeros",
+            "bind",
+            socket,
+            &["rbind", "nosuid", "nodev"],
+        ));
     }
     let display = gpu.wayland_display.as_deref().unwrap_or("westeros");
     bundle

@@ -4,7 +4,7 @@ use bundlegen_protocol::config::libs::LibEntry;
 use platform_probe::elf::{Abi, ElfInfo, ElfKind, FloatAbi};
 
 use super::*;
-use crate::libmatch::inventory::{ImageObject, Need};
+use crate::pipeline::libraries::inventory::{ImageObject, Need};
 
 const ARM: Abi = Abi {
     is_64: false,

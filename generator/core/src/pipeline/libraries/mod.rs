@@ -1,5 +1,7 @@
-//! Library matching: which shared libraries the box provides, so the bundle
-//! holds only what the box cannot. See [`decide`] for the rules.
+//! The library matching stage: which shared libraries the box provides, so
+//! the bundle holds only what the box cannot. [`decide`] has the rules (a
+//! plan from the image's inventory and the box's libraries); this module
+//! gathers the inputs and applies the plan to the bundle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -10,7 +12,7 @@ use bundlegen_protocol::runtime::Mount;
 use platform_probe::elf::Abi;
 
 use crate::bundle::Bundle;
-use crate::pipeline::{Inputs, StageError, add_mount, create_mount_point, env_value};
+use crate::pipeline::{Inputs, StageError};
 
 mod box_libs;
 pub mod decide;
@@ -40,9 +42,9 @@ impl Default for LibraryOptions {
     }
 }
 
-/// What matching did.
+/// What matching did, for the run's report.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub struct LibraryReport {
     pub notes: Vec<String>,
     pub warnings: Vec<String>,
 }
@@ -78,12 +80,9 @@ impl RootfsView for RootView<'_> {
     }
 }
 
-/// Matches the image's libraries against the box's and edits the bundle.
-pub fn match_libraries(
-    bundle: &mut Bundle,
-    inputs: &Inputs<'_>,
-    entrypoint: Option<&str>,
-) -> Result<Outcome, StageError> {
+/// The stage: matches the image's libraries against the box's and edits
+/// the bundle.
+pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, entrypoint: Option<&str>) -> Result<LibraryReport, StageError> {
     let options = &inputs.options.libraries;
     let platform = inputs.platform;
     let box_abi = platform_abi(&platform.arch.arch, platform.arch.variant.as_deref());
@@ -136,7 +135,8 @@ pub fn match_libraries(
         entrypoint: entrypoint.map(str::to_string),
         host_programs,
     };
-    let ld_library_path: Vec<String> = env_value(bundle, "LD_LIBRARY_PATH")
+    let ld_library_path: Vec<String> = bundle
+        .env_value("LD_LIBRARY_PATH")
         .map(|v| v.split(':').filter(|p| !p.is_empty()).map(str::to_string).collect())
         .unwrap_or_default();
     let inventory = Inventory::scan(&mut bundle.rootfs, &ld_library_path);
@@ -145,7 +145,7 @@ pub fn match_libraries(
         return Err(StageError::Incompatible(plan.problems));
     }
     warnings.extend(plan.unresolved.iter().cloned());
-    let mut outcome = Outcome {
+    let mut outcome = LibraryReport {
         notes: plan.notes.clone(),
         warnings,
     };
@@ -155,7 +155,7 @@ pub fn match_libraries(
             .iter()
             .map(|(path, why)| format!("{path}: not a readable ELF file ({why})")),
     );
-    apply(bundle, inputs, &plan)?;
+    apply_plan(bundle, inputs, &plan)?;
     if options.prune_unused {
         let pruned = prune(bundle, &inventory, &plan, &app_hints.dlopen)?;
         outcome.notes.extend(
@@ -199,17 +199,21 @@ fn host_program(report: Option<&ProbeReport>, libs: &BoxLibraries, path: &str) -
 }
 
 /// Deletes what the plan replaces and adds its read-only bind mounts.
-fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, plan: &Plan) -> Result<(), StageError> {
+fn apply_plan(bundle: &mut Bundle, inputs: &Inputs<'_>, plan: &Plan) -> Result<(), StageError> {
     for path in &plan.remove {
         remove(bundle, path)?;
     }
     for LibraryMount { source, destination } in &plan.mounts {
-        add_mount(
-            bundle,
-            Mount::new(destination, "bind", source, &["rbind", "nosuid", "nodev", "ro"]),
-        );
+        bundle.add_mount(Mount::new(
+            destination,
+            "bind",
+            source,
+            &["rbind", "nosuid", "nodev", "ro"],
+        ));
         if inputs.options.create_mount_points {
-            create_mount_point(bundle, destination, false)?;
+            bundle
+                .create_mount_point(destination, false)
+                .map_err(StageError::rootfs("mount points"))?;
         }
     }
     Ok(())
