@@ -141,13 +141,13 @@ impl<R: Read> Read for VerifiedReader<R> {
     }
 }
 
-/// Reads a whole (small) JSON document, verified, and parses it.
-pub fn read_document<T: serde::de::DeserializeOwned>(
+/// Reads a whole (small) document, verified when `digest` is given.
+pub fn read_verified(
     reader: impl Read,
     digest: Option<&Digest>,
     size: Option<u64>,
     what: &str,
-) -> Result<(T, Vec<u8>), ImageError> {
+) -> Result<Vec<u8>, ImageError> {
     if let Some(size) = size
         && size > MAX_DOCUMENT_BYTES
     {
@@ -173,11 +173,22 @@ pub fn read_document<T: serde::de::DeserializeOwned>(
             "{what} is larger than {MAX_DOCUMENT_BYTES} bytes"
         )));
     }
-    let value = serde_json::from_slice(&bytes).map_err(|source| ImageError::Json {
+    Ok(bytes)
+}
+
+/// Reads a whole (small) JSON document, verified when `digest` is given,
+/// and parses it.
+pub fn read_document<T: serde::de::DeserializeOwned>(
+    reader: impl Read,
+    digest: Option<&Digest>,
+    size: Option<u64>,
+    what: &str,
+) -> Result<T, ImageError> {
+    let bytes = read_verified(reader, digest, size, what)?;
+    serde_json::from_slice(&bytes).map_err(|source| ImageError::Json {
         what: what.to_string(),
         source,
-    })?;
-    Ok((value, bytes))
+    })
 }
 
 #[cfg(test)]

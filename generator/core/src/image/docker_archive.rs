@@ -47,7 +47,7 @@ pub fn open(files: Arc<dyn ImageFiles>, wanted: &ArchiveImage, reference: String
         ))
     })?;
     let what = format!("{}/manifest.json", files.describe());
-    let (entries, _): (Vec<ArchiveManifestEntry>, _) = read_document(manifest_file, None, Some(size), &what)?;
+    let entries: Vec<ArchiveManifestEntry> = read_document(manifest_file, None, Some(size), &what)?;
     let tags = || {
         entries
             .iter()
@@ -77,8 +77,7 @@ pub fn open(files: Arc<dyn ImageFiles>, wanted: &ArchiveImage, reference: String
     let config_digest = digest_from_name(&entry.config);
     let config_what = format!("configuration {} of {reference}", entry.config);
     let (config_file, size) = files.open(&entry.config)?;
-    let (config, _): (ImageConfiguration, _) =
-        read_document(config_file, config_digest.as_ref(), Some(size), &config_what)?;
+    let config: ImageConfiguration = read_document(config_file, config_digest.as_ref(), Some(size), &config_what)?;
     let diff_ids = config.rootfs().diff_ids();
     if diff_ids.len() != entry.layers.len() {
         return Err(ImageError::Store(format!(

@@ -2,24 +2,20 @@
 
 use std::sync::Arc;
 
-use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex};
+use oci_spec::image::{Descriptor, ImageIndex};
 
 use super::blob::read_document;
-use super::{
-    Document, INDEX_TYPES, Image, ImageError, ImageFiles, Selector, TargetPlatform, blob_path, choose_manifest,
-    manifest_layers,
-};
+use super::resolve::{StoredDocuments, choose_manifest, resolve};
+use super::{Image, ImageError, ImageFiles, Selector, TargetPlatform};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
-/// Nested indexes followed before giving up.
-const MAX_INDEX_DEPTH: usize = 4;
 
 fn ref_name(descriptor: &Descriptor) -> Option<&str> {
     descriptor.annotations().as_ref()?.get(REF_NAME).map(String::as_str)
 }
 
 /// Opens the image `selector` names in the layout `files`.
-pub fn open(
+pub async fn open(
     files: Arc<dyn ImageFiles>,
     selector: &Selector,
     platform: &TargetPlatform,
@@ -33,7 +29,7 @@ pub fn open(
     }
     let (index_file, size) = files.open("index.json")?;
     let what = format!("{}/index.json", files.describe());
-    let (index, _): (ImageIndex, _) = read_document(index_file, None, Some(size), &what)?;
+    let index: ImageIndex = read_document(index_file, None, Some(size), &what)?;
     let descriptor = match selector {
         Selector::Tag(tag) => {
             let tagged: Vec<&Descriptor> = index.manifests().iter().filter(|d| ref_name(d) == Some(tag)).collect();
@@ -70,53 +66,6 @@ pub fn open(
             }
         },
     };
-    resolve(files, &descriptor, platform, reference, 0)
-}
-
-fn resolve(
-    files: Arc<dyn ImageFiles>,
-    descriptor: &Descriptor,
-    platform: &TargetPlatform,
-    reference: String,
-    depth: usize,
-) -> Result<Image, ImageError> {
-    if depth > MAX_INDEX_DEPTH {
-        return Err(ImageError::Unsupported(format!(
-            "{reference}: image indexes nested too deep"
-        )));
-    }
-    let digest = descriptor.digest();
-    let what = format!("manifest {digest} of {reference}");
-    let (file, _) = files.open(&blob_path(digest))?;
-    let (_, bytes): (serde_json::Value, _) = read_document(file, Some(digest), Some(descriptor.size()), &what)?;
-    let media_type = descriptor.media_type().to_string();
-    match Document::parse(&bytes, &what)? {
-        Document::Index(index) => {
-            let chosen = choose_manifest(index.manifests(), platform, &reference)?.clone();
-            resolve(files, &chosen, platform, reference, depth + 1)
-        }
-        Document::Manifest(_) if INDEX_TYPES.contains(&media_type.as_str()) => Err(ImageError::Store(format!(
-            "{what}: the descriptor says {media_type} but the content is a manifest"
-        ))),
-        Document::Manifest(manifest) => {
-            let config_descriptor = manifest.config();
-            let config_what = format!("configuration {} of {reference}", config_descriptor.digest());
-            let (config_file, _) = files.open(&blob_path(config_descriptor.digest()))?;
-            let (config, _): (ImageConfiguration, _) = read_document(
-                config_file,
-                Some(config_descriptor.digest()),
-                Some(config_descriptor.size()),
-                &config_what,
-            )?;
-            let layers = manifest_layers(&manifest, &config, &reference)?;
-            Ok(Image {
-                reference,
-                manifest_digest: Some(digest.clone()),
-                config_digest: Some(config_descriptor.digest().clone()),
-                config,
-                layers,
-                files,
-            })
-        }
-    }
+    let resolved = resolve(&StoredDocuments(files.as_ref()), descriptor, platform, &reference).await?;
+    Ok(Image::new(reference, resolved, files))
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 
-use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest};
+use oci_spec::image::{Digest, ImageConfiguration};
 
 mod blob;
 mod docker_archive;
@@ -18,6 +18,7 @@ mod layout;
 mod platform;
 mod reference;
 pub mod registry;
+mod resolve;
 mod store;
 
 pub use blob::VerifiedReader;
@@ -59,15 +60,6 @@ pub enum ImageError {
     #[error("registry {url}: {message}")]
     Registry { url: String, message: String },
 }
-
-const INDEX_TYPES: [&str; 2] = [
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
-const IMAGE_CONFIG_TYPES: [&str; 2] = [
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-];
 
 /// A layer of an image: where its blob is and what it must hash to.
 #[derive(Debug, Clone)]
@@ -211,6 +203,17 @@ impl LayerStream {
 }
 
 impl Image {
+    fn new(reference: String, resolved: resolve::Resolved, files: Arc<dyn ImageFiles>) -> Image {
+        Image {
+            reference,
+            manifest_digest: Some(resolved.manifest_digest),
+            config_digest: Some(resolved.manifest.config().digest().clone()),
+            config: resolved.config,
+            layers: resolved.layers,
+            files,
+        }
+    }
+
     /// The platform the image says it is for.
     pub fn platform(&self) -> TargetPlatform {
         TargetPlatform::new(
@@ -281,11 +284,11 @@ pub async fn open_image(
     match reference {
         ImageReference::OciLayout { dir, selector } => {
             let files = Arc::new(DirFiles::new(dir)?);
-            layout::open(files, selector, platform, reference.to_string())
+            layout::open(files, selector, platform, reference.to_string()).await
         }
         ImageReference::OciArchive { file, selector } => {
             let files = Arc::new(TarFiles::index(file)?);
-            layout::open(files, selector, platform, reference.to_string())
+            layout::open(files, selector, platform, reference.to_string()).await
         }
         ImageReference::DockerArchive { file, image } => {
             let files = Arc::new(TarFiles::index(file)?);
@@ -297,127 +300,6 @@ pub async fn open_image(
             selector,
         } => registry::pull(host, repository, selector, platform, registry).await,
     }
-}
-
-/// A parsed manifest-or-index document.
-enum Document {
-    Index(Box<ImageIndex>),
-    Manifest(Box<ImageManifest>),
-}
-
-impl Document {
-    /// Recognises the document from its content, whatever the descriptor said.
-    fn parse(bytes: &[u8], what: &str) -> Result<Document, ImageError> {
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|source| ImageError::Json {
-            what: what.to_string(),
-            source,
-        })?;
-        if value.get("schemaVersion").and_then(serde_json::Value::as_u64) == Some(1) {
-            return Err(ImageError::Unsupported(format!(
-                "{what} is a Docker schema 1 manifest; push the image again with a current tool"
-            )));
-        }
-        let json_error = |source| ImageError::Json {
-            what: what.to_string(),
-            source,
-        };
-        if value.get("manifests").is_some() {
-            Ok(Document::Index(Box::new(
-                serde_json::from_value(value).map_err(json_error)?,
-            )))
-        } else {
-            Ok(Document::Manifest(Box::new(
-                serde_json::from_value(value).map_err(json_error)?,
-            )))
-        }
-    }
-}
-
-/// The platform a descriptor of an index is for.
-fn descriptor_platform(descriptor: &Descriptor) -> Option<TargetPlatform> {
-    descriptor.platform().as_ref().map(|p| {
-        TargetPlatform::new(
-            &p.os().to_string(),
-            &p.architecture().to_string(),
-            p.variant().as_deref(),
-        )
-    })
-}
-
-fn is_attestation(descriptor: &Descriptor) -> bool {
-    descriptor
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get("vnd.docker.reference.type"))
-        .is_some_and(|t| t == "attestation-manifest")
-}
-
-/// Picks the best manifest of an index for `platform`.
-fn choose_manifest<'a>(
-    manifests: impl IntoIterator<Item = &'a Descriptor>,
-    platform: &TargetPlatform,
-    reference: &str,
-) -> Result<&'a Descriptor, ImageError> {
-    let candidates: Vec<&Descriptor> = manifests.into_iter().filter(|d| !is_attestation(d)).collect();
-    if let [only] = candidates.as_slice()
-        && only.platform().is_none()
-    {
-        return Ok(only);
-    }
-    candidates
-        .iter()
-        .filter_map(|d| Some((platform.match_score(&descriptor_platform(d)?)?, *d)))
-        // Highest score wins; the first listed wins a tie.
-        .fold(None, |best: Option<(u8, &Descriptor)>, (score, d)| match best {
-            Some((best_score, _)) if best_score >= score => best,
-            _ => Some((score, d)),
-        })
-        .map(|(_, d)| d)
-        .ok_or_else(|| ImageError::NoMatchingPlatform {
-            reference: reference.to_string(),
-            wanted: platform.to_string(),
-            available: candidates
-                .iter()
-                .map(|d| descriptor_platform(d).map_or_else(|| "(no platform)".to_string(), |p| p.to_string()))
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-}
-
-/// Builds the layer list of a manifest, checked against the configuration.
-fn manifest_layers(
-    manifest: &ImageManifest,
-    config: &ImageConfiguration,
-    reference: &str,
-) -> Result<Vec<Layer>, ImageError> {
-    let config_type = manifest.config().media_type().to_string();
-    if !config_type.is_empty() && !IMAGE_CONFIG_TYPES.contains(&config_type.as_str()) {
-        return Err(ImageError::Unsupported(format!(
-            "{reference} is not a container image (its config is {config_type})"
-        )));
-    }
-    let diff_ids = config.rootfs().diff_ids();
-    if diff_ids.len() != manifest.layers().len() {
-        return Err(ImageError::Store(format!(
-            "{reference}: the manifest lists {} layers but the configuration {} diff_ids",
-            manifest.layers().len(),
-            diff_ids.len()
-        )));
-    }
-    manifest
-        .layers()
-        .iter()
-        .zip(diff_ids)
-        .map(|(descriptor, diff_id)| {
-            Ok(Layer {
-                path: blob_path(descriptor.digest()),
-                digest: Some(descriptor.digest().clone()),
-                size: Some(descriptor.size()),
-                diff_id: parse_digest(diff_id, reference)?,
-                media_type: descriptor.media_type().to_string(),
-            })
-        })
-        .collect()
 }
 
 fn parse_digest(text: &str, context: &str) -> Result<Digest, ImageError> {

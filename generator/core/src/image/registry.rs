@@ -1,4 +1,5 @@
-//! Pulling images from an OCI distribution registry (`docker://`).
+//! An OCI distribution registry (`docker://`): images are pulled from it,
+//! and the service keeps bundles in one ([`Repository`]).
 //!
 //! Blobs are streamed into a content-addressed cache (an OCI layout's `blobs/`
 //! directory), verified against their digest and size before they are renamed
@@ -11,16 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bundlegen_protocol::http::{HttpError, client_builder};
-use oci_spec::image::{Digest, ImageConfiguration};
+use oci_spec::image::{Descriptor, Digest, MediaType};
 use reqwest::{StatusCode, header};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex, Semaphore};
 
-use super::blob::{BlobCheck, read_document};
-use super::{
-    Document, Image, ImageError, ImageFiles, Selector, TargetPlatform, blob_path, choose_manifest, manifest_layers,
-};
-use crate::image::store::{DirFiles, StoreFile};
+use super::blob::BlobCheck;
+use super::resolve::{DocumentKind, Documents, StoredDocuments, resolve};
+use super::store::{DirFiles, StoreFile};
+use super::{Image, ImageError, ImageFiles, Selector, TargetPlatform, blob_path};
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.oci.image.manifest.v1+json, \
@@ -557,6 +557,30 @@ fn build_client(options: &RegistryOptions) -> Result<reqwest::Client, ImageError
     .map_err(|e| ImageError::Store(format!("cannot set up the HTTP client: {e}")))
 }
 
+/// A registry's documents: fetched into the cache unless it has them, then
+/// read from there like any stored image's.
+struct RegistryDocuments<'a> {
+    session: &'a Session,
+    cache: &'a Path,
+    files: &'a DirFiles,
+}
+
+impl Documents for RegistryDocuments<'_> {
+    async fn document(&self, descriptor: &Descriptor, kind: DocumentKind, what: &str) -> Result<Vec<u8>, ImageError> {
+        let digest = descriptor.digest();
+        if !self.files.exists(&blob_path(digest)) {
+            match kind {
+                DocumentKind::Manifest => {
+                    let (bytes, _) = self.session.manifest(digest.as_ref(), Some(digest)).await?;
+                    write_cached(self.cache, digest, &bytes).await?;
+                }
+                DocumentKind::Config => self.session.blob(digest, descriptor.size(), self.cache).await?,
+            }
+        }
+        StoredDocuments(self.files).document(descriptor, kind, what).await
+    }
+}
+
 /// Pulls `repository` from `host` into the cache and opens it.
 pub async fn pull(
     host: &str,
@@ -587,44 +611,33 @@ pub async fn pull(
             (tmp.path().to_path_buf(), Some(tmp))
         }
     };
+    tokio::fs::create_dir_all(&cache)
+        .await
+        .map_err(|source| ImageError::Io {
+            what: cache.display().to_string(),
+            source,
+        })?;
+    let files = DirFiles::new(&cache)?;
 
+    // A tag names a manifest only the registry knows: fetch it into the
+    // cache, and go on from its descriptor as from a layout's index.
     let (first, expected) = match selector {
         Selector::Tag(tag) => (tag.clone(), None),
         Selector::Digest(digest) => (digest.to_string(), Some(digest)),
     };
-    let (mut bytes, mut digest) = session.manifest(&first, expected).await?;
-    let mut depth = 0;
-    let manifest = loop {
-        let what = format!("manifest {digest} of {reference}");
-        match Document::parse(&bytes, &what)? {
-            Document::Manifest(manifest) => break manifest,
-            Document::Index(index) if depth < 4 => {
-                let chosen = choose_manifest(index.manifests(), platform, &reference)?
-                    .digest()
-                    .clone();
-                (bytes, digest) = session.manifest(chosen.as_ref(), Some(&chosen)).await?;
-                depth += 1;
-            }
-            Document::Index(_) => return Err(ImageError::Unsupported(format!("{reference}: indexes nested too deep"))),
-        }
-    };
-    // Keep the manifest next to its blobs so the cache is a readable store.
+    let (bytes, digest) = session.manifest(&first, expected).await?;
     write_cached(&cache, &digest, &bytes).await?;
-
-    let config_descriptor = manifest.config();
-    session
-        .blob(config_descriptor.digest(), config_descriptor.size(), &cache)
-        .await?;
-    let files = DirFiles::new(&cache)?;
-    let (config_file, _) = files.open(&blob_path(config_descriptor.digest()))?;
-    let config_what = format!("configuration {} of {reference}", config_descriptor.digest());
-    let (config, _): (ImageConfiguration, _) = read_document(
-        config_file,
-        Some(config_descriptor.digest()),
-        Some(config_descriptor.size()),
-        &config_what,
-    )?;
-    let layers = manifest_layers(&manifest, &config, &reference)?;
+    let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|document| Some(MediaType::from(document.get("mediaType")?.as_str()?)))
+        .unwrap_or_else(|| MediaType::Other(String::new()));
+    let top = Descriptor::new(media_type, bytes.len() as u64, digest);
+    let documents = RegistryDocuments {
+        session: &session,
+        cache: &cache,
+        files: &files,
+    };
+    let resolved = resolve(&documents, top, platform, &reference).await?;
 
     let parallel = match options.parallel_downloads {
         0 => 3,
@@ -632,7 +645,7 @@ pub async fn pull(
     };
     let permits = Arc::new(Semaphore::new(parallel));
     let mut downloads = tokio::task::JoinSet::new();
-    for layer in manifest.layers() {
+    for layer in resolved.manifest.layers() {
         let (session, permits, cache) = (session.clone(), permits.clone(), cache.clone());
         let (digest, size) = (layer.digest().clone(), layer.size());
         downloads.spawn(async move {
@@ -643,17 +656,11 @@ pub async fn pull(
     while let Some(result) = downloads.join_next().await {
         result.map_err(|e| ImageError::Store(format!("download task failed: {e}")))??;
     }
-    Ok(Image {
-        reference,
-        manifest_digest: Some(digest),
-        config_digest: Some(config_descriptor.digest().clone()),
-        config,
-        layers,
-        files: Arc::new(CacheFiles {
-            files,
-            _temporary: temporary,
-        }),
-    })
+    let files = CacheFiles {
+        files,
+        _temporary: temporary,
+    };
+    Ok(Image::new(reference, resolved, Arc::new(files)))
 }
 
 async fn write_cached(cache: &Path, digest: &Digest, bytes: &[u8]) -> Result<(), ImageError> {
