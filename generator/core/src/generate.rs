@@ -1,4 +1,6 @@
-//! The whole job: image + platform + app + operator → bundle and archive.
+//! The operations: image + platform + app + operator → bundle and archive
+//! ([`generate`]), image → plain OCI bundle ([`unpack`]), and the
+//! compatibility check alone ([`check_compatibility`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use bundlegen_protocol::idmap::IdMapping;
 use bundlegen_protocol::manifest::Owner;
 
 use crate::bundle::{Bundle, BundleError, Place};
-use crate::image::{ImageError, ImageReference, RegistryOptions, TargetPlatform, open_image};
+use crate::image::{Image, ImageError, ImageReference, RegistryOptions, TargetPlatform, open_image};
 use crate::output::{self, OutputError, OutputOptions, Written};
 use crate::pipeline::{self, Inputs, StageError};
 use crate::unpack::{UnpackOptions, UnpackStats};
@@ -196,20 +198,35 @@ fn app_metadata(bundle: &mut Bundle, file: Option<&Path>) -> Result<Parsed<AppMe
     Ok(parsed)
 }
 
+/// The whole job: [`open`] then [`build`].
 pub async fn generate(
     request: &Request<'_>,
     progress: impl FnMut(usize, usize, &UnpackStats),
 ) -> Result<Generated, GenerateError> {
-    let platform = request.platform;
-    let target = target_platform(platform);
+    let image = open(request).await?;
+    build(request, &image, progress)
+}
+
+/// The asynchronous part: the output may be written, and the image opens
+/// (pulled from a registry, or read from a layout or archive).
+pub async fn open(request: &Request<'_>) -> Result<Image, GenerateError> {
     output::check_destination(request.output, request.output_options)?;
-    let image = open_image(request.image, &target, request.registry).await?;
+    Ok(open_image(request.image, &target_platform(request.platform), request.registry).await?)
+}
+
+/// The blocking part: unpack `image`, run the stages, write the outputs.
+pub fn build(
+    request: &Request<'_>,
+    image: &Image,
+    progress: impl FnMut(usize, usize, &UnpackStats),
+) -> Result<Generated, GenerateError> {
+    let platform = request.platform;
     let image_platform = image.platform();
     let place = Place {
         output: request.output,
         work_dir: request.work_dir,
     };
-    let (mut bundle, unpacked) = Bundle::from_image(&image, &place, request.unpack, &[], &[], progress)?;
+    let (mut bundle, unpacked) = Bundle::from_image(image, &place, request.unpack, &[], &[], progress)?;
     let parsed = app_metadata(&mut bundle, request.app_metadata)?;
     let mut warnings = parsed.warnings;
     let mut app = parsed.value;
@@ -231,34 +248,7 @@ pub async fn generate(
     };
     let report = pipeline::run(&mut bundle, &inputs)?;
     warnings.extend(report.warnings);
-
-    let mut output_options = request.output_options.clone();
-    let linux = bundle.config.linux.clone().unwrap_or_default();
-    output_options.archive.uid_map = linux.uid_mappings;
-    output_options.archive.gid_map = linux.gid_mappings;
-    if let Some(tarball) = &platform.tarball {
-        if tarball.file_ownership_same_as_user {
-            let user = bundle.process_user();
-            output_options.archive.owner_override = Some(Owner {
-                uid: user.uid,
-                gid: user.gid,
-            });
-        }
-        if output_options.archive.mode_mask.is_none() {
-            output_options.archive.mode_mask = tarball.mask();
-        }
-    }
-    output_options.ipk = Some(IpkControl {
-        package: app.id.clone(),
-        version: app.version.clone().unwrap_or_else(|| "1.0.0".into()),
-        architecture: target.package_architecture(),
-        description: app
-            .description
-            .clone()
-            .unwrap_or_else(|| format!("{} for {}", app.id, platform.platform_name)),
-        priority: app.priority.clone().unwrap_or_else(|| "optional".into()),
-        depends: Vec::new(),
-    });
+    let output_options = bundle_output_options(&bundle, platform, &app, request.output_options);
     let written = output::write(bundle, request.output, &output_options)?;
     Ok(Generated {
         written,
@@ -267,4 +257,42 @@ pub async fn generate(
         library_notes: report.library_notes,
         unpacked,
     })
+}
+
+/// The archive's owners and modes (the bundle's user namespace, the
+/// platform's `tarball` settings) and the `.ipk`'s control fields.
+fn bundle_output_options(
+    bundle: &Bundle,
+    platform: &PlatformTemplate,
+    app: &AppMetadata,
+    requested: &OutputOptions,
+) -> OutputOptions {
+    let mut options = requested.clone();
+    let linux = bundle.config.linux.clone().unwrap_or_default();
+    options.archive.uid_map = linux.uid_mappings;
+    options.archive.gid_map = linux.gid_mappings;
+    if let Some(tarball) = &platform.tarball {
+        if tarball.file_ownership_same_as_user {
+            let user = bundle.process_user();
+            options.archive.owner_override = Some(Owner {
+                uid: user.uid,
+                gid: user.gid,
+            });
+        }
+        if options.archive.mode_mask.is_none() {
+            options.archive.mode_mask = tarball.mask();
+        }
+    }
+    options.ipk = Some(IpkControl {
+        package: app.id.clone(),
+        version: app.version.clone().unwrap_or_else(|| "1.0.0".into()),
+        architecture: target_platform(platform).package_architecture(),
+        description: app
+            .description
+            .clone()
+            .unwrap_or_else(|| format!("{} for {}", app.id, platform.platform_name)),
+        priority: app.priority.clone().unwrap_or_else(|| "optional".into()),
+        depends: Vec::new(),
+    });
+    options
 }

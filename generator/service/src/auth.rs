@@ -5,8 +5,21 @@ use bundlegen_protocol::digest::Sha256Digest;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::db::DbError;
 use crate::store::Store;
+
+/// Why a caller may not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No token, or one the service does not know.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// A known token whose role does not allow this.
+    #[error("the {} role may not do this", .0.as_str())]
+    Forbidden(Role),
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -48,15 +61,12 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Fails with 403 unless the caller has one of `roles` (admin always may).
-    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+    /// Fails unless the caller has one of `roles` (admin always may).
+    pub fn require(&self, roles: &[Role]) -> Result<(), AuthError> {
         if self.role == Role::Admin || roles.contains(&self.role) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!(
-                "the {} role may not do this",
-                self.role.as_str()
-            )))
+            Err(AuthError::Forbidden(self.role))
         }
     }
 }
@@ -84,15 +94,15 @@ pub fn hash_token(token: &str) -> String {
 }
 
 /// Finds the caller of a request from its `Authorization: Bearer` header.
-pub async fn authenticate(store: &Store, header: Option<&str>) -> Result<Caller, ApiError> {
+pub async fn authenticate(store: &Store, header: Option<&str>) -> Result<Caller, AuthError> {
     let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return Err(ApiError::unauthorized("an Authorization: Bearer token is required"));
+        return Err(AuthError::Unauthenticated("an Authorization: Bearer token is required"));
     };
     let record = store
         .token_by_hash(&hash_token(token))
         .await?
-        .ok_or_else(|| ApiError::unauthorized("unknown token"))?;
-    let role = Role::parse(&record.role).ok_or_else(|| ApiError::unauthorized("token with an unknown role"))?;
+        .ok_or(AuthError::Unauthenticated("unknown token"))?;
+    let role = Role::parse(&record.role).ok_or(AuthError::Unauthenticated("token with an unknown role"))?;
     Ok(Caller {
         token_id: record.id,
         name: record.name,

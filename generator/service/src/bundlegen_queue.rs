@@ -25,11 +25,10 @@ use lapin::{BasicProperties, Channel};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use crate::error::ApiError;
 use crate::jobs::{BundleOptions, BundleRequest};
 use crate::queue::{self, QueueError};
 use crate::store::JobState;
-use crate::{Service, ServiceError};
+use crate::{RequestError, Service, ServiceError};
 
 pub const REQUEST_QUEUE: &str = "bundlegen-requests";
 /// Longest a request waits for its job, in seconds.
@@ -171,11 +170,12 @@ async fn send_reply(
     queue::publish(channel, url, reply_to, &payload, properties).await
 }
 
-fn verdict_of(error: ApiError) -> Verdict {
-    if error.status.is_server_error() {
-        Verdict::Transient(format!("{}: {}", error.code, error.message))
+fn verdict_of(error: RequestError) -> Verdict {
+    let why = format!("{}: {error}", error.code());
+    if error.is_transient() {
+        Verdict::Transient(why)
     } else {
-        Verdict::Fatal(format!("{}: {}", error.code, error.message))
+        Verdict::Fatal(why)
     }
 }
 
@@ -246,22 +246,20 @@ async fn handle(service: &Service, request: &LegacyRequest) -> Verdict {
 
 /// Makes a platform known from the template directory, if the service does
 /// not have it yet (BundleGen workers read templates from disk).
-async fn import_platform(service: &Service, name: &str) -> Result<(), ApiError> {
+async fn import_platform(service: &Service, name: &str) -> Result<(), RequestError> {
     if service.store.platform_version(name, None).await?.is_some() {
         return Ok(());
     }
     let Some(dir) = &service.config.template_dir else {
-        return Err(ApiError::not_found(
-            "platform_not_found",
-            format!("no platform named {name}"),
-        ));
+        return Err(RequestError::PlatformNotFound(name.to_string()));
     };
     let files = bundlegen_protocol::config::platform::find_template(dir, name)
-        .map_err(|e| ApiError::not_found("platform_not_found", e.to_string()))?;
-    let read =
-        |path: &Path| std::fs::read_to_string(path).map_err(|e| ApiError::internal(format!("{}: {e}", path.display())));
+        .map_err(|_| RequestError::PlatformNotFound(name.to_string()))?;
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| RequestError::Internal(format!("{}: {e}", path.display())))
+    };
     bundlegen_protocol::config::platform::load_platform(&files)
-        .map_err(|e| ApiError::unprocessable("invalid_template", e.to_string()))?;
+        .map_err(|e| RequestError::Invalid(format!("template {name}: {e}")))?;
     let template = read(&files.template)?;
     let libs = files.libs.as_deref().map(read).transpose()?;
     let probe = files.probe.as_deref().map(read).transpose()?;

@@ -20,12 +20,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::Service;
 use crate::store::{BundleRecord, JobRecord, PlatformVersion, now};
-use bundlegen_core::generate::{self, GenerateError};
-use bundlegen_core::image::ImageError;
+use bundlegen_core::generate::{self, GenerateError, Generated};
+use bundlegen_core::image::{ImageError, ImageReference, RegistryOptions};
 use bundlegen_core::output::{Format, OutputOptions};
 use bundlegen_core::pipeline::libraries::{LibraryOptions, MatchMode};
 use bundlegen_core::pipeline::{self, StageError};
 use bundlegen_core::unpack::UnpackOptions;
+use bundlegen_protocol::config::operator::OperatorConfig;
 
 /// What a client asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,7 +135,7 @@ pub fn platform_template(version: &PlatformVersion) -> Result<Parsed<PlatformTem
 
 /// How a job ended, with a stable code for failures.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum JobOutcome {
     Succeeded(String),
     /// Worth another attempt (a registry or store that was down).
     Transient {
@@ -147,19 +148,19 @@ pub enum Outcome {
     },
 }
 
-impl Outcome {
+impl JobOutcome {
     pub fn code(&self) -> &str {
         match self {
-            Outcome::Succeeded(_) => "succeeded",
-            Outcome::Transient { code, .. } | Outcome::Failed { code, .. } => code,
+            JobOutcome::Succeeded(_) => "succeeded",
+            JobOutcome::Transient { code, .. } | JobOutcome::Failed { code, .. } => code,
         }
     }
 }
 
 /// Sorts a generation error into a job outcome.
-pub fn classify(error: &GenerateError) -> Outcome {
+pub fn classify(error: &GenerateError) -> JobOutcome {
     let message = bundlegen_protocol::error_chain(error);
-    let failed = |code| Outcome::Failed {
+    let failed = |code| JobOutcome::Failed {
         code,
         message: message.clone(),
     };
@@ -168,7 +169,7 @@ pub fn classify(error: &GenerateError) -> Outcome {
         GenerateError::Image(ImageError::NotFound(_)) => failed("image_not_found"),
         GenerateError::Image(ImageError::NoMatchingPlatform { .. }) => failed("image_platform_mismatch"),
         GenerateError::Image(ImageError::Reference { .. }) => failed("invalid_image_reference"),
-        GenerateError::Image(ImageError::Registry { .. }) => Outcome::Transient {
+        GenerateError::Image(ImageError::Registry { .. }) => JobOutcome::Transient {
             code: "registry_unavailable",
             message,
         },
@@ -180,12 +181,12 @@ pub fn classify(error: &GenerateError) -> Outcome {
     }
 }
 
-/// Runs a claimed job to its end and records the outcome. Returns it.
-pub async fn run(service: &Service, job: &JobRecord) -> Outcome {
+/// Runs a claimed job to its end. Returns how it ended.
+pub async fn run(service: &Service, job: &JobRecord) -> JobOutcome {
     let started = Instant::now();
     let work = service.config.data_dir.join("work").join(&job.id);
     let outcome = match build(service, job, &work).await {
-        Ok(bundle) => Outcome::Succeeded(bundle),
+        Ok(bundle) => JobOutcome::Succeeded(bundle),
         Err(outcome) => outcome,
     };
     let _ = tokio::fs::remove_dir_all(&work).await;
@@ -211,8 +212,17 @@ async fn report_progress(service: Service, job: String, mut updates: tokio::sync
     }
 }
 
-async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String, Outcome> {
-    let failed = |code, message: String| Outcome::Failed { code, message };
+fn failed(code: &'static str, message: String) -> JobOutcome {
+    JobOutcome::Failed { code, message }
+}
+
+fn transient(code: &'static str, message: String) -> JobOutcome {
+    JobOutcome::Transient { code, message }
+}
+
+/// A job: its request and platform version read back, the bundle
+/// generated, signed, stored and recorded. Returns the bundle's id.
+async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String, JobOutcome> {
     let stored: StoredRequest =
         serde_json::from_str(&job.request).map_err(|e| failed("invalid_input", format!("stored request: {e}")))?;
     let request = stored.request;
@@ -220,112 +230,146 @@ async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String
         .store
         .platform_version(&job.platform, Some(job.platform_version))
         .await
-        .map_err(|e| Outcome::Transient {
-            code: "database_unavailable",
-            message: e.to_string(),
-        })?
+        .map_err(|e| transient("database_unavailable", e.to_string()))?
         .ok_or_else(|| {
             failed(
                 "platform_not_found",
                 format!("platform {} version {}", job.platform, job.platform_version),
             )
         })?;
-    let platform = platform_template(&version).map_err(|e| failed("invalid_input", e.to_string()))?;
-    let image = service
-        .image_reference(&request.image)
-        .map_err(|e| failed("invalid_image_reference", e.message))?;
+    let inputs = JobInputs::prepare(service, &request, &version, work).await?;
+    let generated = generate(service, job, inputs).await?;
+    store_bundle(service, job, &request, generated).await
+}
 
-    let _ = tokio::fs::remove_dir_all(work).await;
-    tokio::fs::create_dir_all(work).await.map_err(|e| Outcome::Transient {
-        code: "storage_unavailable",
-        message: format!("{}: {e}", work.display()),
-    })?;
-    let metadata_file = match &request.app_metadata {
-        Some(metadata) => {
-            let path = work.join("appmetadata.json");
-            tokio::fs::write(&path, metadata.to_string())
-                .await
-                .map_err(|e| failed("storage_unavailable", e.to_string()))?;
-            Some(path)
+/// A job's generation inputs, owned, so the blocking part can run on a
+/// thread of its own.
+struct JobInputs {
+    image: ImageReference,
+    output: PathBuf,
+    platform: PlatformTemplate,
+    app_metadata: Option<PathBuf>,
+    app_id: Option<String>,
+    operator: OperatorConfig,
+    options: pipeline::Options,
+    registry: RegistryOptions,
+    unpack: UnpackOptions,
+    output_options: OutputOptions,
+}
+
+impl JobInputs {
+    /// Checks the request against the platform version, and writes its app
+    /// metadata into the (fresh) work directory.
+    async fn prepare(
+        service: &Service,
+        request: &BundleRequest,
+        version: &PlatformVersion,
+        work: &Path,
+    ) -> Result<JobInputs, JobOutcome> {
+        let platform = platform_template(version).map_err(|e| failed("invalid_input", e.to_string()))?;
+        let image = service
+            .image_reference(&request.image)
+            .map_err(|e| failed("invalid_image_reference", e.to_string()))?;
+        let format: Format = request
+            .options
+            .format
+            .parse()
+            .map_err(|e: String| failed("invalid_input", e))?;
+        let mode: MatchMode = request
+            .options
+            .lib_match_mode
+            .parse()
+            .map_err(|e: String| failed("invalid_input", e))?;
+        let _ = tokio::fs::remove_dir_all(work).await;
+        tokio::fs::create_dir_all(work)
+            .await
+            .map_err(|e| transient("storage_unavailable", format!("{}: {e}", work.display())))?;
+        let app_metadata = match &request.app_metadata {
+            Some(metadata) => {
+                let path = work.join("appmetadata.json");
+                tokio::fs::write(&path, metadata.to_string())
+                    .await
+                    .map_err(|e| failed("storage_unavailable", e.to_string()))?;
+                Some(path)
+            }
+            None => None,
+        };
+        Ok(JobInputs {
+            image,
+            output: work.join("bundle"),
+            platform: platform.value,
+            app_metadata,
+            app_id: request.app_id.clone(),
+            operator: service.operator.clone(),
+            options: pipeline::Options {
+                crun: request.options.crun,
+                create_mount_points: request.options.create_mount_points,
+                libraries: LibraryOptions {
+                    mode,
+                    walk: !request.options.no_dep_walking,
+                    prune_unused: request.options.prune_unused,
+                },
+            },
+            registry: service.config.registry.clone(),
+            unpack: UnpackOptions::default(),
+            output_options: OutputOptions {
+                format,
+                keep_dir: false,
+                replace: true,
+                archive: Default::default(),
+                level: None,
+                threads: 0,
+                ipk: None,
+            },
+        })
+    }
+
+    fn request(&self) -> generate::Request<'_> {
+        generate::Request {
+            image: &self.image,
+            output: &self.output,
+            work_dir: None,
+            platform: &self.platform,
+            app_metadata: self.app_metadata.as_deref(),
+            app_id: self.app_id.as_deref(),
+            operator: &self.operator,
+            options: &self.options,
+            registry: &self.registry,
+            unpack: &self.unpack,
+            output_options: &self.output_options,
         }
-        None => None,
-    };
-    let format: Format = request
-        .options
-        .format
-        .parse()
-        .map_err(|e: String| failed("invalid_input", e))?;
-    let mode: MatchMode = request
-        .options
-        .lib_match_mode
-        .parse()
-        .map_err(|e: String| failed("invalid_input", e))?;
-    let options = pipeline::Options {
-        crun: request.options.crun,
-        create_mount_points: request.options.create_mount_points,
-        libraries: LibraryOptions {
-            mode,
-            walk: !request.options.no_dep_walking,
-            prune_unused: request.options.prune_unused,
-        },
-    };
-    let output_options = OutputOptions {
-        format,
-        keep_dir: false,
-        replace: true,
-        archive: Default::default(),
-        level: None,
-        threads: 0,
-        ipk: None,
-    };
-    let output = work.join("bundle");
-    let registry = service.config.registry.clone();
-    let operator = service.operator.clone();
-    let app_id = request.app_id.clone();
-    let platform_value = platform.value;
+    }
+}
+
+/// Opens the image on this runtime, then builds the bundle on a blocking
+/// thread, reporting progress as layers are applied.
+async fn generate(service: &Service, job: &JobRecord, inputs: JobInputs) -> Result<Generated, JobOutcome> {
+    let image = generate::open(&inputs.request()).await.map_err(|e| classify(&e))?;
     let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(64);
     let reporter = tokio::spawn(report_progress(service.clone(), job.id.clone(), progress_rx));
-    // The pipeline does blocking file work: give it a thread of its own.
-    let generated = tokio::task::spawn_blocking({
-        let output = output.clone();
-        move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| {
-                    GenerateError::Output(bundlegen_core::output::OutputError::Io {
-                        path: PathBuf::from("runtime"),
-                        source: e,
-                    })
-                })?;
-            let request = generate::Request {
-                image: &image,
-                output: &output,
-                work_dir: None,
-                platform: &platform_value,
-                app_metadata: metadata_file.as_deref(),
-                app_id: app_id.as_deref(),
-                operator: &operator,
-                options: &options,
-                registry: &registry,
-                unpack: &UnpackOptions::default(),
-                output_options: &output_options,
-            };
-            runtime.block_on(generate::generate(&request, |done, total, _| {
-                let progress = (done * 900).checked_div(total).unwrap_or(0) as i64;
-                let _ = progress_tx.try_send((progress, format!("unpacking layer {}/{total}", done.min(total))));
-            }))
-        }
+    let generated = tokio::task::spawn_blocking(move || {
+        generate::build(&inputs.request(), &image, |done, total, _| {
+            let progress = (done * 900).checked_div(total).unwrap_or(0) as i64;
+            let _ = progress_tx.try_send((progress, format!("unpacking layer {}/{total}", done.min(total))));
+        })
     })
     .await
     .map_err(|e| failed("generation_failed", format!("the job's thread failed: {e}")))?;
     let _ = reporter.await;
-    let generated = generated.map_err(|e| classify(&e))?;
+    generated.map_err(|e| classify(&e))
+}
+
+/// Signs the archive, puts it in the bundle store and records it.
+async fn store_bundle(
+    service: &Service,
+    job: &JobRecord,
+    request: &BundleRequest,
+    generated: Generated,
+) -> Result<String, JobOutcome> {
     let archive = generated
         .written
         .archive
         .ok_or_else(|| failed("generation_failed", "no archive was written".into()))?;
-
     let app_version = request
         .app_version
         .clone()
@@ -367,10 +411,7 @@ async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String
             ],
         )
         .await
-        .map_err(|e| Outcome::Transient {
-            code: "storage_unavailable",
-            message: bundlegen_protocol::error_chain(&e),
-        })?;
+        .map_err(|e| transient("storage_unavailable", bundlegen_protocol::error_chain(&e)))?;
     let record = BundleRecord {
         id: bundle_id.clone(),
         job_id: job.id.clone(),
@@ -390,10 +431,7 @@ async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String
         .store
         .add_bundle(&record)
         .await
-        .map_err(|e| Outcome::Transient {
-            code: "database_unavailable",
-            message: e.to_string(),
-        })?;
+        .map_err(|e| transient("database_unavailable", e.to_string()))?;
     Ok(bundle_id)
 }
 
@@ -462,7 +500,7 @@ mod tests {
         let incompatible = GenerateError::Stage(StageError::Incompatible(vec!["needs graphics".into()]));
         assert!(matches!(
             classify(&incompatible),
-            Outcome::Failed {
+            JobOutcome::Failed {
                 code: "incompatible_app",
                 ..
             }
@@ -473,6 +511,6 @@ mod tests {
             url: "http://r".into(),
             message: "connection refused".into(),
         });
-        assert!(matches!(classify(&down), Outcome::Transient { .. }));
+        assert!(matches!(classify(&down), JobOutcome::Transient { .. }));
     }
 }

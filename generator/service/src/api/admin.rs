@@ -7,10 +7,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ApiError;
 use super::JsonBody;
 use crate::Service;
 use crate::auth::{self, Caller, Role};
-use crate::error::ApiError;
 use crate::jobs::BundleOptions;
 use crate::store::AppRecord;
 
@@ -107,7 +107,7 @@ pub async fn put_app(
         .validate()
         .map_err(|e| ApiError::unprocessable("invalid_request", e))?;
     if let Some(metadata) = &body.metadata {
-        super::bundles::parse_metadata(metadata)?;
+        crate::requests::parse_metadata(metadata)?;
     }
     let existed = service.store.app(&app, &version).await?.is_some();
     let record = AppRecord {

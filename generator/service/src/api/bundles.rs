@@ -1,32 +1,21 @@
 //! Bundle requests, jobs, lookups and downloads.
 
-use std::path::Path;
-
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bundlegen_protocol::config::app::AppMetadata;
-use bundlegen_protocol::config::parse;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ApiError;
 use super::{JsonBody, QueryParams};
 use crate::Service;
 use crate::auth::{Caller, Role};
 use crate::blobs::BlobStore;
-use crate::error::ApiError;
 use crate::jobs::BundleRequest;
 use crate::store::{BundleRecord, JobRecord, JobState};
-
-/// Checks app metadata the way the CLI reads `-a FILE`.
-pub fn parse_metadata(metadata: &Value) -> Result<AppMetadata, ApiError> {
-    parse::<AppMetadata>(&metadata.to_string(), Path::new("appMetadata"))
-        .map(|parsed| parsed.value)
-        .map_err(|e| ApiError::unprocessable("invalid_metadata", e.to_string()))
-}
 
 fn bundle_json(service: &Service, bundle: &BundleRecord) -> Value {
     let mut value = json!({

@@ -1,6 +1,6 @@
 //! The HTTP API. Every route but `/healthz` needs a bearer token; each
 //! handler states the roles it allows. Errors are JSON with a stable code
-//! (see [`super::error`]). The OpenAPI document is `docs/openapi.json`,
+//! (see [`error`]). The OpenAPI document is `docs/openapi.json`,
 //! served at `/openapi.json`.
 
 use axum::body::Bytes;
@@ -13,15 +13,17 @@ use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
-use super::Service;
-use super::auth::{self, Caller, Role};
-use super::error::ApiError;
+use crate::Service;
+use crate::auth::{self, Caller, Role};
 
 mod admin;
 mod bundles;
-
-pub use bundles::parse_metadata;
+pub mod error;
+mod listen;
 mod platforms;
+
+pub use error::ApiError;
+pub use listen::listen;
 
 /// Largest request body in general.
 const BODY_LIMIT: usize = 1 << 20;
@@ -35,7 +37,7 @@ impl FromRequestParts<Service> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, service: &Service) -> Result<Caller, ApiError> {
         let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        auth::authenticate(&service.store, header).await
+        Ok(auth::authenticate(&service.store, header).await?)
     }
 }
 

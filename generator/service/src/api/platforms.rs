@@ -15,10 +15,10 @@ use bundlegen_protocol::probe::ProbeReport;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ApiError;
 use super::{QueryParams, body_bytes};
 use crate::Service;
 use crate::auth::{Caller, Role};
-use crate::error::ApiError;
 use crate::store::PlatformVersion;
 
 /// Platform names are path segments and file names on workers.

@@ -1,4 +1,4 @@
-//! Serving the router over plain HTTP or HTTPS (rustls), until SIGTERM or
+//! Serving the API over plain HTTP or HTTPS (rustls), until SIGTERM or
 //! SIGINT.
 
 use std::sync::Arc;
@@ -9,29 +9,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+use crate::serve::shutdown_signal;
 use crate::{ServiceConfig, ServiceError};
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Resolves on SIGTERM or SIGINT.
-pub(crate) async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-}
-
 /// Binds the configured address and serves until a shutdown signal.
-pub async fn serve(config: &ServiceConfig, router: Router) -> Result<(), ServiceError> {
+pub async fn listen(config: &ServiceConfig, router: Router) -> Result<(), ServiceError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServiceError::Io {

@@ -1,0 +1,90 @@
+//! How a service process is set up, and why it may refuse to start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bundlegen_core::image::RegistryOptions;
+
+use crate::{db, queue, signing};
+
+/// How a service process is set up.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub listen: SocketAddr,
+    /// PEM certificate chain and key: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Allow plain HTTP on an address other than loopback.
+    pub insecure_listen: bool,
+    /// Database, work directory, bundles and the signing key (by default).
+    pub data_dir: PathBuf,
+    /// `postgres://...`; default: SQLite in the data directory.
+    pub database: Option<String>,
+    /// `amqp://...`; default: the in-process queue.
+    pub queue: Option<String>,
+    /// `HOST[:PORT]/REPOSITORY` of a registry for bundles; default: a directory.
+    pub bundle_registry: Option<String>,
+    /// Image registries (credentials, CA, plain HTTP), also the bundle registry.
+    pub registry: RegistryOptions,
+    /// Jobs run at once in this process.
+    pub workers: usize,
+    pub signing_key: Option<PathBuf>,
+    pub operator_config: Option<PathBuf>,
+    /// `oci:`/`oci-archive:` images are accepted from under this directory only.
+    pub local_images: Option<PathBuf>,
+    /// Templates on disk for BundleGen-queue requests naming a platform the
+    /// service does not have.
+    pub template_dir: Option<PathBuf>,
+    /// Holds an admin token: read at start (or written there, if the file
+    /// does not exist and the database has no admin yet).
+    pub bootstrap_token: Option<PathBuf>,
+    /// Attempts per job before a transient failure is final.
+    pub max_attempts: i64,
+    /// Also consume BundleGen's `bundlegen-requests` queue (worker).
+    pub bundlegen_queue: bool,
+    /// Where BundleGen-queue bundles are copied (`BUNDLE_STORE_DIR`).
+    pub bundle_store_dir: Option<PathBuf>,
+}
+
+impl ServiceConfig {
+    /// A configuration with every default, for `data_dir`.
+    pub fn embedded(data_dir: &Path, listen: SocketAddr) -> ServiceConfig {
+        ServiceConfig {
+            listen,
+            tls: None,
+            insecure_listen: false,
+            data_dir: data_dir.to_path_buf(),
+            database: None,
+            queue: None,
+            bundle_registry: None,
+            registry: RegistryOptions::default(),
+            workers: 2,
+            signing_key: None,
+            operator_config: None,
+            local_images: None,
+            template_dir: None,
+            bootstrap_token: None,
+            max_attempts: 3,
+            bundlegen_queue: false,
+            bundle_store_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A configuration that cannot work (exit code 78, no restart loop).
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Queue(#[from] queue::QueueError),
+    #[error(transparent)]
+    Signing(#[from] signing::SigningError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
