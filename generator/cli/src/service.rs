@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use bundlegen_service::{self as service, ServiceConfig, ServiceError};
 use clap::Args;
 
-use crate::{Failure, RegistryArgs};
+use crate::Failure;
+use crate::args::RegistryArgs;
 
 /// Exit code of a configuration that cannot work (`EX_CONFIG`); units use
 /// `RestartPreventExitStatus=78` so systemd does not restart-loop on it.
