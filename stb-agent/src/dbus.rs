@@ -10,9 +10,10 @@ use std::sync::Arc;
 use zbus::object_server::SignalEmitter;
 use zbus::{OwnedVariant, interface};
 
-use crate::agent::{Agent, Event, InstallRequest, Source};
-use crate::error::AgentError;
-use crate::store::VersionState;
+use crate::agent::{
+    Agent, ErrorKind, Event, HandleError, InstallError, InstallRequest, InvalidParams, LaunchError, OperationError,
+    Source, VersionError,
+};
 
 pub const BUS_NAME: &str = "org.rdk.dac.BundleAgent";
 pub const OBJECT_PATH: &str = "/org/rdk/dac/BundleAgent";
@@ -24,12 +25,99 @@ pub struct BundleAgent {
     pub agent: Arc<Agent>,
 }
 
+/// The agent's errors on D-Bus: `org.rdk.dac.BundleAgent1.Error.<kind>`
+/// with the whole story as the message.
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "org.rdk.dac.BundleAgent1.Error")]
+pub enum AgentError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    WrongParams(String),
+    AlreadyInstalled(String),
+    NotInstalled(String),
+    WrongHandle(String),
+    AppLocked(String),
+    AppRunning(String),
+    NotRunning(String),
+    Download(String),
+    Integrity(String),
+    Signature(String),
+    NoSpace(String),
+    QuotaExceeded(String),
+    BadArchive(String),
+    Service(String),
+    Dobby(String),
+    Cancelled(String),
+    Storage(String),
+}
+
+impl AgentError {
+    fn new(kind: ErrorKind, error: &(dyn std::error::Error + 'static)) -> AgentError {
+        let message = bundlegen_protocol::error_chain(error);
+        match kind {
+            ErrorKind::WrongParams => AgentError::WrongParams(message),
+            ErrorKind::AlreadyInstalled => AgentError::AlreadyInstalled(message),
+            ErrorKind::NotInstalled => AgentError::NotInstalled(message),
+            ErrorKind::WrongHandle => AgentError::WrongHandle(message),
+            ErrorKind::AppLocked => AgentError::AppLocked(message),
+            ErrorKind::AppRunning => AgentError::AppRunning(message),
+            ErrorKind::NotRunning => AgentError::NotRunning(message),
+            ErrorKind::Download => AgentError::Download(message),
+            ErrorKind::Integrity => AgentError::Integrity(message),
+            ErrorKind::Signature => AgentError::Signature(message),
+            ErrorKind::NoSpace => AgentError::NoSpace(message),
+            ErrorKind::QuotaExceeded => AgentError::QuotaExceeded(message),
+            ErrorKind::BadArchive => AgentError::BadArchive(message),
+            ErrorKind::Service => AgentError::Service(message),
+            ErrorKind::Dobby => AgentError::Dobby(message),
+            ErrorKind::Cancelled => AgentError::Cancelled(message),
+            ErrorKind::Storage => AgentError::Storage(message),
+        }
+    }
+}
+
+/// `From` each of the agent's errors, by its kind.
+macro_rules! from_agent_errors {
+    ($($error:ty => |$e:ident| $kind:expr),* $(,)?) => {
+        $(impl From<$error> for AgentError {
+            fn from($e: $error) -> AgentError {
+                AgentError::new($kind, &$e)
+            }
+        })*
+    };
+}
+
+from_agent_errors! {
+    InvalidParams => |e| ErrorKind::WrongParams,
+    InstallError => |e| e.kind(),
+    VersionError => |e| e.kind(),
+    LaunchError => |e| e.kind(),
+    HandleError => |e| e.kind(),
+}
+
+impl From<&OperationError> for AgentError {
+    fn from(error: &OperationError) -> AgentError {
+        AgentError::new(error.kind(), error)
+    }
+}
+
+/// An ended operation's error as `GetProgress` and `OperationStatus` show
+/// it: the D-Bus error's name and message.
+fn describe(error: &OperationError) -> String {
+    let error = AgentError::from(error);
+    format!(
+        "{}: {}",
+        zbus::DBusError::name(&error),
+        zbus::DBusError::description(&error).unwrap_or("")
+    )
+}
+
 fn option_string(options: &HashMap<String, OwnedVariant>, key: &str) -> Result<Option<String>, AgentError> {
     match options.get(key) {
         None => Ok(None),
         Some(value) => String::try_from(value.try_clone().map_err(AgentError::ZBus)?)
             .map(Some)
-            .map_err(|_| AgentError::WrongParams(format!("option {key} must be a string"))),
+            .map_err(|_| InvalidParams(format!("option {key} must be a string")).into()),
     }
 }
 
@@ -37,7 +125,7 @@ fn option_bool(options: &HashMap<String, OwnedVariant>, key: &str) -> Result<boo
     match options.get(key) {
         None => Ok(false),
         Some(value) => bool::try_from(value.try_clone().map_err(AgentError::ZBus)?)
-            .map_err(|_| AgentError::WrongParams(format!("option {key} must be a boolean"))),
+            .map_err(|_| InvalidParams(format!("option {key} must be a boolean")).into()),
     }
 }
 
@@ -58,9 +146,9 @@ impl BundleAgent {
         options: HashMap<String, OwnedVariant>,
     ) -> Result<String, AgentError> {
         if let Some(unknown) = options.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
-            return Err(AgentError::WrongParams(format!("unknown option {unknown:?}")));
+            return Err(InvalidParams(format!("unknown option {unknown:?}")).into());
         }
-        self.agent.install(InstallRequest {
+        Ok(self.agent.install(InstallRequest {
             app: app.to_string(),
             version: version.to_string(),
             source: match source {
@@ -71,18 +159,18 @@ impl BundleAgent {
             signature: option_string(&options, "signature")?,
             format: option_string(&options, "format")?,
             reinstall: option_bool(&options, "reinstall")?,
-        })
+        })?)
     }
 
     /// `mode` is `full` (data too, once no version is left) or `upgrade`
     /// (the app's data stays). Returns the operation's handle.
     async fn uninstall(&self, app: &str, version: &str, mode: &str) -> Result<String, AgentError> {
-        self.agent.uninstall(app, version, mode)
+        Ok(self.agent.uninstall(app, version, mode)?)
     }
 
     /// Cancels an install while it downloads or verifies.
     fn cancel(&self, handle: &str) -> Result<(), AgentError> {
-        self.agent.cancel(handle)
+        Ok(self.agent.cancel(handle)?)
     }
 
     /// (status, percent, stage, error) of an operation.
@@ -92,34 +180,16 @@ impl BundleAgent {
             op.status.as_str().to_string(),
             op.percent,
             op.stage,
-            op.error.unwrap_or_default(),
+            op.error.map(|e| describe(&e)).unwrap_or_default(),
         ))
     }
 
     /// Installed versions: (app, version, current, sha256, bytes, locks).
     fn list(&self, app: &str) -> Vec<(String, String, bool, String, u64, u32)> {
         self.agent
-            .store
-            .apps()
+            .installed_versions(Some(app).filter(|a| !a.is_empty()))
             .into_iter()
-            .filter(|r| app.is_empty() || r.app == app)
-            .flat_map(|r| {
-                let agent = self.agent.clone();
-                r.versions
-                    .into_iter()
-                    .filter(|(_, v)| v.state == VersionState::Installed)
-                    .map(move |(version, v)| {
-                        let locks = agent.store.locks_of(&r.app, &version).len() as u32;
-                        (
-                            r.app.clone(),
-                            version.clone(),
-                            r.current.as_deref() == Some(&version),
-                            v.sha256,
-                            v.disk_size,
-                            locks,
-                        )
-                    })
-            })
+            .map(|v| (v.app, v.version, v.current, v.sha256, v.disk_size, v.locks))
             .collect()
     }
 
@@ -128,12 +198,12 @@ impl BundleAgent {
     }
 
     async fn set_metadata(&self, app: &str, version: &str, key: &str, value: &str) -> Result<(), AgentError> {
-        self.agent.set_metadata(app, version, key, Some(value)).await
+        Ok(self.agent.set_metadata(app, version, key, Some(value)).await?)
     }
 
     /// Clears a key, or every key when `key` is empty.
     async fn clear_metadata(&self, app: &str, version: &str, key: &str) -> Result<(), AgentError> {
-        self.agent.set_metadata(app, version, key, None).await
+        Ok(self.agent.set_metadata(app, version, key, None).await?)
     }
 
     /// (used, quota, free) bytes.
@@ -143,12 +213,12 @@ impl BundleAgent {
 
     /// Locks a version against uninstall and upgrade; locks count (each
     /// has its handle) and survive restarts.
-    fn lock(&self, app: &str, version: &str, reason: &str, owner: &str) -> Result<String, AgentError> {
-        self.agent.lock(app, version, reason, owner)
+    async fn lock(&self, app: &str, version: &str, reason: &str, owner: &str) -> Result<String, AgentError> {
+        Ok(self.agent.lock(app, version, reason, owner).await?)
     }
 
-    fn unlock(&self, handle: &str) -> Result<(), AgentError> {
-        self.agent.unlock(handle)
+    async fn unlock(&self, handle: &str) -> Result<(), AgentError> {
+        Ok(self.agent.unlock(handle).await?)
     }
 
     /// (count, [(handle, reason, owner)]).
@@ -163,11 +233,11 @@ impl BundleAgent {
     /// Starts `version` (empty: the current one) of `app` with Dobby; returns
     /// Dobby's descriptor.
     async fn launch(&self, app: &str, version: &str) -> Result<i32, AgentError> {
-        self.agent.launch(app, version).await
+        Ok(self.agent.launch(app, version).await?)
     }
 
     async fn stop(&self, app: &str, force: bool) -> Result<(), AgentError> {
-        self.agent.stop(app, force).await
+        Ok(self.agent.stop(app, force).await?)
     }
 
     #[zbus(signal)]
@@ -216,8 +286,17 @@ pub async fn forward_events(connection: &zbus::Connection, agent: &Arc<Agent>) -
                     app,
                     version,
                     status,
-                    details,
+                    result,
                 } => {
+                    let details = match &result {
+                        Ok(details) => details.clone(),
+                        Err(error) if error.kind() == ErrorKind::Cancelled => error.to_string(),
+                        Err(error) => format!(
+                            "{}: {}",
+                            error.kind().as_str(),
+                            bundlegen_protocol::error_chain(error.as_ref())
+                        ),
+                    };
                     BundleAgent::operation_status(
                         emitter,
                         &handle,
@@ -241,4 +320,65 @@ pub async fn forward_events(connection: &zbus::Connection, agent: &Arc<Agent>) -
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_reply_with_their_dbus_names() {
+        let call = zbus::message::Message::method_call("/org/rdk/dac/BundleAgent", "Install")
+            .destination("org.rdk.dac.BundleAgent")
+            .build(&())
+            .unwrap();
+        let error = AgentError::from(VersionError::Locked {
+            app: "com.example.app".into(),
+            version: "1.0".into(),
+        });
+        let reply = zbus::DBusError::create_reply(&error, &call.header()).unwrap();
+        let header = reply.header();
+        assert_eq!(
+            header.error_name().map(|n| n.as_str()),
+            Some("org.rdk.dac.BundleAgent1.Error.AppLocked")
+        );
+        assert_eq!(
+            describe(&OperationError::Uninstall(VersionError::Locked {
+                app: "com.example.app".into(),
+                version: "1.0".into(),
+            })),
+            "org.rdk.dac.BundleAgent1.Error.AppLocked: com.example.app 1.0 is locked"
+        );
+    }
+
+    /// Every kind has its own D-Bus error name, the kind's name.
+    #[test]
+    fn every_kind_keeps_its_name() {
+        let kinds = [
+            ErrorKind::WrongParams,
+            ErrorKind::AlreadyInstalled,
+            ErrorKind::NotInstalled,
+            ErrorKind::WrongHandle,
+            ErrorKind::AppLocked,
+            ErrorKind::AppRunning,
+            ErrorKind::NotRunning,
+            ErrorKind::Download,
+            ErrorKind::Integrity,
+            ErrorKind::Signature,
+            ErrorKind::NoSpace,
+            ErrorKind::QuotaExceeded,
+            ErrorKind::BadArchive,
+            ErrorKind::Service,
+            ErrorKind::Dobby,
+            ErrorKind::Cancelled,
+            ErrorKind::Storage,
+        ];
+        for kind in kinds {
+            let error = AgentError::new(kind, &InvalidParams("m".into()));
+            assert_eq!(
+                zbus::DBusError::name(&error).as_str(),
+                format!("org.rdk.dac.BundleAgent1.Error.{}", kind.as_str())
+            );
+        }
+    }
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::agent::Agent;
-use crate::error::AgentError;
+use crate::agent::{ErrorKind, LaunchError};
 
 type Reply = Response<Full<Bytes>>;
 
@@ -40,16 +40,21 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
     response
 }
 
-fn status_of(error: &AgentError) -> StatusCode {
-    match error {
-        AgentError::WrongParams(_)
-        | AgentError::BadArchive(_)
-        | AgentError::Integrity(_)
-        | AgentError::Signature(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        AgentError::AppLocked(_) | AgentError::AppRunning(_) => StatusCode::CONFLICT,
-        AgentError::NoSpace(_) | AgentError::QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
+/// The HTTP status of a failed push; the JSON `code` is the error's kind.
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::WrongParams | ErrorKind::BadArchive | ErrorKind::Integrity | ErrorKind::Signature => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        ErrorKind::AppLocked | ErrorKind::AppRunning => StatusCode::CONFLICT,
+        ErrorKind::NoSpace | ErrorKind::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+fn refused(e: &LaunchError) -> Reply {
+    let kind = e.kind();
+    error(status_of(kind), kind.as_str(), bundlegen_protocol::error_chain(e))
 }
 
 /// Serves the endpoint until the process ends.
@@ -166,6 +171,6 @@ async fn handle(agent: Arc<Agent>, token: &str, request: Request<Incoming>) -> R
             StatusCode::OK,
             json!({"app": app, "version": "dev", "bytes": received, "descriptor": descriptor}),
         ),
-        Err(e) => error(status_of(&e), e.kind(), e.message()),
+        Err(e) => refused(&e),
     }
 }

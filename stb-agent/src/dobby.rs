@@ -9,8 +9,7 @@ use std::path::Path;
 
 use futures_util::StreamExt;
 
-use crate::agent::{BoxFuture, Containers, Event};
-use crate::error::AgentError;
+use crate::agent::{BoxFuture, ContainerError, Containers, Event};
 
 #[zbus::proxy(
     interface = "org.rdk.dobby.ctrl1",
@@ -34,21 +33,21 @@ pub struct Dobby {
     proxy: DobbyCtrlProxy<'static>,
 }
 
-fn dobby_error(error: zbus::Error) -> AgentError {
-    AgentError::Dobby(format!("Dobby: {error}"))
-}
-
 impl Dobby {
-    pub async fn new(connection: &zbus::Connection) -> Result<Dobby, AgentError> {
+    pub async fn new(connection: &zbus::Connection) -> Result<Dobby, ContainerError> {
         Ok(Dobby {
-            proxy: DobbyCtrlProxy::new(connection).await.map_err(dobby_error)?,
+            proxy: DobbyCtrlProxy::new(connection).await.map_err(ContainerError::Dobby)?,
         })
     }
 
     /// Forwards Dobby's Started and StoppedWithStatus signals as events.
-    pub async fn forward_signals(&self, emit: impl Fn(Event) + Send + 'static) -> Result<(), AgentError> {
-        let mut started = self.proxy.receive_started().await.map_err(dobby_error)?;
-        let mut stopped = self.proxy.receive_stopped_with_status().await.map_err(dobby_error)?;
+    pub async fn forward_signals(&self, emit: impl Fn(Event) + Send + 'static) -> Result<(), ContainerError> {
+        let mut started = self.proxy.receive_started().await.map_err(ContainerError::Dobby)?;
+        let mut stopped = self
+            .proxy
+            .receive_stopped_with_status()
+            .await
+            .map_err(ContainerError::Dobby)?;
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -69,37 +68,37 @@ impl Dobby {
         Ok(())
     }
 
-    async fn descriptor_of(&self, id: &str) -> Result<Option<i32>, AgentError> {
-        let (descriptors, ids) = self.proxy.list().await.map_err(dobby_error)?;
+    async fn descriptor_of(&self, id: &str) -> Result<Option<i32>, ContainerError> {
+        let (descriptors, ids) = self.proxy.list().await.map_err(ContainerError::Dobby)?;
         Ok(descriptors.into_iter().zip(ids).find(|(_, i)| i == id).map(|(d, _)| d))
     }
 }
 
 impl Containers for Dobby {
-    fn start<'a>(&'a self, id: &'a str, bundle: &'a Path) -> BoxFuture<'a, Result<i32, AgentError>> {
+    fn start<'a>(&'a self, id: &'a str, bundle: &'a Path) -> BoxFuture<'a, Result<i32, ContainerError>> {
         Box::pin(async move {
             let path = bundle
                 .to_str()
-                .ok_or_else(|| AgentError::Dobby("a bundle path that is not UTF-8".into()))?;
+                .ok_or_else(|| ContainerError::BundlePath(bundle.to_path_buf()))?;
             self.proxy
                 .start_from_bundle(id, path, Vec::new())
                 .await
-                .map_err(dobby_error)
+                .map_err(ContainerError::Dobby)
         })
     }
 
-    fn stop<'a>(&'a self, id: &'a str, force: bool) -> BoxFuture<'a, Result<bool, AgentError>> {
+    fn stop<'a>(&'a self, id: &'a str, force: bool) -> BoxFuture<'a, Result<bool, ContainerError>> {
         Box::pin(async move {
             match self.descriptor_of(id).await? {
-                Some(descriptor) => self.proxy.stop(descriptor, force).await.map_err(dobby_error),
+                Some(descriptor) => self.proxy.stop(descriptor, force).await.map_err(ContainerError::Dobby),
                 None => Ok(false),
             }
         })
     }
 
-    fn running(&self) -> BoxFuture<'_, Result<Vec<(i32, String)>, AgentError>> {
+    fn running(&self) -> BoxFuture<'_, Result<Vec<(i32, String)>, ContainerError>> {
         Box::pin(async move {
-            let (descriptors, ids) = self.proxy.list().await.map_err(dobby_error)?;
+            let (descriptors, ids) = self.proxy.list().await.map_err(ContainerError::Dobby)?;
             Ok(descriptors.into_iter().zip(ids).collect())
         })
     }

@@ -6,12 +6,12 @@
 //! failures (connection errors, 408, 429, 5xx) are retried with exponential
 //! back-off, honouring `Retry-After`; other 4xx are final.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::{StatusCode, header};
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 const PARTIAL: &str = "bundle.part";
@@ -156,7 +156,7 @@ impl Http {
                 url: url.to_string(),
                 message,
             };
-            let response = match request.send().await {
+            let response = match unless_cancelled(cancel, request.send()).await? {
                 Ok(response) => response,
                 Err(e) if attempt < attempts => {
                     tracing::warn!("{url}: {e}; retrying");
@@ -221,29 +221,29 @@ impl Http {
             if let Some(total) = total {
                 space(total.saturating_sub(start)).map_err(DownloadError::NoSpace)?;
             }
-            bundlegen_protocol::fsutil::write_file_atomic(
-                &journal_path,
-                &serde_json::to_vec(&journal).expect("journal serialises"),
-                0o644,
-            )
+            let bytes = serde_json::to_vec(&journal).expect("journal serialises");
+            let journal_file = journal_path.clone();
+            tokio::task::spawn_blocking(move || {
+                bundlegen_protocol::fsutil::write_file_atomic(&journal_file, &bytes, 0o644)
+            })
+            .await
+            .map_err(|e| io(&journal_path)(std::io::Error::other(e)))?
             .map_err(io(&journal_path))?;
-            let mut file = std::fs::OpenOptions::new()
+            let mut file = tokio::fs::OpenOptions::new()
                 .create(true)
                 .append(append)
                 .write(true)
                 .truncate(!append)
                 .open(&partial)
+                .await
                 .map_err(io(&partial))?;
             let mut done = start;
             progress(done, total);
             let mut response = response;
             let outcome = loop {
-                if *cancel.borrow() {
-                    return Err(DownloadError::Cancelled);
-                }
-                match response.chunk().await {
+                match unless_cancelled(cancel, response.chunk()).await? {
                     Ok(Some(chunk)) => {
-                        file.write_all(&chunk).map_err(io(&partial))?;
+                        file.write_all(&chunk).await.map_err(io(&partial))?;
                         done += chunk.len() as u64;
                         progress(done, total);
                     }
@@ -251,7 +251,9 @@ impl Http {
                     Err(e) => break Err(e),
                 }
             };
-            file.sync_all().map_err(io(&partial))?;
+            // flush reports a failed write (a full disk) that sync_all would not.
+            file.flush().await.map_err(io(&partial))?;
+            file.sync_all().await.map_err(io(&partial))?;
             match outcome {
                 Ok(()) if total.is_none_or(|t| t == done) => return finish(&partial, &complete),
                 Ok(()) => {
@@ -272,11 +274,20 @@ impl Http {
         response: Option<&reqwest::Response>,
         cancel: &watch::Receiver<bool>,
     ) -> Result<(), DownloadError> {
-        let mut cancel = cancel.clone();
-        tokio::select! {
-            () = tokio::time::sleep(self.wait_for(attempt, response)) => Ok(()),
-            _ = cancel.wait_for(|c| *c) => Err(DownloadError::Cancelled),
-        }
+        unless_cancelled(cancel, tokio::time::sleep(self.wait_for(attempt, response))).await
+    }
+}
+
+/// `work`'s result, unless the download is cancelled first (a server that
+/// stops answering must not hold a cancelled install).
+async fn unless_cancelled<T>(
+    cancel: &watch::Receiver<bool>,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, DownloadError> {
+    let mut cancel = cancel.clone();
+    tokio::select! {
+        value = work => Ok(value),
+        Ok(_) = cancel.wait_for(|c| *c) => Err(DownloadError::Cancelled),
     }
 }
 

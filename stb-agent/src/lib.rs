@@ -5,7 +5,8 @@
 //! - [`config`]: the configuration file.
 //! - [`store`]: what is installed (files, atomic, reconciled at start).
 //! - [`download`]: resumable downloads.
-//! - [`agent`]: operations, locks, metadata, launching.
+//! - [`agent`]: operations (install, uninstall), locks, metadata, launching;
+//!   its errors, which the D-Bus API and the push endpoint turn into replies.
 //! - [`dbus`]: the D-Bus API; [`dobby`]: the Dobby client.
 //! - [`probe`], [`devpush`], [`systemd`].
 
@@ -17,7 +18,6 @@ pub mod dbus;
 pub mod devpush;
 pub mod dobby;
 pub mod download;
-pub mod error;
 pub mod probe;
 pub mod store;
 pub mod systemd;

@@ -28,9 +28,16 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("removing {path}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: bundlegen_protocol::root::RootError,
+    },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+/// An I/O error on `path`, as a store error.
+pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -319,7 +326,10 @@ impl Store {
 pub fn remove_tree(path: &Path) -> Result<(), StoreError> {
     bundlegen_protocol::root::remove_tree(path)
         .map(drop)
-        .map_err(|e| io(path)(std::io::Error::other(e.to_string())))
+        .map_err(|source| StoreError::Remove {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Bytes under a directory (files' sizes; symlinks are not followed).

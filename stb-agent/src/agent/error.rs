@@ -1,0 +1,268 @@
+//! Why an operation of the agent failed. Each error has an [`ErrorKind`]:
+//! the names callers branch on, which the D-Bus API (`dbus.rs`) and the
+//! developer push endpoint (`devpush.rs`) turn into their own replies.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bundlegen_protocol::archive::ArchiveError;
+
+use crate::download::DownloadError;
+use crate::store::StoreError;
+
+/// What kind of failure: the error names of the agent's API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A parameter is invalid.
+    WrongParams,
+    /// That version is installed already.
+    AlreadyInstalled,
+    NotInstalled,
+    /// No operation or lock with that handle.
+    WrongHandle,
+    /// The version is locked.
+    AppLocked,
+    AppRunning,
+    NotRunning,
+    Download,
+    /// The archive's sha256 is not the expected one.
+    Integrity,
+    /// The signature is missing or does not verify with a trusted key.
+    Signature,
+    NoSpace,
+    QuotaExceeded,
+    /// The archive is not a bundle, tries to escape, or is too large.
+    BadArchive,
+    /// The generator service refused or failed.
+    Service,
+    /// Dobby refused the bundle or is not there.
+    Dobby,
+    Cancelled,
+    /// The agent's own storage failed.
+    Storage,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::WrongParams => "WrongParams",
+            ErrorKind::AlreadyInstalled => "AlreadyInstalled",
+            ErrorKind::NotInstalled => "NotInstalled",
+            ErrorKind::WrongHandle => "WrongHandle",
+            ErrorKind::AppLocked => "AppLocked",
+            ErrorKind::AppRunning => "AppRunning",
+            ErrorKind::NotRunning => "NotRunning",
+            ErrorKind::Download => "Download",
+            ErrorKind::Integrity => "Integrity",
+            ErrorKind::Signature => "Signature",
+            ErrorKind::NoSpace => "NoSpace",
+            ErrorKind::QuotaExceeded => "QuotaExceeded",
+            ErrorKind::BadArchive => "BadArchive",
+            ErrorKind::Service => "Service",
+            ErrorKind::Dobby => "Dobby",
+            ErrorKind::Cancelled => "Cancelled",
+            ErrorKind::Storage => "Storage",
+        }
+    }
+}
+
+/// A caller's parameter that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidParams(pub String);
+
+/// `app version`, or `app` alone, for messages.
+fn app_version(app: &str, version: &str) -> String {
+    if version.is_empty() {
+        app.to_string()
+    } else {
+        format!("{app} {version}")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidParams),
+    #[error("{app} {version} is installed")]
+    AlreadyInstalled { app: String, version: String },
+    /// The version, or the current one an upgrade would replace, is locked.
+    #[error("{app} {version} is locked{}", if *.upgrade { ": no upgrade until it is unlocked" } else { "" })]
+    Locked {
+        app: String,
+        version: String,
+        upgrade: bool,
+    },
+    #[error("downloading {url}")]
+    Download {
+        url: String,
+        #[source]
+        source: DownloadError,
+    },
+    #[error("{0}")]
+    NoSpace(String),
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The generator service's lookup failed.
+    #[error("the generator service: {0}")]
+    Service(String),
+    #[error("{what} has sha256 {actual}, expected {expected}")]
+    Integrity {
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("{0}")]
+    Signature(String),
+    #[error("{archive}: not a bundle archive")]
+    BadArchive {
+        archive: PathBuf,
+        #[source]
+        source: ArchiveError,
+    },
+    #[error("{archive}: the archive has no config.json at its root")]
+    NoConfig { archive: PathBuf },
+    #[error("{0}")]
+    Cancelled(&'static str),
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    /// Putting back the previous state after a failed install failed too.
+    #[error("{cause}; restoring the previous version failed too")]
+    RollbackFailed {
+        cause: Box<InstallError>,
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl InstallError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            InstallError::Invalid(_) => ErrorKind::WrongParams,
+            InstallError::AlreadyInstalled { .. } => ErrorKind::AlreadyInstalled,
+            InstallError::Locked { .. } => ErrorKind::AppLocked,
+            InstallError::Download { .. } => ErrorKind::Download,
+            InstallError::NoSpace(_) => ErrorKind::NoSpace,
+            InstallError::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
+            InstallError::Service(_) => ErrorKind::Service,
+            InstallError::Integrity { .. } => ErrorKind::Integrity,
+            InstallError::Signature(_) => ErrorKind::Signature,
+            InstallError::BadArchive { .. } | InstallError::NoConfig { .. } => ErrorKind::BadArchive,
+            InstallError::Cancelled(_) => ErrorKind::Cancelled,
+            InstallError::Storage(_) | InstallError::RollbackFailed { .. } => ErrorKind::Storage,
+        }
+    }
+}
+
+/// Uninstalls, locks and metadata of installed versions.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidParams),
+    #[error("{} is not installed", app_version(.app, .version))]
+    NotInstalled { app: String, version: String },
+    #[error("{app} {version} is locked")]
+    Locked { app: String, version: String },
+    #[error("{app} is running: stop it first")]
+    Running { app: String },
+    #[error("no lock {0}")]
+    NoSuchLock(String),
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+}
+
+impl VersionError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            VersionError::Invalid(_) => ErrorKind::WrongParams,
+            VersionError::NotInstalled { .. } => ErrorKind::NotInstalled,
+            VersionError::Locked { .. } => ErrorKind::AppLocked,
+            VersionError::Running { .. } => ErrorKind::AppRunning,
+            VersionError::NoSuchLock(_) => ErrorKind::WrongHandle,
+            VersionError::Storage(_) => ErrorKind::Storage,
+        }
+    }
+}
+
+/// Dobby, or whatever runs containers, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("Dobby: {0}")]
+    Dobby(#[source] zbus::Error),
+    #[error("{0}: a bundle path that is not UTF-8")]
+    BundlePath(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    #[error("{app} is running")]
+    Running { app: String },
+    #[error("{app} is not running")]
+    NotRunning { app: String },
+    #[error("Dobby refused {app} {version} (it answers -1 without a reason: see its log)")]
+    Refused { app: String, version: String },
+    #[error(transparent)]
+    Containers(#[from] ContainerError),
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    /// A developer push that did not install.
+    #[error(transparent)]
+    Install(Arc<OperationError>),
+}
+
+impl LaunchError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LaunchError::Version(e) => e.kind(),
+            LaunchError::Running { .. } => ErrorKind::AppRunning,
+            LaunchError::NotRunning { .. } => ErrorKind::NotRunning,
+            LaunchError::Refused { .. } | LaunchError::Containers(_) => ErrorKind::Dobby,
+            LaunchError::Storage(_) => ErrorKind::Storage,
+            LaunchError::Install(e) => e.kind(),
+        }
+    }
+}
+
+impl From<InstallError> for LaunchError {
+    fn from(error: InstallError) -> LaunchError {
+        LaunchError::Install(Arc::new(error.into()))
+    }
+}
+
+/// How an operation (install, uninstall) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OperationError {
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    #[error(transparent)]
+    Uninstall(#[from] VersionError),
+}
+
+impl OperationError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            OperationError::Install(e) => e.kind(),
+            OperationError::Uninstall(e) => e.kind(),
+        }
+    }
+}
+
+/// A handle that names no operation, or one that cannot do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error("no operation {0}")]
+    Unknown(String),
+    #[error("operation {0} has ended")]
+    Ended(String),
+}
+
+impl HandleError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            HandleError::Unknown(_) => ErrorKind::WrongHandle,
+            HandleError::Ended(_) => ErrorKind::WrongParams,
+        }
+    }
+}

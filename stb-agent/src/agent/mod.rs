@@ -1,0 +1,159 @@
+//! The agent's work, one file per family of operations:
+//!
+//! - [`operations`]: long operations with handles, progress, cancel and
+//!   events;
+//! - [`install`]: resolve → fetch → verify → stage → commit, resumed after
+//!   a restart;
+//! - [`versions`]: uninstall, locks, metadata, storage;
+//! - [`launch`]: starting and stopping through [`Containers`] (Dobby), and
+//!   developer pushes.
+//!
+//! Errors ([`error`]) are the agent's own; the D-Bus API and the developer
+//! endpoint turn them into their replies. Filesystem work (fsync, unpack,
+//! hashing, tree removal) runs on the blocking pool ([`Agent::blocking`]),
+//! never on the threads that serve D-Bus.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Semaphore, broadcast};
+
+use crate::config::AgentConfig;
+use crate::download::Http;
+use crate::store::Store;
+
+mod containers;
+pub mod error;
+mod install;
+mod launch;
+mod operations;
+mod versions;
+
+#[cfg(test)]
+mod tests;
+
+pub use containers::{BoxFuture, Containers};
+pub use error::{
+    ContainerError, ErrorKind, HandleError, InstallError, InvalidParams, LaunchError, OperationError, VersionError,
+};
+pub use install::{InstallRequest, Source};
+pub use operations::{Operation, OperationResult, Status};
+pub use versions::InstalledVersion;
+
+/// What the agent tells its clients (as D-Bus signals).
+#[derive(Debug, Clone)]
+pub enum Event {
+    Status {
+        handle: String,
+        operation: String,
+        app: String,
+        version: String,
+        status: Status,
+        /// What it did, or why it failed.
+        result: Result<String, Arc<OperationError>>,
+    },
+    Progress {
+        handle: String,
+        percent: u32,
+        stage: String,
+    },
+    Started {
+        app: String,
+        descriptor: i32,
+    },
+    Stopped {
+        app: String,
+        status: i32,
+    },
+}
+
+pub struct Agent {
+    pub config: AgentConfig,
+    pub store: Arc<Store>,
+    pub http: Http,
+    containers: Arc<dyn Containers>,
+    operations: Mutex<operations::Registry>,
+    app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    slots: Arc<Semaphore>,
+    events: broadcast::Sender<Event>,
+    trusted_keys: Vec<Vec<u8>>,
+}
+
+fn random_handle(prefix: &str) -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system's random number generator");
+    format!("{prefix}-{}", bundlegen_protocol::digest::to_hex(&bytes))
+}
+
+/// Versions are directory names: 1 to 64 of `[A-Za-z0-9._+-]`, not starting with '.'.
+pub fn check_version(version: &str) -> Result<(), InvalidParams> {
+    let valid = (1..=64).contains(&version.len())
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
+        && !version.starts_with('.');
+    if valid {
+        Ok(())
+    } else {
+        Err(InvalidParams(format!(
+            "version {version:?}: 1-64 of A-Z a-z 0-9 . _ + -, not starting with '.'"
+        )))
+    }
+}
+
+/// App ids are Dobby container ids (and directory names).
+pub fn check_app(app: &str) -> Result<(), InvalidParams> {
+    match bundlegen_protocol::config::app::container_id_problem(app) {
+        None => Ok(()),
+        Some(reason) => Err(InvalidParams(format!("app id {app:?}: {reason}"))),
+    }
+}
+
+/// Free bytes for an unprivileged writer on the filesystem of `path`.
+pub fn free_bytes(path: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(path).map_or(0, |s| s.blocks_available() * s.fragment_size())
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig, store: Arc<Store>, http: Http, containers: Arc<dyn Containers>) -> Arc<Agent> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(Agent {
+            slots: Arc::new(Semaphore::new(config.max_concurrent_operations)),
+            trusted_keys: config.trusted_keys(),
+            config,
+            store,
+            http,
+            containers,
+            operations: Mutex::default(),
+            app_locks: Mutex::default(),
+            events,
+        })
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Serialises work on one app (operations, metadata changes).
+    fn app_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.app_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(app.to_string()).or_default().clone()
+    }
+
+    /// Runs filesystem work on the blocking pool, with the store.
+    async fn blocking<T: Send + 'static>(&self, work: impl FnOnce(&Store) -> T + Send + 'static) -> T {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || work(&store)).await {
+            Ok(value) => value,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
