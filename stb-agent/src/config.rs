@@ -115,15 +115,15 @@ impl Default for DeveloperConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum AgentConfigError {
     #[error("{file}: {message}")]
     Invalid { file: PathBuf, message: String },
 }
 
 impl AgentConfig {
     /// Reads and checks a configuration file.
-    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
+    pub fn load(path: &Path) -> Result<AgentConfig, AgentConfigError> {
+        let invalid = |message: String| AgentConfigError::Invalid {
             file: path.to_path_buf(),
             message,
         };
@@ -173,7 +173,7 @@ impl AgentConfig {
 mod tests {
     use super::*;
 
-    fn load(text: &str) -> Result<AgentConfig, ConfigError> {
+    fn load(text: &str) -> Result<AgentConfig, AgentConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, text).unwrap();

@@ -15,7 +15,7 @@ use bundlegen_protocol::root::{MissingDirs, RootDir, RootError, Symlinks};
 use bundlegen_protocol::runtime::{Mount, RuntimeConfig, User};
 
 use crate::image::Image;
-use crate::runtime_config::{self, ConfigError};
+use crate::runtime_config::{self, RuntimeConfigError};
 use crate::unpack::{UnpackError, UnpackOptions, UnpackStats, unpack_image};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ pub enum BundleError {
     #[error(transparent)]
     Unpack(Box<UnpackError>),
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    RuntimeConfig(#[from] RuntimeConfigError),
 }
 
 impl From<UnpackError> for BundleError {

@@ -6,6 +6,7 @@
 //! namespace maps are the ones given (umoci maps the invoking user), and the
 //! `/etc/resolv.conf` bind does not copy the build host's mount flags.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -20,7 +21,7 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 const MAX_ACCOUNT_FILE: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum RuntimeConfigError {
     #[error("image configuration: user {spec:?}: {reason}")]
     User { spec: String, reason: String },
     #[error("image configuration: environment entry {entry:?} has no '=' or an empty name")]
@@ -36,20 +37,37 @@ pub fn from_image(
     rootfs: &mut RootDir,
     uid_map: &[IdMapping],
     gid_map: &[IdMapping],
-) -> Result<RuntimeConfig, ConfigError> {
+) -> Result<RuntimeConfig, RuntimeConfigError> {
     let os = image.os().to_string();
     if os != "linux" {
-        return Err(ConfigError::Os(os));
+        return Err(RuntimeConfigError::Os(os));
     }
     let empty = oci_spec::image::Config::default();
     let config = image.config().as_ref().unwrap_or(&empty);
+    Ok(RuntimeConfig {
+        oci_version: UMOCI_OCI_VERSION.to_string(),
+        process: Some(process(config, rootfs)?),
+        root: Some(Root {
+            path: bundlegen_protocol::archive::ROOTFS_DIR.into(),
+            readonly: None,
+        }),
+        hostname: Some("umoci-default".into()),
+        mounts: mounts(config),
+        annotations: annotations(image, config),
+        linux: Some(linux(uid_map, gid_map)),
+        ..RuntimeConfig::default()
+    })
+}
 
+/// The image's command, environment (with `HOME` of its user), user and
+/// working directory, with umoci's capabilities and limits.
+fn process(config: &oci_spec::image::Config, rootfs: &mut RootDir) -> Result<Process, RuntimeConfigError> {
     let mut env = vec![DEFAULT_PATH.to_string(), "TERM=xterm".to_string()];
     for entry in config.env().iter().flatten() {
         let (name, value) = entry
             .split_once('=')
             .filter(|(name, _)| !name.is_empty())
-            .ok_or_else(|| ConfigError::Env { entry: entry.clone() })?;
+            .ok_or_else(|| RuntimeConfigError::Env { entry: entry.clone() })?;
         set_env(&mut env, name, value, true);
     }
     let user_spec = config.user().clone().unwrap_or_default();
@@ -67,7 +85,33 @@ pub fn from_image(
     let caps: Vec<String> = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
         .map(String::from)
         .to_vec();
+    Ok(Process {
+        terminal: true,
+        user: User {
+            uid: user.uid,
+            gid: user.gid,
+            ..User::default()
+        },
+        args,
+        env,
+        cwd: config
+            .working_dir()
+            .clone()
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "/".into()),
+        capabilities: Some(Capabilities::all(&caps)),
+        rlimits: vec![Rlimit {
+            kind: "RLIMIT_NOFILE".into(),
+            hard: 1024,
+            soft: 1024,
+        }],
+        no_new_privileges: Some(true),
+        ..Process::default()
+    })
+}
 
+/// umoci's default mounts, a tmpfs per image volume, `/sys` and `resolv.conf`.
+fn mounts(config: &oci_spec::image::Config) -> Vec<Mount> {
     let mut mounts = vec![
         Mount::new("/proc", "proc", "proc", &[]),
         Mount::new(
@@ -112,8 +156,12 @@ pub fn from_image(
         "/etc/resolv.conf",
         &["rbind", "ro"],
     ));
+    mounts
+}
 
-    let mut annotations: std::collections::BTreeMap<String, String> = config
+/// The image's labels and umoci's `org.opencontainers.image.*` annotations.
+fn annotations(image: &ImageConfiguration, config: &oci_spec::image::Config) -> BTreeMap<String, String> {
+    let mut annotations: BTreeMap<String, String> = config
         .labels()
         .iter()
         .flatten()
@@ -122,7 +170,7 @@ pub fn from_image(
     let mut ports: Vec<&String> = config.exposed_ports().iter().flatten().collect();
     ports.sort();
     let image_annotations = [
-        ("org.opencontainers.image.os", os.clone()),
+        ("org.opencontainers.image.os", image.os().to_string()),
         (
             "org.opencontainers.image.architecture",
             image.architecture().to_string(),
@@ -147,84 +195,51 @@ pub fn from_image(
     for (key, value) in image_annotations {
         annotations.insert(key.to_string(), value);
     }
+    annotations
+}
 
+/// umoci's namespaces and masked paths, with the given id maps (identity
+/// for root when none are given).
+fn linux(uid_map: &[IdMapping], gid_map: &[IdMapping]) -> Linux {
     let identity = [IdMapping {
         container_id: 0,
         host_id: 0,
         size: 1,
     }];
-    let uid_mappings = if uid_map.is_empty() {
-        identity.to_vec()
-    } else {
-        uid_map.to_vec()
+    let or_identity = |map: &[IdMapping]| {
+        if map.is_empty() {
+            identity.to_vec()
+        } else {
+            map.to_vec()
+        }
     };
-    let gid_mappings = if gid_map.is_empty() {
-        identity.to_vec()
-    } else {
-        gid_map.to_vec()
-    };
-
-    Ok(RuntimeConfig {
-        oci_version: UMOCI_OCI_VERSION.to_string(),
-        process: Some(Process {
-            terminal: true,
-            user: User {
-                uid: user.uid,
-                gid: user.gid,
-                ..User::default()
-            },
-            args,
-            env,
-            cwd: config
-                .working_dir()
-                .clone()
-                .filter(|d| !d.is_empty())
-                .unwrap_or_else(|| "/".into()),
-            capabilities: Some(Capabilities::all(&caps)),
-            rlimits: vec![Rlimit {
-                kind: "RLIMIT_NOFILE".into(),
-                hard: 1024,
-                soft: 1024,
-            }],
-            no_new_privileges: Some(true),
-            ..Process::default()
-        }),
-        root: Some(Root {
-            path: bundlegen_protocol::archive::ROOTFS_DIR.into(),
-            readonly: None,
-        }),
-        hostname: Some("umoci-default".into()),
-        mounts,
-        annotations,
-        linux: Some(Linux {
-            uid_mappings,
-            gid_mappings,
-            namespaces: ["pid", "ipc", "uts", "mount", "user"].map(Namespace::new).to_vec(),
-            masked_paths: [
-                "/proc/kcore",
-                "/proc/latency_stats",
-                "/proc/timer_list",
-                "/proc/timer_stats",
-                "/proc/sched_debug",
-                "/sys/firmware",
-                "/proc/scsi",
-            ]
-            .map(String::from)
-            .to_vec(),
-            readonly_paths: [
-                "/proc/asound",
-                "/proc/bus",
-                "/proc/fs",
-                "/proc/irq",
-                "/proc/sys",
-                "/proc/sysrq-trigger",
-            ]
-            .map(String::from)
-            .to_vec(),
-            ..Linux::default()
-        }),
-        ..RuntimeConfig::default()
-    })
+    Linux {
+        uid_mappings: or_identity(uid_map),
+        gid_mappings: or_identity(gid_map),
+        namespaces: ["pid", "ipc", "uts", "mount", "user"].map(Namespace::new).to_vec(),
+        masked_paths: [
+            "/proc/kcore",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/sys/firmware",
+            "/proc/scsi",
+        ]
+        .map(String::from)
+        .to_vec(),
+        readonly_paths: [
+            "/proc/asound",
+            "/proc/bus",
+            "/proc/fs",
+            "/proc/irq",
+            "/proc/sys",
+            "/proc/sysrq-trigger",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Linux::default()
+    }
 }
 
 /// Sets `NAME=value`: replaces an existing entry if `replace`, keeps it otherwise.
@@ -260,8 +275,8 @@ fn read_account_file(rootfs: &mut RootDir, path: &str) -> Option<String> {
 }
 
 /// Resolves `user[:group]` as runc's `GetExecUser` does.
-fn resolve_user(spec: &str, rootfs: &mut RootDir) -> Result<ExecUser, ConfigError> {
-    let error = |reason: String| ConfigError::User {
+fn resolve_user(spec: &str, rootfs: &mut RootDir) -> Result<ExecUser, RuntimeConfigError> {
+    let error = |reason: String| RuntimeConfigError::User {
         spec: spec.to_string(),
         reason,
     };
@@ -407,7 +422,7 @@ mod tests {
         let err = from_image(&image(serde_json::json!({"User": "nobody"})), &mut root, &[], &[]).unwrap_err();
         assert!(err.to_string().contains("no user \"nobody\""), "{err}");
         let err = from_image(&image(serde_json::json!({"Env": ["NOEQUALS"]})), &mut root, &[], &[]).unwrap_err();
-        assert!(matches!(err, ConfigError::Env { .. }));
+        assert!(matches!(err, RuntimeConfigError::Env { .. }));
     }
 
     #[test]

@@ -1,332 +1,17 @@
-//! Which libraries the container gets from the box, and which from the image.
-//!
-//! Two passes, both pure functions of the image inventory, the box's library
-//! list and a [`RootfsView`] (so tests drive them with small fakes):
-//!
-//! 1. BundleGen's walk, reproduced exactly for config parity: the platform's
-//!    graphics libraries are always taken from the box, plugin dependencies
-//!    and every dependency reached from them are taken from the box unless
-//!    the image's copy defines versions the box's lacks; glibc's family moves
-//!    with libc. A taken library is deleted from the rootfs (the path and the
-//!    file it resolves to) and bind-mounted at the same path.
-//! 2. What BundleGen never did: every library the image's own programs and
-//!    libraries need (their DT_NEEDED closure) is taken from the box when the
-//!    box has a library of that name for the same ABI, defining every symbol
-//!    version the image's users need, honouring pins, and whose own
-//!    dependencies the container can satisfy. The image's file is replaced by
-//!    a read-only bind mount of the box's at its real path (its symlinks stay),
-//!    and libraries the image lacks but needs are mounted from the box.
-//!
-//! 3. Programs of the box that run inside the container (Dobby's init) get
-//!    every library they need: the image's copy where it defines the symbol
-//!    versions the program needs (or, when those are unknown, all the box's
-//!    copy defines), else the box's, mounted where the container's loader
-//!    finds it, with the box library's own dependencies in turn.
-//!
-//! Finally every program left in the image is checked against the libraries
-//! it will get: a symbol version no provider defines makes the app
-//! incompatible, instead of a bundle that fails on the box.
+//! Passes 2 and 3, and the final check: the image's own dependency
+//! closure, the box's programs that run in the container, the loaders, and
+//! every program against the libraries it will get.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use platform_probe::elf::{Abi, ElfKind};
 use platform_probe::loader::default_dirs;
 
-use super::box_libs::{BoxLibraries, BoxLibrary};
-use super::inventory::{ImageObject, Inventory, split};
-
-/// BundleGen's `-m/--libmatchingmode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatchMode {
-    /// Decide by symbol versions.
-    Normal,
-    /// Keep the image's copies where it has them.
-    Image,
-    /// Take the box's copies where it has them.
-    Host,
-}
-
-impl std::str::FromStr for MatchMode {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "normal" => Ok(MatchMode::Normal),
-            "image" => Ok(MatchMode::Image),
-            "host" => Ok(MatchMode::Host),
-            other => Err(format!(
-                "unknown library matching mode {other:?}: use normal, image or host"
-            )),
-        }
-    }
-}
-
-/// Where paths of the rootfs lead.
-pub trait RootfsView {
-    /// The real path behind a container path, if something exists there.
-    fn real_path(&mut self, path: &str) -> Option<String>;
-}
-
-#[derive(Debug, Clone)]
-pub struct MatchRequest {
-    pub mode: MatchMode,
-    /// Walk dependencies and compare versions (`--nodepwalking` turns it off).
-    pub walk: bool,
-    /// Box libraries always mounted: (box path, container path).
-    pub forced: Vec<(String, String)>,
-    /// Box libraries mounted unless the image has a better copy.
-    pub host_or_image: Vec<String>,
-    /// Also match the image's own dependency closure.
-    pub match_image: bool,
-    /// Exact versions (`libfoo.so.2.1.5`) the box must have for its copy to be used.
-    pub pins: Vec<String>,
-    /// The ABI of the box's libraries (from the platform's architecture).
-    pub box_abi: Option<Abi>,
-    /// The app's program: libraries it cannot find make the app incompatible.
-    pub entrypoint: Option<String>,
-    /// Programs of the box run inside the container (Dobby's init).
-    pub host_programs: Vec<HostProgramNeeds>,
-}
-
-/// What a program of the box that runs in the container needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostProgramNeeds {
-    /// Its path, on the box and in the container.
-    pub path: String,
-    /// The loader it starts with (PT_INTERP), when known.
-    pub interpreter: Option<String>,
-    /// Needed library names and where the box's loader finds each.
-    pub deps: Vec<(String, Option<String>)>,
-    /// Symbol versions needed, by library name; `None` when unknown (the
-    /// platform has only BundleGen's library list).
-    pub version_needs: Option<BTreeMap<String, BTreeSet<String>>>,
-}
-
-/// One library a host program (or a box library it pulls in) needs: its
-/// name, the box's path for it, the versions needed (`None`: unknown), and
-/// who needs it.
-type HostNeed = (String, Option<String>, Option<BTreeSet<String>>, String);
-
-/// A box library bind-mounted into the container.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LibraryMount {
-    pub source: String,
-    pub destination: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
-    pub mounts: Vec<LibraryMount>,
-    /// Container paths to delete, in order.
-    pub remove: Vec<String>,
-    /// One line per decision, for `-vv`.
-    pub notes: Vec<String>,
-    /// Why the app cannot run with these libraries (makes it incompatible).
-    pub problems: Vec<String>,
-    /// Needs nothing provides, outside the app's program (warnings).
-    pub unresolved: Vec<String>,
-}
-
-impl Plan {
-    /// Adds a mount unless something is mounted there already (two names of
-    /// one library lead to one file).
-    fn mount(&mut self, source: &str, destination: &str) {
-        if !self.mounts.iter().any(|m| m.destination == destination) {
-            self.mounts.push(LibraryMount {
-                source: source.to_string(),
-                destination: destination.to_string(),
-            });
-        }
-    }
-
-    /// The mount the loader finds as `name` in its directory, if any.
-    fn mount_of(&self, name: &str) -> Option<&LibraryMount> {
-        self.mounts.iter().find(|m| file_name(&m.destination) == name)
-    }
-
-    fn remove(&mut self, path: &str) {
-        if !self.remove.iter().any(|p| p == path) {
-            self.remove.push(path.to_string());
-        }
-    }
-}
-
-fn file_name(path: &str) -> &str {
-    split(path).1
-}
-
-/// The versions of `needed` a box library defining `provided` lacks. An
-/// unversioned box library, or unknown needs, cannot be judged: nothing.
-fn lacking(needed: Option<&BTreeSet<String>>, provided: &BTreeSet<String>) -> Vec<String> {
-    if provided.is_empty() {
-        return Vec::new();
-    }
-    needed
-        .into_iter()
-        .flatten()
-        .filter(|v| !provided.contains(*v))
-        .cloned()
-        .collect()
-}
-
-pub fn plan(inventory: &Inventory, libs: &BoxLibraries, view: &mut dyn RootfsView, request: &MatchRequest) -> Plan {
-    let mut walk = Walk {
-        inventory,
-        libs,
-        view,
-        request,
-        plan: Plan::default(),
-        handled: BTreeSet::new(),
-        removed_real: BTreeSet::new(),
-    };
-    for (source, destination) in &request.forced {
-        walk.take_host(
-            source,
-            destination,
-            libs.get(source),
-            "a graphics library of the platform",
-        );
-    }
-    for dependency in &request.host_or_image {
-        walk.mount_or_use_rootfs(dependency, dependency, "a plugin dependency");
-    }
-    let Walk {
-        mut plan,
-        handled,
-        removed_real,
-        view,
-        ..
-    } = walk;
-    let mut closure = Closure {
-        inventory,
-        libs,
-        view,
-        request,
-        decided: BTreeMap::new(),
-        by_walk: handled.iter().map(|d| file_name(d).to_string()).collect(),
-        removed_real,
-    };
-    if request.match_image && request.walk && request.mode != MatchMode::Image {
-        closure.match_image(&mut plan);
-    }
-    for program in &request.host_programs {
-        closure.serve_host_program(program, &mut plan);
-    }
-    closure.align_loaders(&mut plan);
-    closure.check_users(&mut plan);
-    plan
-}
-
-/// Pass 1: BundleGen's walk (`library_matching.py`).
-struct Walk<'a> {
-    inventory: &'a Inventory,
-    libs: &'a BoxLibraries,
-    view: &'a mut dyn RootfsView,
-    request: &'a MatchRequest,
-    plan: Plan,
-    /// Container paths decided.
-    handled: BTreeSet<String>,
-    /// Real image files deleted.
-    removed_real: BTreeSet<String>,
-}
-
-impl Walk<'_> {
-    /// Deletes `path` and the file it resolves to, as BundleGen does.
-    fn remove_from_rootfs(&mut self, path: &str) {
-        if let Some(real) = self.view.real_path(path) {
-            self.plan.remove(path);
-            if real != path {
-                self.plan.remove(&real);
-            }
-            self.removed_real.insert(real);
-        }
-    }
-
-    fn take_host(&mut self, source: &str, destination: &str, info: Option<&BoxLibrary>, why: &str) {
-        self.handled.insert(destination.to_string());
-        self.remove_from_rootfs(destination);
-        self.plan.mount(source, destination);
-        self.plan
-            .notes
-            .push(format!("{destination}: from the box ({source}): {why}"));
-        let Some(info) = info else { return };
-        let family = self.libs.family_of(&info.path).to_vec();
-        for member in family {
-            self.handled.insert(member.clone());
-            self.remove_from_rootfs(&member);
-            self.plan.mount(&member, &member);
-            self.plan
-                .notes
-                .push(format!("{member}: from the box: glibc's family follows {}", info.path));
-        }
-        if self.request.walk {
-            for dependency in info.deps.clone() {
-                self.mount_or_use_rootfs(&dependency, &dependency, &format!("needed by {}", info.path));
-            }
-        }
-    }
-
-    fn take_rootfs(&mut self, destination: &str, why: &str) {
-        self.handled.insert(destination.to_string());
-        if let Some(info) = self.libs.get(destination) {
-            for member in self.libs.family_of(&info.path) {
-                self.handled.insert(member.clone());
-            }
-        }
-        self.plan.notes.push(format!("{destination}: the image's copy: {why}"));
-    }
-
-    fn mount_or_use_rootfs(&mut self, source: &str, destination: &str, why: &str) {
-        if self.handled.contains(destination) {
-            return;
-        }
-        let libs = self.libs;
-        let Some(info) = libs.get(source) else {
-            let exists = self.view.real_path(destination).is_some();
-            if self.request.mode == MatchMode::Image && exists {
-                self.take_rootfs(destination, "not in the box's library list (image mode)");
-            } else {
-                self.take_host(
-                    source,
-                    destination,
-                    None,
-                    &format!("{why}; not in the box's library list"),
-                );
-            }
-            return;
-        };
-        if self.request.mode == MatchMode::Normal
-            && let Some(parent) = &info.parent
-        {
-            return self.mount_or_use_rootfs(parent, parent, &format!("glibc's family, for {destination}"));
-        }
-        let Some(real) = self.view.real_path(destination) else {
-            return self.take_host(source, destination, Some(info), &format!("{why}; the image lacks it"));
-        };
-        match self.request.mode {
-            MatchMode::Image => self.take_rootfs(destination, "image mode"),
-            MatchMode::Host => self.take_host(source, destination, Some(info), &format!("{why}; host mode")),
-            MatchMode::Normal if info.versions.is_empty() => {
-                self.take_host(source, destination, Some(info), &format!("{why}; unversioned"))
-            }
-            MatchMode::Normal => {
-                let image_versions = self
-                    .inventory
-                    .objects
-                    .get(&real)
-                    .map(|o| o.info.version_set())
-                    .unwrap_or_default();
-                if info.versions.is_superset(&image_versions) {
-                    let reason = format!("{why}; the box's versions include the image's");
-                    self.take_host(source, destination, Some(info), &reason);
-                } else {
-                    let missing: Vec<&String> = image_versions.difference(&info.versions).collect();
-                    self.take_rootfs(destination, &format!("the box lacks {missing:?}"));
-                }
-            }
-        }
-    }
-}
+use super::{
+    HostNeed, HostProgramNeeds, LibraryMount, MatchMode, MatchRequest, Plan, RootfsView, file_name, is_glibc_soname,
+    lacking,
+};
+use crate::pipeline::libraries::box_libs::{BoxLibraries, BoxLibrary};
+use crate::pipeline::libraries::inventory::{ImageObject, Inventory, split};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Decision {
@@ -336,7 +21,7 @@ enum Decision {
 }
 
 /// Pass 2: the image's own dependency closure.
-struct Closure<'a> {
+pub struct Closure<'a> {
     inventory: &'a Inventory,
     libs: &'a BoxLibraries,
     view: &'a mut dyn RootfsView,
@@ -346,6 +31,27 @@ struct Closure<'a> {
     /// Names the walk already decided.
     by_walk: BTreeSet<String>,
     removed_real: BTreeSet<String>,
+}
+
+impl<'a> Closure<'a> {
+    pub(super) fn new(
+        inventory: &'a Inventory,
+        libs: &'a BoxLibraries,
+        view: &'a mut dyn RootfsView,
+        request: &'a MatchRequest,
+        by_walk: BTreeSet<String>,
+        removed_real: BTreeSet<String>,
+    ) -> Closure<'a> {
+        Closure {
+            inventory,
+            libs,
+            view,
+            request,
+            decided: BTreeMap::new(),
+            by_walk,
+            removed_real,
+        }
+    }
 }
 
 impl Closure<'_> {
@@ -506,7 +212,7 @@ impl Closure<'_> {
         })
     }
 
-    fn match_image(&mut self, plan: &mut Plan) {
+    pub(super) fn match_image(&mut self, plan: &mut Plan) {
         let mut names: BTreeSet<String> = BTreeSet::new();
         for object in self.remaining_objects() {
             for need in &object.needs {
@@ -565,23 +271,10 @@ impl Closure<'_> {
     }
 
     /// Pass 3: makes every library `program` needs loadable in the container.
-    fn serve_host_program(&mut self, program: &HostProgramNeeds, plan: &mut Plan) {
+    pub(super) fn serve_host_program(&mut self, program: &HostProgramNeeds, plan: &mut Plan) {
         let who = &program.path;
-        if let Some(loader) = &program.interpreter
-            && self.view.real_path(loader).is_none()
-            && !plan.mounts.iter().any(|m| &m.destination == loader)
-        {
-            match self.libs.get(loader) {
-                Some(library) => {
-                    plan.mount(&library.path, loader);
-                    plan.notes.push(format!(
-                        "{loader}: from the box: the loader of {who}; the image lacks it"
-                    ));
-                }
-                None => plan.problems.push(format!(
-                    "{who} starts with the loader {loader}, which neither the image nor the box has"
-                )),
-            }
+        if let Some(loader) = &program.interpreter {
+            self.serve_loader(who, loader, plan);
         }
         let needs_of = |name: &str| {
             program
@@ -598,31 +291,14 @@ impl Closure<'_> {
             .collect();
         let mut from_box = BTreeSet::new();
         while let Some((name, box_path, needed, user)) = pending.pop_front() {
+            if self.served_by_a_mount(&name, needed.as_ref(), &user, plan) || from_box.contains(&name) {
+                continue;
+            }
             let box_library = box_path
                 .as_deref()
                 .and_then(|p| self.libs.get(p))
                 .or_else(|| self.box_library(&name))
                 .cloned();
-            if let Some(mount) = self.mount_serving(plan, &name) {
-                // Mounted already; the box's copy must serve `user` too.
-                let provided = self
-                    .libs
-                    .get(&mount.source)
-                    .map(|l| l.versions.clone())
-                    .unwrap_or_default();
-                let missing = lacking(needed.as_ref(), &provided);
-                if !missing.is_empty() {
-                    let problem = format!(
-                        "{user} needs {missing:?} of {name}, which the box's {} lacks",
-                        mount.source
-                    );
-                    plan.problems.push(problem);
-                }
-                continue;
-            }
-            if from_box.contains(&name) {
-                continue;
-            }
             let image_copy = self
                 .image_library(&name)
                 .filter(|real| !self.removed_real.contains(real));
@@ -654,17 +330,7 @@ impl Closure<'_> {
             }
             from_box.insert(name.clone());
             self.mount_from_box(plan, &library, image_copy, &user);
-            // glibc's family moves with libc (they share private interfaces).
-            for member in self.libs.family_of(&library.path).to_vec() {
-                let member_name = file_name(&member).to_string();
-                if from_box.insert(member_name.clone())
-                    && self.mount_serving(plan, &member_name).is_none()
-                    && let Some(member_library) = self.libs.get(&member).cloned()
-                {
-                    let image_copy = self.image_library(&member_name);
-                    self.mount_from_box(plan, &member_library, image_copy, &library.path);
-                }
-            }
+            self.mount_family(&library, &mut from_box, plan);
             for dependency in &library.deps {
                 pending.push_back((
                     file_name(dependency).to_string(),
@@ -672,6 +338,67 @@ impl Closure<'_> {
                     None,
                     library.path.clone(),
                 ));
+            }
+        }
+    }
+
+    /// The loader a box program starts with, mounted from the box where the
+    /// image has none at that path.
+    fn serve_loader(&mut self, who: &str, loader: &str, plan: &mut Plan) {
+        if self.view.real_path(loader).is_some() || plan.mounts.iter().any(|m| m.destination == loader) {
+            return;
+        }
+        match self.libs.get(loader) {
+            Some(library) => {
+                plan.mount(&library.path, loader);
+                plan.notes.push(format!(
+                    "{loader}: from the box: the loader of {who}; the image lacks it"
+                ));
+            }
+            None => plan.problems.push(format!(
+                "{who} starts with the loader {loader}, which neither the image nor the box has"
+            )),
+        }
+    }
+
+    /// Whether a mount already serves `name`; if so, its box copy must also
+    /// define the versions `user` needs (a problem otherwise).
+    fn served_by_a_mount(
+        &mut self,
+        name: &str,
+        needed: Option<&BTreeSet<String>>,
+        user: &str,
+        plan: &mut Plan,
+    ) -> bool {
+        let Some(mount) = self.mount_serving(plan, name) else {
+            return false;
+        };
+        let provided = self
+            .libs
+            .get(&mount.source)
+            .map(|l| l.versions.clone())
+            .unwrap_or_default();
+        let missing = lacking(needed, &provided);
+        if !missing.is_empty() {
+            let problem = format!(
+                "{user} needs {missing:?} of {name}, which the box's {} lacks",
+                mount.source
+            );
+            plan.problems.push(problem);
+        }
+        true
+    }
+
+    /// glibc's family moves with libc (they share private interfaces).
+    fn mount_family(&mut self, library: &BoxLibrary, from_box: &mut BTreeSet<String>, plan: &mut Plan) {
+        for member in self.libs.family_of(&library.path).to_vec() {
+            let member_name = file_name(&member).to_string();
+            if from_box.insert(member_name.clone())
+                && self.mount_serving(plan, &member_name).is_none()
+                && let Some(member_library) = self.libs.get(&member).cloned()
+            {
+                let image_copy = self.image_library(&member_name);
+                self.mount_from_box(plan, &member_library, image_copy, &library.path);
             }
         }
     }
@@ -730,7 +457,7 @@ impl Closure<'_> {
     /// own) is replaced too, or an older loader would run the box's libc. A
     /// loader the image lacks is mounted from the box when libraries are
     /// matched at all.
-    fn align_loaders(&mut self, plan: &mut Plan) {
+    pub(super) fn align_loaders(&mut self, plan: &mut Plan) {
         let entry_closure = self.entry_closure();
         let mut interpreters: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (path, object) in &self.inventory.objects {
@@ -783,7 +510,7 @@ impl Closure<'_> {
     }
 
     /// Checks every object left in the image against what it will load.
-    fn check_users(&mut self, plan: &mut Plan) {
+    pub(super) fn check_users(&mut self, plan: &mut Plan) {
         let entry_closure = self.entry_closure();
         let mounted: BTreeMap<String, String> = plan
             .mounts
@@ -859,86 +586,3 @@ impl Closure<'_> {
         closure
     }
 }
-
-/// glibc's libraries by SONAME, wherever they live (BundleGen only knew
-/// `/lib` and `/usr/lib`, not multiarch directories).
-pub fn is_glibc_soname(name: &str) -> bool {
-    const MEMBERS: [&str; 16] = [
-        "libc.so.6",
-        "libm.so.6",
-        "libmvec.so.1",
-        "libpthread.so.0",
-        "libdl.so.2",
-        "librt.so.1",
-        "libresolv.so.2",
-        "libutil.so.1",
-        "libanl.so.1",
-        "libnsl.so.1",
-        "libBrokenLocale.so.1",
-        "libthread_db.so.1",
-        "libc_malloc_debug.so.0",
-        "ld.so.1",
-        "ld64.so.1",
-        "ld64.so.2",
-    ];
-    MEMBERS.contains(&name) || name.starts_with("ld-linux") || (name.starts_with("libnss_") && name.ends_with(".so.2"))
-}
-
-/// Libraries no program of the image needs: outside the DT_NEEDED closure
-/// of its executables and of the libraries listed as `dlopen`ed, and not
-/// named by a string in anything that is in use (`names_in` gives each
-/// file's library-like strings), repeated until nothing changes.
-pub fn unused_libraries(
-    inventory: &Inventory,
-    dlopen: &[String],
-    names_in: &BTreeMap<String, BTreeSet<String>>,
-) -> Vec<String> {
-    let named = |path: &str, object: &ImageObject, names: &BTreeSet<String>| {
-        let name = file_name(path);
-        names.contains(name) || object.info.soname.as_ref().is_some_and(|s| names.contains(s))
-    };
-    let listed: BTreeSet<String> = dlopen.iter().map(|d| file_name(d).to_string()).collect();
-    let mut pending: Vec<String> = inventory
-        .objects
-        .iter()
-        .filter(|(path, o)| o.info.kind == ElfKind::Executable || named(path, o, &listed))
-        .map(|(p, _)| p.clone())
-        .collect();
-    let mut reachable: BTreeSet<String> = BTreeSet::new();
-    while !pending.is_empty() {
-        while let Some(path) = pending.pop() {
-            if !reachable.insert(path.clone()) {
-                continue;
-            }
-            if let Some(object) = inventory.objects.get(&path) {
-                pending.extend(
-                    object
-                        .needs
-                        .iter()
-                        .filter_map(|n| n.found.as_ref().map(|(_, real)| real.clone())),
-                );
-            }
-        }
-        let mentioned: BTreeSet<String> = reachable
-            .iter()
-            .filter_map(|p| names_in.get(p))
-            .flatten()
-            .cloned()
-            .collect();
-        pending = inventory
-            .objects
-            .iter()
-            .filter(|(path, o)| !reachable.contains(*path) && named(path, o, &mentioned))
-            .map(|(p, _)| p.clone())
-            .collect();
-    }
-    inventory
-        .objects
-        .iter()
-        .filter(|(path, object)| object.info.kind == ElfKind::SharedObject && !reachable.contains(*path))
-        .map(|(path, _)| path.clone())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests;
