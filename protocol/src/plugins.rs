@@ -138,12 +138,13 @@ fn lenient_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<boo
     }
 }
 
-/// Dobby's networking plugin data.
+/// What [`lenient_bool`] accepts, for the JSON Schema.
 #[cfg(feature = "schema")]
 fn lenient_bool_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"anyOf": [{"type": "boolean"}, {"enum": ["true", "false"]}]})
 }
 
+/// Dobby's networking plugin data.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]

@@ -116,18 +116,6 @@ impl Inventory {
             }
         }
     }
-
-    /// The objects that need `real` (a library's real path), with the name
-    /// they ask for.
-    pub fn users_of<'a>(&'a self, real: &'a str) -> impl Iterator<Item = (&'a str, &'a ImageObject, &'a str)> + 'a {
-        self.objects.iter().flat_map(move |(path, object)| {
-            object
-                .needs
-                .iter()
-                .filter(move |need| need.found.as_ref().is_some_and(|(_, r)| r == real))
-                .map(move |need| (path.as_str(), object, need.name.as_str()))
-        })
-    }
 }
 
 /// Parses `rel` if it is an ELF file: `None` if it is not one.
