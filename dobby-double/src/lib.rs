@@ -28,24 +28,11 @@ pub const OBJECT_PATH: &str = "/org/rdk/dobby";
 /// Dobby's hook launcher, which the `1.0.2-dobby` conversion adds.
 const PLUGIN_LAUNCHER: &str = "/usr/bin/DobbyPluginLauncher";
 const DOBBY_INIT: &str = "/usr/libexec/DobbyInit";
-/// Plugins of a default Dobby build plus the optional ones RDK boxes build.
-const KNOWN_PLUGINS: &[&str] = &[
-    "logging",
-    "networking",
-    "ipc",
-    "storage",
-    "minidump",
-    "thunder",
-    "oomcrash",
-    "gpu",
-    "localtime",
-    "rtscheduling",
-    "httpproxy",
-    "appservicesrdk",
-    "ionmemory",
-    "devicemapper",
-    "gamepad",
-];
+/// A box's Dobby has every plugin of its schema but the test plugin.
+fn is_installed_plugin(name: &str) -> bool {
+    let name = name.to_lowercase();
+    name != "testrdkplugin" && bundlegen_protocol::plugins::DOBBY_PLUGINS.contains(&name.as_str())
+}
 
 /// Container states as Dobby numbers them on the wire (`DobbyProtocol.h`).
 pub mod state {
@@ -152,7 +139,7 @@ fn prepare_bundle(id: &str, bundle: &Path) -> Result<bool, String> {
         .unwrap_or_default();
     for (name, plugin) in &plugins {
         let required = plugin.get("required").and_then(Value::as_bool).unwrap_or(false);
-        if required && !KNOWN_PLUGINS.contains(&name.to_lowercase().as_str()) {
+        if required && !is_installed_plugin(name) {
             return Err(format!("required plugin {name} is not installed"));
         }
         if !plugin.get("data").is_some_and(Value::is_object) && name != "localtime" {

@@ -33,6 +33,27 @@ impl<T> Plugin<T> {
     }
 }
 
+/// Every plugin of Dobby's schema by its `rdkPlugins` key: the typed fields
+/// of [`RdkPlugins`].
+pub const DOBBY_PLUGINS: [&str; 16] = [
+    "networking",
+    "storage",
+    "logging",
+    "devicemapper",
+    "ipc",
+    "minidump",
+    "oomcrash",
+    "thunder",
+    "gpu",
+    "appservicesrdk",
+    "ionmemory",
+    "localtime",
+    "rtscheduling",
+    "httpproxy",
+    "gamepad",
+    "testrdkplugin",
+];
+
 /// All plugins of a bundle, in the order BundleGen writes them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -560,6 +581,37 @@ pub fn split_mount_options(options: &[String]) -> (i32, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each listed name is a typed field (a plugin we do not type lands in
+    /// `other`).
+    #[test]
+    fn the_list_names_every_typed_plugin() {
+        for name in DOBBY_PLUGINS {
+            let text = format!(r#"{{"{name}": {{"required": false, "data": {{}}}}}}"#);
+            if let Ok(plugins) = serde_json::from_str::<RdkPlugins>(&text) {
+                assert!(plugins.other.is_empty(), "{name} is not a typed plugin");
+            }
+        }
+        let unknown: RdkPlugins = serde_json::from_str(r#"{"vendor": {"required": false, "data": {}}}"#).unwrap();
+        assert_eq!(unknown.names(), ["vendor"]);
+    }
+
+    /// And every typed field is listed (the schema's properties are the fields).
+    #[cfg(feature = "schema")]
+    #[test]
+    fn every_typed_plugin_is_listed() {
+        let schema = serde_json::to_value(schemars::schema_for!(RdkPlugins)).unwrap();
+        let mut fields: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut listed = DOBBY_PLUGINS.to_vec();
+        fields.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(fields, listed);
+    }
 
     #[test]
     fn dnsmasq_strings_are_read_as_booleans_and_written_as_booleans() {

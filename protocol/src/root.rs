@@ -727,5 +727,9 @@ fn remove_entry(parent: BorrowedFd<'_>, name: &OsStr, kind: EntryKind) -> Result
     }
 }
 
+mod deferred;
+
+pub use deferred::DeferredDirs;
+
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@ use nix::fcntl::{AtFlags, RenameFlags, renameat2};
 use nix::unistd::{Gid, Uid, fchownat};
 
 use super::{ArchiveError, Compression, ipk};
-use crate::root::{EntryKind, MissingDirs, RootDir, Symlinks, clean_path};
+use crate::root::{DeferredDirs, EntryKind, MissingDirs, RootDir, Symlinks, clean_path};
 use crate::tar_read::{TarKind, TarReader};
 
 /// Limits and policy for unpacking.
@@ -114,8 +114,7 @@ fn unpack_stream(
 fn unpack_tar<R: Read>(stream: R, root: &mut RootDir, options: &ReadOptions) -> Result<UnpackReport, ArchiveError> {
     let mut tar = TarReader::new(stream);
     let mut report = UnpackReport::default();
-    // Directory modes are applied last so a read-only directory can be filled.
-    let mut dir_modes: Vec<(PathBuf, u32, i64)> = Vec::new();
+    let mut dirs = DeferredDirs::default();
     while let Some(entry) = tar.next_entry()? {
         report.entries += 1;
         if report.entries > options.max_entries {
@@ -134,7 +133,7 @@ fn unpack_tar<R: Read>(stream: R, root: &mut RootDir, options: &ReadOptions) -> 
         };
         let existing = root.lstat(&path)?.map(|st| EntryKind::from_mode(st.st_mode));
         if entry.kind == TarKind::Dir && existing == Some(EntryKind::Dir) {
-            dir_modes.push((path.clone(), entry.mode, entry.mtime));
+            dirs.set(&path, entry.mode, entry.mtime);
             continue;
         }
         if matches!(entry.kind, TarKind::CharDevice | TarKind::BlockDevice | TarKind::Fifo) {
@@ -143,6 +142,7 @@ fn unpack_tar<R: Read>(stream: R, root: &mut RootDir, options: &ReadOptions) -> 
         }
         if existing.is_some() {
             root.remove_all(&path)?;
+            dirs.forget_tree(&path);
         }
         let mut mode = entry.mode;
         if !options.allow_setuid && mode & 0o6000 != 0 && entry.kind == TarKind::File {
@@ -151,7 +151,7 @@ fn unpack_tar<R: Read>(stream: R, root: &mut RootDir, options: &ReadOptions) -> 
         }
         let resolved = match entry.kind {
             TarKind::Dir => {
-                dir_modes.push((path.clone(), entry.mode, entry.mtime));
+                dirs.set(&path, entry.mode, entry.mtime);
                 root.mkdir(&path, 0o700, MissingDirs::Create)?
             }
             TarKind::File => {
@@ -212,12 +212,6 @@ fn unpack_tar<R: Read>(stream: R, root: &mut RootDir, options: &ReadOptions) -> 
             root.set_mtime(&resolved, entry.mtime)?;
         }
     }
-    // Deepest first: setting a directory's mtime must come after its children.
-    dir_modes.sort_by(|a, b| b.0.cmp(&a.0));
-    for (path, mode, mtime) in dir_modes {
-        let resolved = root.resolve(&path, MissingDirs::Fail)?;
-        root.set_mode(&resolved, mode)?;
-        root.set_mtime(&resolved, mtime)?;
-    }
+    dirs.apply(root).map_err(|(_, e)| e)?;
     Ok(report)
 }

@@ -389,3 +389,21 @@ fn ipk_control_refuses_field_injection() {
     bad.version = "1 2".into();
     assert!(bad.render().is_err());
 }
+
+#[test]
+fn a_replaced_directory_keeps_none_of_its_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    use bundlegen_fixtures::tar::{RawEntry, archive};
+    let archive = archive(&[
+        RawEntry::dir("rootfs/a").mode(0o555),
+        RawEntry::file("rootfs/a/inside", b"x"),
+        RawEntry::file("rootfs/a", b"now a file").mode(0o640),
+        RawEntry::dir("rootfs/b").mode(0o750),
+    ]);
+    let dest = tmp.path().join("bundle");
+    unpack_bundle(Cursor::new(archive), &dest, &ReadOptions::default()).unwrap();
+    let a = fs::metadata(dest.join("rootfs/a")).unwrap();
+    assert!(a.is_file());
+    assert_eq!(a.mode() & 0o7777, 0o640, "the file's own mode, not the directory's");
+    assert_eq!(fs::metadata(dest.join("rootfs/b")).unwrap().mode() & 0o7777, 0o750);
+}

@@ -11,14 +11,14 @@
 //! Owners are recorded in a [`Manifest`] instead of applied; device nodes are
 //! created only when allowed (root) and recorded otherwise.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use bundlegen_protocol::manifest::{Manifest, NodeKind, Owner, SpecialNode};
-use bundlegen_protocol::root::{EntryKind, MissingDirs, RootDir, RootError, clean_path};
+use bundlegen_protocol::root::{DeferredDirs, EntryKind, MissingDirs, RootDir, RootError, clean_path};
 use bundlegen_protocol::tar_read::{TarEntry, TarError, TarKind, TarReader};
 use nix::sys::stat::{futimens, makedev};
 use nix::sys::time::TimeSpec;
@@ -149,46 +149,23 @@ pub fn unpack_image(
 pub struct UnpackState {
     pub manifest: Manifest,
     pub stats: UnpackStats,
-    /// Directory mode and mtime, applied after the last layer (a read-only
-    /// directory must stay writable while later entries fill it).
-    dir_meta: BTreeMap<PathBuf, (u32, i64)>,
+    /// Directory modes and mtimes, applied after the last layer.
+    dirs: DeferredDirs,
 }
 
 impl UnpackState {
-    /// Applies the deferred directory metadata, deepest first.
+    /// Applies the deferred directory metadata.
     pub fn finish(&mut self, root: &mut RootDir) -> Result<(), UnpackError> {
-        let root_error = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| UnpackError::Root {
-                layer: "finishing".into(),
-                path,
-                source: Box::new(source),
-            }
-        };
-        for (path, (mode, mtime)) in self.dir_meta.iter().rev() {
-            let resolved = root.resolve(path, MissingDirs::Fail).map_err(root_error(path))?;
-            match root.lstat_resolved(&resolved).map_err(root_error(path))? {
-                Some(st) if EntryKind::from_mode(st.st_mode) == EntryKind::Dir => {}
-                _ => continue,
-            }
-            root.set_mode(&resolved, *mode).map_err(root_error(path))?;
-            root.set_mtime(&resolved, *mtime).map_err(root_error(path))?;
-        }
-        self.dir_meta.clear();
-        Ok(())
+        self.dirs.apply(root).map_err(|(path, source)| UnpackError::Root {
+            layer: "finishing".into(),
+            path,
+            source: Box::new(source),
+        })
     }
 
     fn forget(&mut self, real: &Path) {
         self.manifest.remove_tree(real);
-        let below: Vec<PathBuf> = self
-            .dir_meta
-            .range::<Path, _>((std::ops::Bound::Included(real), std::ops::Bound::Unbounded))
-            .take_while(|(p, _)| p.starts_with(real))
-            .map(|(p, _)| p.clone())
-            .collect();
-        for path in below {
-            self.dir_meta.remove(&path);
-        }
+        self.dirs.forget_tree(real);
     }
 }
 
@@ -281,7 +258,7 @@ impl LayerApplier<'_> {
         let Some(name) = path.file_name() else {
             // The layer's "./": metadata of the rootfs directory itself.
             if entry.kind == TarKind::Dir {
-                self.state.dir_meta.insert(PathBuf::new(), (entry.mode, entry.mtime));
+                self.state.dirs.set(Path::new(""), entry.mode, entry.mtime);
                 self.record_owner(Path::new(""), entry);
             }
             return Ok(());
@@ -304,7 +281,7 @@ impl LayerApplier<'_> {
         if entry.kind == TarKind::Dir && existing == Some(EntryKind::Dir) {
             // Directory over directory: only its metadata changes; its lower
             // children stay unless a whiteout says otherwise.
-            self.state.dir_meta.insert(real.clone(), (entry.mode, entry.mtime));
+            self.state.dirs.set(&real, entry.mode, entry.mtime);
             self.record_owner(&real, entry);
             self.mixed.insert(real.clone());
             self.mark_ancestors_mixed(&real);
@@ -324,7 +301,7 @@ impl LayerApplier<'_> {
                 self.root
                     .mkdir(&real, 0o755, MissingDirs::Create)
                     .map_err(self.root_error(&path))?;
-                self.state.dir_meta.insert(real.clone(), (entry.mode, entry.mtime));
+                self.state.dirs.set(&real, entry.mode, entry.mtime);
             }
             TarKind::File => self.write_file(entry, &real, data)?,
             TarKind::Symlink => {
