@@ -13,8 +13,8 @@ use nix::fcntl::{AtFlags, RenameFlags, renameat2};
 use nix::unistd::{Gid, Uid, fchownat};
 
 use super::{ArchiveError, Compression, ipk};
-use crate::root::{DeferredDirs, EntryKind, MissingDirs, RootDir, Symlinks, clean_path};
-use crate::tar_read::{TarKind, TarReader};
+use crate::root::{DeferredDirs, EntryKind, MissingDirs, Resolved, RootDir, Symlinks, clean_path};
+use crate::tar_read::{TarEntry, TarKind, TarReader};
 
 /// Limits and policy for unpacking.
 #[derive(Debug, Clone)]
@@ -127,10 +127,6 @@ fn unpack_tar<R: Read>(stream: R, root: &mut RootDir, options: &ReadOptions) -> 
         if path.as_os_str().is_empty() {
             continue;
         }
-        let bad = |reason: &str| ArchiveError::BadEntry {
-            path: path.clone(),
-            reason: reason.to_string(),
-        };
         let existing = root.lstat(&path)?.map(|st| EntryKind::from_mode(st.st_mode));
         if entry.kind == TarKind::Dir && existing == Some(EntryKind::Dir) {
             dirs.set(&path, entry.mode, entry.mtime);
@@ -144,68 +140,21 @@ fn unpack_tar<R: Read>(stream: R, root: &mut RootDir, options: &ReadOptions) -> 
             root.remove_all(&path)?;
             dirs.forget_tree(&path);
         }
-        let mut mode = entry.mode;
-        if !options.allow_setuid && mode & 0o6000 != 0 && entry.kind == TarKind::File {
-            mode &= !0o6000;
-            report.cleared_setuid.push(path.clone());
+        if entry.kind == TarKind::Dir {
+            dirs.set(&path, entry.mode, entry.mtime);
         }
-        let resolved = match entry.kind {
-            TarKind::Dir => {
-                dirs.set(&path, entry.mode, entry.mtime);
-                root.mkdir(&path, 0o700, MissingDirs::Create)?
-            }
-            TarKind::File => {
-                report.file_bytes += entry.size;
-                if report.file_bytes > options.max_bytes {
-                    return Err(ArchiveError::LimitExceeded {
-                        what: "bytes",
-                        limit: options.max_bytes,
-                    });
-                }
-                let (mut file, resolved) = root.create_file(&path, 0o600, MissingDirs::Create)?;
-                io::copy(&mut tar.data(), &mut file).map_err(ArchiveError::io("write", &path))?;
-                resolved
-            }
-            TarKind::Symlink => {
-                let target = entry
-                    .link_target
-                    .as_deref()
-                    .ok_or_else(|| bad("symlink without a target"))?;
-                root.symlink(&path, target, MissingDirs::Create)?
-            }
-            TarKind::HardLink => {
-                let target = entry
-                    .link_target
-                    .as_deref()
-                    .ok_or_else(|| bad("hardlink without a target"))?;
-                let target = clean_path(target)?;
-                match root.lstat(&target)? {
-                    Some(st) if EntryKind::from_mode(st.st_mode) != EntryKind::Dir => {}
-                    Some(_) => return Err(bad("hardlink to a directory")),
-                    None => return Err(bad("hardlink to an entry that is not in the archive before it")),
-                }
-                root.hardlink(&target, &path, MissingDirs::Create)?;
-                continue;
-            }
-            TarKind::CharDevice | TarKind::BlockDevice | TarKind::Fifo => unreachable!("skipped above"),
+        let Some(resolved) = create_entry(root, &entry, &path, &mut tar, options, &mut report)? else {
+            continue;
         };
         if options.apply_ownership {
-            let uid = u32::try_from(entry.uid).map_err(|_| bad("uid out of range"))?;
-            let gid = u32::try_from(entry.gid).map_err(|_| bad("gid out of range"))?;
-            fchownat(
-                resolved.dir(),
-                resolved.name.as_os_str(),
-                Some(Uid::from_raw(uid)),
-                Some(Gid::from_raw(gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| ArchiveError::Io {
-                op: "chown",
-                path: path.clone(),
-                source: e.into(),
-            })?;
+            chown(&resolved, &entry, &path)?;
         }
         if entry.kind == TarKind::File {
+            let mut mode = entry.mode;
+            if !options.allow_setuid && mode & 0o6000 != 0 {
+                mode &= !0o6000;
+                report.cleared_setuid.push(path.clone());
+            }
             root.set_mode(&resolved, mode)?;
             root.set_mtime(&resolved, entry.mtime)?;
         } else if entry.kind == TarKind::Symlink {
@@ -214,4 +163,83 @@ fn unpack_tar<R: Read>(stream: R, root: &mut RootDir, options: &ReadOptions) -> 
     }
     dirs.apply(root).map_err(|(_, e)| e)?;
     Ok(report)
+}
+
+fn bad_entry(path: &Path, reason: &str) -> ArchiveError {
+    ArchiveError::BadEntry {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Creates a directory (its final mode comes later), file, symlink or
+/// hardlink; returns what needs owner, mode and mtime (`None`: a hardlink,
+/// which shares its target's).
+fn create_entry<R: Read>(
+    root: &mut RootDir,
+    entry: &TarEntry,
+    path: &Path,
+    tar: &mut TarReader<R>,
+    options: &ReadOptions,
+    report: &mut UnpackReport,
+) -> Result<Option<Resolved>, ArchiveError> {
+    let target = |kind: &str| {
+        entry
+            .link_target
+            .as_deref()
+            .ok_or_else(|| bad_entry(path, &format!("{kind} without a target")))
+    };
+    let resolved = match entry.kind {
+        TarKind::Dir => root.mkdir(path, 0o700, MissingDirs::Create)?,
+        TarKind::File => {
+            report.file_bytes += entry.size;
+            if report.file_bytes > options.max_bytes {
+                return Err(ArchiveError::LimitExceeded {
+                    what: "bytes",
+                    limit: options.max_bytes,
+                });
+            }
+            let (mut file, resolved) = root.create_file(path, 0o600, MissingDirs::Create)?;
+            io::copy(&mut tar.data(), &mut file).map_err(ArchiveError::io("write", path))?;
+            resolved
+        }
+        TarKind::Symlink => root.symlink(path, target("symlink")?, MissingDirs::Create)?,
+        TarKind::HardLink => {
+            let target = clean_path(target("hardlink")?)?;
+            match root.lstat(&target)? {
+                Some(st) if EntryKind::from_mode(st.st_mode) != EntryKind::Dir => {}
+                Some(_) => return Err(bad_entry(path, "hardlink to a directory")),
+                None => {
+                    return Err(bad_entry(
+                        path,
+                        "hardlink to an entry that is not in the archive before it",
+                    ));
+                }
+            }
+            root.hardlink(&target, path, MissingDirs::Create)?;
+            return Ok(None);
+        }
+        TarKind::CharDevice | TarKind::BlockDevice | TarKind::Fifo => {
+            unreachable!("device nodes and fifos are skipped")
+        }
+    };
+    Ok(Some(resolved))
+}
+
+/// Gives an entry the archive's owner (without following a symlink).
+fn chown(resolved: &Resolved, entry: &TarEntry, path: &Path) -> Result<(), ArchiveError> {
+    let uid = u32::try_from(entry.uid).map_err(|_| bad_entry(path, "uid out of range"))?;
+    let gid = u32::try_from(entry.gid).map_err(|_| bad_entry(path, "gid out of range"))?;
+    fchownat(
+        resolved.dir(),
+        resolved.name.as_os_str(),
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| ArchiveError::Io {
+        op: "chown",
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
 }
