@@ -118,23 +118,8 @@ impl Http {
         progress: &(dyn Fn(u64, Option<u64>) + Sync),
         cancel: &watch::Receiver<bool>,
     ) -> Result<PathBuf, DownloadError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let complete = dir.join(COMPLETE);
-        let partial = dir.join(PARTIAL);
-        let journal_path = dir.join(JOURNAL);
-        let mut journal: Journal = std::fs::read(&journal_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        if journal.url != url {
-            // Another URL (or none yet): nothing here can be resumed.
-            let _ = std::fs::remove_file(&partial);
-            let _ = std::fs::remove_file(&complete);
-            journal = Journal {
-                url: url.to_string(),
-                ..Journal::default()
-            };
-        } else if complete.exists() {
+        let mut transfer = Transfer::open(dir, url)?;
+        if let Some(complete) = transfer.already_complete() {
             return Ok(complete);
         }
         let mut attempt = 0;
@@ -143,27 +128,15 @@ impl Http {
             if *cancel.borrow() {
                 return Err(DownloadError::Cancelled);
             }
-            let have = std::fs::metadata(&partial).map_or(0, |m| m.len());
-            let mut request = self.request(reqwest::Method::GET, url);
-            if have > 0
-                && let Some(etag) = &journal.etag
-            {
-                request = request
-                    .header(header::RANGE, format!("bytes={have}-"))
-                    .header(header::IF_RANGE, etag);
-            }
-            let failed = |message: String| DownloadError::Failed {
-                url: url.to_string(),
-                message,
-            };
-            let response = match unless_cancelled(cancel, request.send()).await? {
+            let have = transfer.have();
+            let response = match unless_cancelled(cancel, transfer.request(self, have).send()).await? {
                 Ok(response) => response,
                 Err(e) if attempt < attempts => {
                     tracing::warn!("{url}: {e}; retrying");
                     self.sleep(attempt, None, cancel).await?;
                     continue;
                 }
-                Err(e) => return Err(failed(bundlegen_protocol::error_chain(&e))),
+                Err(e) => return Err(transfer.failed(bundlegen_protocol::error_chain(&e))),
             };
             let status = response.status();
             let retryable = status.is_server_error()
@@ -171,98 +144,43 @@ impl Http {
                 || status == StatusCode::REQUEST_TIMEOUT;
             if retryable {
                 if attempt >= attempts {
-                    return Err(DownloadError::Refused {
-                        url: url.to_string(),
-                        status: status.as_u16(),
-                    });
+                    return Err(transfer.refused(status));
                 }
                 self.sleep(attempt, Some(&response), cancel).await?;
                 continue;
             }
             let append = match status {
+                StatusCode::PARTIAL_CONTENT if content_range_start(&response) == Some(have) => true,
+                // Not the range we asked for: start over.
                 StatusCode::PARTIAL_CONTENT => {
-                    let start = content_range_start(&response);
-                    if start != Some(have) {
-                        // Not the range we asked for: start over.
-                        truncate(&partial)?;
-                        continue;
-                    }
-                    true
-                }
-                StatusCode::OK => false,
-                StatusCode::RANGE_NOT_SATISFIABLE if journal.total == Some(have) => {
-                    return finish(&partial, &complete);
-                }
-                StatusCode::RANGE_NOT_SATISFIABLE => {
-                    truncate(&partial)?;
+                    truncate(&transfer.partial)?;
                     continue;
                 }
-                other => {
-                    return Err(DownloadError::Refused {
-                        url: url.to_string(),
-                        status: other.as_u16(),
-                    });
+                StatusCode::OK => false,
+                StatusCode::RANGE_NOT_SATISFIABLE if transfer.journal.total == Some(have) => {
+                    return transfer.finish();
                 }
+                StatusCode::RANGE_NOT_SATISFIABLE => {
+                    truncate(&transfer.partial)?;
+                    continue;
+                }
+                other => return Err(transfer.refused(other)),
             };
-            let total = if append {
-                content_range_total(&response).or(journal.total)
-            } else {
-                response.content_length()
-            };
-            if !append {
-                journal.etag = response
-                    .headers()
-                    .get(header::ETAG)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-            }
-            journal.total = total;
             let start = if append { have } else { 0 };
+            let total = transfer.begin_body(&response, append).await?;
             if let Some(total) = total {
                 space(total.saturating_sub(start)).map_err(DownloadError::NoSpace)?;
             }
-            let bytes = serde_json::to_vec(&journal).expect("journal serialises");
-            let journal_file = journal_path.clone();
-            tokio::task::spawn_blocking(move || {
-                bundlegen_protocol::fsutil::write_file_atomic(&journal_file, &bytes, 0o644)
-            })
-            .await
-            .map_err(|e| io(&journal_path)(std::io::Error::other(e)))?
-            .map_err(io(&journal_path))?;
-            let mut file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(append)
-                .write(true)
-                .truncate(!append)
-                .open(&partial)
-                .await
-                .map_err(io(&partial))?;
-            let mut done = start;
-            progress(done, total);
-            let mut response = response;
-            let outcome = loop {
-                match unless_cancelled(cancel, response.chunk()).await? {
-                    Ok(Some(chunk)) => {
-                        file.write_all(&chunk).await.map_err(io(&partial))?;
-                        done += chunk.len() as u64;
-                        progress(done, total);
-                    }
-                    Ok(None) => break Ok(()),
-                    Err(e) => break Err(e),
-                }
-            };
-            // flush reports a failed write (a full disk) that sync_all would not.
-            file.flush().await.map_err(io(&partial))?;
-            file.sync_all().await.map_err(io(&partial))?;
+            let (done, outcome) = transfer.receive(response, append, start, progress, cancel).await?;
             match outcome {
-                Ok(()) if total.is_none_or(|t| t == done) => return finish(&partial, &complete),
+                Ok(()) if total.is_none_or(|t| t == done) => return transfer.finish(),
                 Ok(()) => {
                     tracing::warn!("{url}: the body ended at {done} of {total:?} bytes; resuming");
                 }
                 Err(e) => tracing::warn!("{url}: interrupted at {done} bytes: {e}; resuming"),
             }
             if attempt >= attempts {
-                return Err(failed(format!("incomplete after {attempts} attempts")));
+                return Err(transfer.failed(format!("incomplete after {attempts} attempts")));
             }
             self.sleep(attempt, None, cancel).await?;
         }
@@ -291,16 +209,154 @@ async fn unless_cancelled<T>(
     }
 }
 
+/// One download's files: the partial file, the complete one, the journal.
+struct Transfer {
+    url: String,
+    partial: PathBuf,
+    complete: PathBuf,
+    journal_path: PathBuf,
+    journal: Journal,
+}
+
+impl Transfer {
+    fn open(dir: &Path, url: &str) -> Result<Transfer, DownloadError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let journal_path = dir.join(JOURNAL);
+        let journal: Journal = std::fs::read(&journal_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut transfer = Transfer {
+            url: url.to_string(),
+            partial: dir.join(PARTIAL),
+            complete: dir.join(COMPLETE),
+            journal_path,
+            journal,
+        };
+        if transfer.journal.url != url {
+            // Another URL (or none yet): nothing here can be resumed.
+            let _ = std::fs::remove_file(&transfer.partial);
+            let _ = std::fs::remove_file(&transfer.complete);
+            transfer.journal = Journal {
+                url: url.to_string(),
+                ..Journal::default()
+            };
+        }
+        Ok(transfer)
+    }
+
+    /// The file, if an earlier run finished it.
+    fn already_complete(&self) -> Option<PathBuf> {
+        self.complete.exists().then(|| self.complete.clone())
+    }
+
+    /// Bytes of the partial file.
+    fn have(&self) -> u64 {
+        std::fs::metadata(&self.partial).map_or(0, |m| m.len())
+    }
+
+    /// The request: the rest of the file, if the server said how to ask.
+    fn request(&self, http: &Http, have: u64) -> reqwest::RequestBuilder {
+        let request = http.request(reqwest::Method::GET, &self.url);
+        match &self.journal.etag {
+            Some(etag) if have > 0 => request
+                .header(header::RANGE, format!("bytes={have}-"))
+                .header(header::IF_RANGE, etag),
+            _ => request,
+        }
+    }
+
+    fn failed(&self, message: String) -> DownloadError {
+        DownloadError::Failed {
+            url: self.url.clone(),
+            message,
+        }
+    }
+
+    fn refused(&self, status: StatusCode) -> DownloadError {
+        DownloadError::Refused {
+            url: self.url.clone(),
+            status: status.as_u16(),
+        }
+    }
+
+    /// Records what the response says of the whole file (ETag, size) before
+    /// its body is written; returns the total size if known.
+    async fn begin_body(&mut self, response: &reqwest::Response, append: bool) -> Result<Option<u64>, DownloadError> {
+        let total = if append {
+            content_range_total(response).or(self.journal.total)
+        } else {
+            response.content_length()
+        };
+        if !append {
+            self.journal.etag = response
+                .headers()
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+        }
+        self.journal.total = total;
+        let bytes = serde_json::to_vec(&self.journal).expect("journal serialises");
+        let journal_file = self.journal_path.clone();
+        tokio::task::spawn_blocking(move || {
+            bundlegen_protocol::fsutil::write_file_atomic(&journal_file, &bytes, 0o644)
+        })
+        .await
+        .map_err(|e| io(&self.journal_path)(std::io::Error::other(e)))?
+        .map_err(io(&self.journal_path))?;
+        Ok(total)
+    }
+
+    /// Writes the body after `start` bytes, synced; returns the bytes the
+    /// partial file holds and how the body ended.
+    async fn receive(
+        &self,
+        mut response: reqwest::Response,
+        append: bool,
+        start: u64,
+        progress: &(dyn Fn(u64, Option<u64>) + Sync),
+        cancel: &watch::Receiver<bool>,
+    ) -> Result<(u64, Result<(), reqwest::Error>), DownloadError> {
+        let partial = &self.partial;
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(partial)
+            .await
+            .map_err(io(partial))?;
+        let total = self.journal.total;
+        let mut done = start;
+        progress(done, total);
+        let outcome = loop {
+            match unless_cancelled(cancel, response.chunk()).await? {
+                Ok(Some(chunk)) => {
+                    file.write_all(&chunk).await.map_err(io(partial))?;
+                    done += chunk.len() as u64;
+                    progress(done, total);
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        // flush reports a failed write (a full disk) that sync_all would not.
+        file.flush().await.map_err(io(partial))?;
+        file.sync_all().await.map_err(io(partial))?;
+        Ok((done, outcome))
+    }
+
+    fn finish(&self) -> Result<PathBuf, DownloadError> {
+        std::fs::rename(&self.partial, &self.complete).map_err(io(&self.partial))?;
+        Ok(self.complete.clone())
+    }
+}
+
 fn truncate(path: &Path) -> Result<(), DownloadError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
         _ => Ok(()),
     }
-}
-
-fn finish(partial: &Path, complete: &Path) -> Result<PathBuf, DownloadError> {
-    std::fs::rename(partial, complete).map_err(io(partial))?;
-    Ok(complete.to_path_buf())
 }
 
 /// `N` of `Content-Range: bytes N-M/T`.
