@@ -1,6 +1,9 @@
 //! Dobby's `rdkPlugins`: every plugin of Dobby's schema
 //! (`bundle/runtime-schemas/defs-plugins.json`), typed so that what we write
 //! validates against it. Plugins we do not know are kept verbatim in `other`.
+//!
+//! (Over 600 lines: one typed struct per plugin of Dobby's schema, in the
+//! schema's order, so the file reads side by side with it.)
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,9 @@
 //! Confined filesystem access: every path is resolved inside a root directory.
 //!
+//! (Over 600 lines on purpose: every operation of [`RootDir`] goes through the
+//! one component walk below and keeps its invariants; in one file, the whole
+//! confinement is reviewed at once.)
+//!
 //! [`RootDir`] is the one "join inside the rootfs" helper of the project. It walks
 //! paths component by component from a directory file descriptor, so nothing an
 //! image or an archive contains (absolute or relative symlinks, `..`, hardlinks)
