@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bundlegen_protocol::http::{HttpError, client_builder, send_for_json};
+use bundlegen_protocol::http::{HttpError, client, send_for_json};
 
 /// What the service answered.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -18,13 +18,11 @@ pub struct Accepted {
 /// Posts `report` (JSON) to `url`; `ca` adds a trusted CA (PEM) for a
 /// service with a private certificate.
 pub async fn upload(url: &str, token: &str, report: Vec<u8>, ca: Option<&Path>) -> Result<Accepted, HttpError> {
-    let client = client_builder(concat!("platform-probe/", env!("CARGO_PKG_VERSION")), ca)?
-        .timeout(Duration::from_secs(300))
-        .build()
-        .map_err(|e| HttpError::Transport {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
+    let client = client(
+        concat!("platform-probe/", env!("CARGO_PKG_VERSION")),
+        ca,
+        Duration::from_secs(300),
+    )?;
     let request = client
         .post(url)
         .bearer_auth(token)

@@ -13,6 +13,9 @@ pub enum HttpError {
     /// A local file the request needs (token, CA, body).
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
+    /// The client could not be set up (TLS, the system's certificates).
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(String),
     /// The request did not get an answer, or an unreadable one.
     #[error("{url}: {message}")]
     Transport { url: String, message: String },
@@ -44,6 +47,15 @@ pub fn client_builder(user_agent: &str, ca: Option<&Path>) -> Result<reqwest::Cl
         builder = builder.tls_certs_merge(certificates);
     }
     Ok(builder)
+}
+
+/// A client as [`client_builder`] sets it up, whose requests give up after
+/// `timeout`.
+pub fn client(user_agent: &str, ca: Option<&Path>, timeout: Duration) -> Result<reqwest::Client, HttpError> {
+    client_builder(user_agent, ca)?
+        .timeout(timeout)
+        .build()
+        .map_err(|e| HttpError::Setup(e.to_string()))
 }
 
 /// Reads a bearer token file (one line; surrounding whitespace ignored).

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bundlegen_protocol::http::{HttpError, client_builder, send_for_json};
+use bundlegen_protocol::http::{HttpError, client, send_for_json};
 use serde::Deserialize;
 
 /// The agent's developer endpoint port when `--device` names none.
@@ -99,17 +99,12 @@ pub async fn push(request: &PushRequest) -> Result<Pushed, PushError> {
     if request.launch {
         url.query_pairs_mut().append_pair("launch", "1");
     }
-    let client = client_builder(
+    let client = client(
         concat!("bundlegen-push/", env!("CARGO_PKG_VERSION")),
         request.ca_file.as_deref(),
-    )?
-    // Installing (and launching) happens before the box answers.
-    .timeout(Duration::from_secs(600))
-    .build()
-    .map_err(|e| HttpError::Transport {
-        url: url.to_string(),
-        message: e.to_string(),
-    })?;
+        // Installing (and launching) happens before the box answers.
+        Duration::from_secs(600),
+    )?;
     let upload = client
         .post(url.clone())
         .bearer_auth(&request.token)

@@ -19,8 +19,7 @@
 use std::path::{Path, PathBuf};
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::{BasicProperties, Channel};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
@@ -83,25 +82,8 @@ pub async fn consume(service: &Service) -> Result<(), ServiceError> {
         .clone()
         .ok_or_else(|| ServiceError::Config("the BundleGen queue needs --queue amqp://...".into()))?;
     let (connection, channel) = queue::amqp_connect(&url).await?;
-    queue::declare(&channel, &url, REQUEST_QUEUE).await?;
-    let error = |e: lapin::Error| QueueError {
-        url: crate::redact(&url),
-        message: format!("consuming {REQUEST_QUEUE}: {e}"),
-    };
-    let consumer_channel = connection.create_channel().await.map_err(error)?;
-    consumer_channel
-        .basic_qos(service.config.workers.max(1) as u16, BasicQosOptions::default())
-        .await
-        .map_err(error)?;
-    let mut consumer = consumer_channel
-        .basic_consume(
-            REQUEST_QUEUE.into(),
-            format!("bundlegen-rs-{}", std::process::id()).as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(error)?;
+    let prefetch = service.config.workers.max(1) as u16;
+    let mut consumer = queue::consume(&connection, &url, REQUEST_QUEUE, "bundlegen-rs", prefetch).await?;
     while let Some(delivery) = consumer.next().await {
         let Ok(delivery) = delivery else { break };
         let (service, channel, url) = (service.clone(), channel.clone(), url.clone());

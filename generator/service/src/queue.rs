@@ -179,30 +179,43 @@ impl JobMessage {
     }
 }
 
+/// Consumes the durable `queue` on a channel of its own, at most `prefetch`
+/// messages unacknowledged at a time; `tag` names this consumer.
+pub async fn consume(
+    connection: &Connection,
+    url: &str,
+    queue: &str,
+    tag: &str,
+    prefetch: u16,
+) -> Result<lapin::Consumer, QueueError> {
+    let error = |e: lapin::Error| QueueError {
+        url: crate::redact(url),
+        message: format!("consuming {queue}: {e}"),
+    };
+    let channel = connection.create_channel().await.map_err(error)?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .map_err(error)?;
+    declare(&channel, url, queue).await?;
+    let tag = format!("{tag}-{}", std::process::id());
+    channel
+        .basic_consume(
+            queue.into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(error)
+}
+
 /// Consumes job ids, at most `prefetch` unacknowledged at a time.
 pub async fn consume_jobs(
     amqp: &Amqp,
     prefetch: u16,
 ) -> Result<impl futures_util::Stream<Item = JobMessage> + use<>, QueueError> {
-    let error = |e: lapin::Error| QueueError {
-        url: crate::redact(&amqp.url),
-        message: format!("consuming {JOB_QUEUE}: {e}"),
-    };
-    let channel = amqp.connection.create_channel().await.map_err(error)?;
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await
-        .map_err(error)?;
-    declare(&channel, &amqp.url, JOB_QUEUE).await?;
-    let consumer = channel
-        .basic_consume(
-            JOB_QUEUE.into(),
-            format!("bundlegen-worker-{}", std::process::id()).as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(error)?;
+    let consumer = consume(&amqp.connection, &amqp.url, JOB_QUEUE, "bundlegen-worker", prefetch).await?;
     Ok(consumer.filter_map(|delivery| async move {
         let delivery = delivery.ok()?;
         Some(JobMessage {
