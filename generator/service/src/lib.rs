@@ -29,6 +29,7 @@ pub mod queue;
 pub mod requests;
 pub mod serve;
 pub mod service;
+mod signals;
 pub mod signing;
 pub mod store;
 pub mod workers;

@@ -1,22 +1,7 @@
 //! The two kinds of service process: `bundlegen serve` and `bundlegen worker`.
 
+use crate::signals::shutdown_signal;
 use crate::{Service, ServiceConfig, ServiceError, api, bundlegen_queue};
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-}
 
 /// `bundlegen serve`: the API, plus the job workers in embedded mode.
 pub async fn serve(config: ServiceConfig) -> Result<(), ServiceError> {

@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use crate::serve::shutdown_signal;
+use crate::signals::shutdown_signal;
 use crate::{ServiceConfig, ServiceError};
 
 /// How long a client may take to finish the TLS handshake.
