@@ -148,18 +148,21 @@ impl BundleAgent {
         if let Some(unknown) = options.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
             return Err(InvalidParams(format!("unknown option {unknown:?}")).into());
         }
-        Ok(self.agent.install(InstallRequest {
-            app: app.to_string(),
-            version: version.to_string(),
-            source: match source {
-                "" | "service" => Source::Service,
-                url => Source::Url(url.to_string()),
-            },
-            sha256: Some(sha256.to_ascii_lowercase()).filter(|s| !s.is_empty()),
-            signature: option_string(&options, "signature")?,
-            format: option_string(&options, "format")?,
-            reinstall: option_bool(&options, "reinstall")?,
-        })?)
+        Ok(self
+            .agent
+            .install(InstallRequest {
+                app: app.to_string(),
+                version: version.to_string(),
+                source: match source {
+                    "" | "service" => Source::Service,
+                    url => Source::Url(url.to_string()),
+                },
+                sha256: Some(sha256.to_ascii_lowercase()).filter(|s| !s.is_empty()),
+                signature: option_string(&options, "signature")?,
+                format: option_string(&options, "format")?,
+                reinstall: option_bool(&options, "reinstall")?,
+            })
+            .await?)
     }
 
     /// `mode` is `full` (data too, once no version is left) or `upgrade`

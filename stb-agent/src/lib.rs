@@ -96,7 +96,7 @@ pub async fn start(config: AgentConfig) -> Result<Running, RunError> {
         .request_name(dbus::BUS_NAME)
         .await
         .map_err(|e| failed(format!("owning {}: {e}", dbus::BUS_NAME)))?;
-    let resumed = agent.resume_interrupted();
+    let resumed = agent.resume_interrupted().await;
     if !resumed.is_empty() {
         tracing::info!("resumed {} interrupted installs", resumed.len());
     }

@@ -235,16 +235,11 @@ async fn import_platform(service: &Service, name: &str) -> Result<(), RequestErr
     let Some(dir) = &service.config.template_dir else {
         return Err(RequestError::PlatformNotFound(name.to_string()));
     };
-    let files = bundlegen_protocol::config::platform::find_template(dir, name)
-        .map_err(|_| RequestError::PlatformNotFound(name.to_string()))?;
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|e| RequestError::Internal(format!("{}: {e}", path.display())))
-    };
-    bundlegen_protocol::config::platform::load_platform(&files)
-        .map_err(|e| RequestError::Invalid(format!("template {name}: {e}")))?;
-    let template = read(&files.template)?;
-    let libs = files.libs.as_deref().map(read).transpose()?;
-    let probe = files.probe.as_deref().map(read).transpose()?;
+    let (dir, wanted) = (dir.clone(), name.to_string());
+    // Walking the template directory and reading files: not on the runtime's threads.
+    let (template, libs, probe) = tokio::task::spawn_blocking(move || read_template(&dir, &wanted))
+        .await
+        .map_err(|e| RequestError::Internal(format!("reading template {name}: {e}")))??;
     service
         .store
         .add_platform_version(
@@ -257,6 +252,23 @@ async fn import_platform(service: &Service, name: &str) -> Result<(), RequestErr
         )
         .await?;
     Ok(())
+}
+
+/// A template from the template directory, checked: its text, and its
+/// library list's and probe report's.
+fn read_template(dir: &Path, name: &str) -> Result<(String, Option<String>, Option<String>), RequestError> {
+    let files = bundlegen_protocol::config::platform::find_template(dir, name)
+        .map_err(|_| RequestError::PlatformNotFound(name.to_string()))?;
+    bundlegen_protocol::config::platform::load_platform(&files)
+        .map_err(|e| RequestError::Invalid(format!("template {name}: {e}")))?;
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| RequestError::Internal(format!("{}: {e}", path.display())))
+    };
+    Ok((
+        read(&files.template)?,
+        files.libs.as_deref().map(read).transpose()?,
+        files.probe.as_deref().map(read).transpose()?,
+    ))
 }
 
 /// Copies a stored bundle to `path` (temporary name, sync, rename).

@@ -63,15 +63,17 @@ impl Agent {
         if launch && self.is_running(app).await {
             self.stop(app, false).await?;
         }
-        let (_, result) = self.start_install(InstallRequest {
-            app: app.to_string(),
-            version: "dev".into(),
-            source: Source::File(archive),
-            sha256: None,
-            signature: None,
-            format: None,
-            reinstall: true,
-        })?;
+        let (_, result) = self
+            .start_install(InstallRequest {
+                app: app.to_string(),
+                version: "dev".into(),
+                source: Source::File(archive),
+                sha256: None,
+                signature: None,
+                format: None,
+                reinstall: true,
+            })
+            .await?;
         // No result means the install's task died (a panic).
         let dropped = || Arc::new(InstallError::Cancelled("the install ended without a result").into());
         result

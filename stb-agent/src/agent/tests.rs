@@ -74,6 +74,7 @@ impl Fixture {
                 format: None,
                 reinstall: true,
             })
+            .await
             .unwrap();
         result.await.unwrap()
     }
@@ -196,6 +197,7 @@ async fn a_download_can_be_cancelled() {
             format: None,
             reinstall: false,
         })
+        .await
         .unwrap();
     while f.agent.operation(&handle).unwrap().stage != "resolving" {
         tokio::time::sleep(Duration::from_millis(5)).await;

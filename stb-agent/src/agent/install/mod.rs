@@ -89,12 +89,15 @@ fn sha256_file(path: &Path) -> Result<String, StoreError> {
 
 impl Agent {
     /// Queues an install; returns its handle.
-    pub fn install(self: &Arc<Self>, request: InstallRequest) -> Result<String, InstallError> {
-        self.start_install(request).map(|(handle, _)| handle)
+    pub async fn install(self: &Arc<Self>, request: InstallRequest) -> Result<String, InstallError> {
+        self.start_install(request).await.map(|(handle, _)| handle)
     }
 
     /// Queues an install; returns its handle and result.
-    pub fn start_install(self: &Arc<Self>, request: InstallRequest) -> Result<(String, OperationResult), InstallError> {
+    pub async fn start_install(
+        self: &Arc<Self>,
+        request: InstallRequest,
+    ) -> Result<(String, OperationResult), InstallError> {
         check_app(&request.app)?;
         check_version(&request.version)?;
         if let Some(sha256) = &request.sha256
@@ -125,15 +128,15 @@ impl Agent {
         }
         // Kept until the install ends, so a restart resumes it.
         if !matches!(request.source, Source::File(_)) {
-            let dir = self.store.download_dir(&request.app, &request.version);
-            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-            let path = dir.join("request.json");
-            bundlegen_protocol::fsutil::write_file_atomic(
-                &path,
-                &serde_json::to_vec(&request).expect("requests serialise"),
-                0o644,
-            )
-            .map_err(io(&path))?;
+            let bytes = serde_json::to_vec(&request).expect("requests serialise");
+            let (app, version) = (request.app.clone(), request.version.clone());
+            self.blocking(move |store| -> Result<(), StoreError> {
+                let dir = store.download_dir(&app, &version);
+                std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+                let path = dir.join("request.json");
+                bundlegen_protocol::fsutil::write_file_atomic(&path, &bytes, 0o644).map_err(io(&path))
+            })
+            .await?;
         }
         let (app, version) = (request.app.clone(), request.version.clone());
         Ok(
@@ -144,7 +147,7 @@ impl Agent {
     }
 
     /// Installs that a restart interrupted, queued again.
-    pub fn resume_interrupted(self: &Arc<Self>) -> Vec<String> {
+    pub async fn resume_interrupted(self: &Arc<Self>) -> Vec<String> {
         let downloads = self.store.root().join("downloads");
         let mut handles = Vec::new();
         let Ok(entries) = std::fs::read_dir(&downloads) else {
@@ -155,7 +158,7 @@ impl Agent {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<InstallRequest>(&b).ok());
             match request {
-                Some(request) => match self.install(request) {
+                Some(request) => match self.install(request).await {
                     Ok(handle) => handles.push(handle),
                     // Finished just before the restart (installed), or no
                     // longer valid: nothing to resume, so nothing to keep.
