@@ -340,7 +340,18 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Starts it on a free port; again on another one if the port was taken
+    /// between our probe and its bind (tests run in parallel).
     pub fn start(dir: &Path, extra_config: &str) -> Registry {
+        for _ in 0..5 {
+            if let Some(registry) = Registry::try_start(dir, extra_config) {
+                return registry;
+            }
+        }
+        panic!("the registry did not start");
+    }
+
+    fn try_start(dir: &Path, extra_config: &str) -> Option<Registry> {
         let port = free_port();
         let storage = dir.join("storage");
         fs::create_dir_all(&storage).unwrap();
@@ -360,13 +371,24 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry is installed (Debian package docker-registry)");
-        let registry = Registry { child, port };
+        let mut registry = Registry { child, port };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            // Exited: it could not bind the port.
+            if registry.child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Listening, and still ours a moment later.
+                std::thread::sleep(Duration::from_millis(100));
+                if registry.child.try_wait().unwrap().is_none() {
+                    return Some(registry);
+                }
+                return None;
+            }
             assert!(Instant::now() < deadline, "the registry did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        registry
     }
 
     pub fn host(&self) -> String {
