@@ -17,6 +17,11 @@ pub struct IdMapping {
 }
 
 impl IdMapping {
+    /// Whether host id `id` is one this range maps to.
+    pub fn covers_host(&self, id: u32) -> bool {
+        id >= self.host_id && u64::from(id) < u64::from(self.host_id) + u64::from(self.size)
+    }
+
     /// The host id for a container id, if this range covers it.
     pub fn map(&self, id: u32) -> Option<u32> {
         let offset = id.checked_sub(self.container_id)?;

@@ -49,6 +49,7 @@ pub enum AgentError {
     Dobby(String),
     Cancelled(String),
     Storage(String),
+    Unsupported(String),
 }
 
 impl AgentError {
@@ -72,6 +73,7 @@ impl AgentError {
             ErrorKind::Dobby => AgentError::Dobby(message),
             ErrorKind::Cancelled => AgentError::Cancelled(message),
             ErrorKind::Storage => AgentError::Storage(message),
+            ErrorKind::Unsupported => AgentError::Unsupported(message),
         }
     }
 }
@@ -375,6 +377,7 @@ mod tests {
             ErrorKind::Dobby,
             ErrorKind::Cancelled,
             ErrorKind::Storage,
+            ErrorKind::Unsupported,
         ];
         for kind in kinds {
             let error = AgentError::new(kind, &InvalidParams("m".into()));

@@ -150,6 +150,13 @@ async fn hostile_archives_change_nothing_outside_and_leave_nothing() {
             ],
         ),
         ("no config.json", vec![RawEntry::file("rootfs/x", b"x")]),
+        (
+            "config.json a symlink to a host file",
+            vec![
+                RawEntry::symlink("config.json", &victim_path),
+                RawEntry::file("rootfs/x", b"x"),
+            ],
+        ),
         ("not a tar", vec![]),
     ];
     for (case, entries) in &escapes {

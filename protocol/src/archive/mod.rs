@@ -16,7 +16,7 @@ pub mod ipk;
 mod read;
 mod write;
 
-pub use read::{ReadOptions, UnpackReport, unpack_bundle};
+pub use read::{Owners, ReadOptions, UnpackReport, read_root_file, unpack_bundle};
 pub use write::{ArchiveOptions, ArchiveSummary, write_bundle};
 
 /// Name of the root filesystem directory inside a bundle.

@@ -13,6 +13,7 @@ use nix::fcntl::{AtFlags, RenameFlags, renameat2};
 use nix::unistd::{Gid, Uid, fchownat};
 
 use super::{ArchiveError, Compression, ipk};
+use crate::idmap::IdMapping;
 use crate::root::{DeferredDirs, EntryKind, MissingDirs, Resolved, RootDir, Symlinks, clean_path};
 use crate::tar_read::{TarEntry, TarKind, TarReader};
 
@@ -23,10 +24,24 @@ pub struct ReadOptions {
     pub max_bytes: u64,
     /// Most entries accepted.
     pub max_entries: u64,
-    /// Keep setuid/setgid bits (otherwise they are cleared).
+    /// Keep setuid/setgid bits (otherwise they are cleared, on files and
+    /// directories).
     pub allow_setuid: bool,
-    /// Apply the archive's uid/gid to the files (needs root).
-    pub apply_ownership: bool,
+    pub owners: Owners,
+}
+
+/// What becomes of the archive's owners.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Owners {
+    /// Not applied: everything belongs to whoever unpacks.
+    #[default]
+    Unpacker,
+    /// Applied (needs root). Each owner must lie within these host id
+    /// ranges, a user namespace's maps; an empty map allows any id.
+    Archive {
+        uid_map: Vec<IdMapping>,
+        gid_map: Vec<IdMapping>,
+    },
 }
 
 impl Default for ReadOptions {
@@ -35,9 +50,15 @@ impl Default for ReadOptions {
             max_bytes: 8 << 30,
             max_entries: 1_000_000,
             allow_setuid: false,
-            apply_ownership: false,
+            owners: Owners::Unpacker,
         }
     }
+}
+
+/// Whether host id `id` lies within `map`'s host ranges (an empty map
+/// allows every id).
+fn within(map: &[IdMapping], id: u32) -> bool {
+    map.is_empty() || map.iter().any(|m| m.covers_host(id))
 }
 
 /// What was unpacked, and what was refused along the way.
@@ -47,8 +68,33 @@ pub struct UnpackReport {
     pub file_bytes: u64,
     /// Device nodes and fifos, which a bundle never needs, were not created.
     pub skipped_nodes: Vec<PathBuf>,
-    /// Files whose setuid/setgid bits were cleared.
+    /// Files and directories whose setuid/setgid bits were cleared.
     pub cleared_setuid: Vec<PathBuf>,
+}
+
+/// The content of the archive's root entry `name` (such as `config.json`),
+/// at most `limit` bytes; `None` if the archive has no such entry. Reads
+/// only as far as that entry.
+pub fn read_root_file<R: Read>(archive: R, name: &str, limit: u64) -> Result<Option<Vec<u8>>, ArchiveError> {
+    let mut archive = archive;
+    let mut tar = TarReader::new(tar_stream(&mut archive)?);
+    while let Some(entry) = tar.next_entry()? {
+        if clean_path(&entry.path)? != Path::new(name) {
+            continue;
+        }
+        if entry.kind != TarKind::File {
+            return Err(bad_entry(&entry.path, "not a regular file"));
+        }
+        if entry.size > limit {
+            return Err(ArchiveError::LimitExceeded { what: "bytes", limit });
+        }
+        let mut content = Vec::new();
+        tar.data()
+            .read_to_end(&mut content)
+            .map_err(ArchiveError::io("read", &entry.path))?;
+        return Ok(Some(content));
+    }
+    Ok(None)
 }
 
 /// Unpacks a bundle archive (`.tar`, `.tar.gz`, `.tar.zst` or `.ipk`) into
@@ -94,21 +140,31 @@ fn unpack_stream(
     root: &mut RootDir,
     options: &ReadOptions,
 ) -> Result<UnpackReport, ArchiveError> {
+    unpack_tar(tar_stream(archive)?, root, options)
+}
+
+/// The tar stream of an archive: the data member of an `.ipk`, inflated or
+/// decompressed as its first bytes say.
+fn tar_stream<'a>(archive: &'a mut dyn Read) -> Result<Box<dyn Read + 'a>, ArchiveError> {
     let mut input = BufReader::with_capacity(256 * 1024, archive);
     let head = input.fill_buf().map_err(ArchiveError::io("read", "archive"))?;
     if head.starts_with(ipk::AR_MAGIC) {
-        let mut data = ipk::data_member(input)?;
-        return unpack_stream(&mut data, root, options);
+        let data = ipk::data_member(input)?;
+        let mut data = BufReader::with_capacity(256 * 1024, data);
+        let head = data.fill_buf().map_err(ArchiveError::io("read", "ipk data"))?;
+        return decompressed(Compression::sniff(head), data);
     }
-    match Compression::sniff(head) {
-        Compression::Gzip => unpack_tar(flate2::read::MultiGzDecoder::new(input), root, options),
-        Compression::Zstd => {
-            let decoder =
-                zstd::stream::read::Decoder::with_buffer(input).map_err(ArchiveError::io("decompress", "archive"))?;
-            unpack_tar(decoder, root, options)
-        }
-        Compression::None => unpack_tar(input, root, options),
-    }
+    decompressed(Compression::sniff(head), input)
+}
+
+fn decompressed<'a>(compression: Compression, input: impl BufRead + 'a) -> Result<Box<dyn Read + 'a>, ArchiveError> {
+    Ok(match compression {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(input).map_err(ArchiveError::io("decompress", "archive"))?,
+        ),
+        Compression::None => Box::new(input),
+    })
 }
 
 fn unpack_tar<R: Read>(stream: R, root: &mut RootDir, options: &ReadOptions) -> Result<UnpackReport, ArchiveError> {
@@ -127,9 +183,14 @@ fn unpack_tar<R: Read>(stream: R, root: &mut RootDir, options: &ReadOptions) -> 
         if path.as_os_str().is_empty() {
             continue;
         }
+        let mut mode = entry.mode;
+        if !options.allow_setuid && mode & 0o6000 != 0 && matches!(entry.kind, TarKind::File | TarKind::Dir) {
+            mode &= !0o6000;
+            report.cleared_setuid.push(path.clone());
+        }
         let existing = root.lstat(&path)?.map(|st| EntryKind::from_mode(st.st_mode));
         if entry.kind == TarKind::Dir && existing == Some(EntryKind::Dir) {
-            dirs.set(&path, entry.mode, entry.mtime);
+            dirs.set(&path, mode, entry.mtime);
             continue;
         }
         if matches!(entry.kind, TarKind::CharDevice | TarKind::BlockDevice | TarKind::Fifo) {
@@ -141,20 +202,15 @@ fn unpack_tar<R: Read>(stream: R, root: &mut RootDir, options: &ReadOptions) -> 
             dirs.forget_tree(&path);
         }
         if entry.kind == TarKind::Dir {
-            dirs.set(&path, entry.mode, entry.mtime);
+            dirs.set(&path, mode, entry.mtime);
         }
         let Some(resolved) = create_entry(root, &entry, &path, &mut tar, options, &mut report)? else {
             continue;
         };
-        if options.apply_ownership {
-            chown(&resolved, &entry, &path)?;
+        if let Owners::Archive { uid_map, gid_map } = &options.owners {
+            chown(&resolved, &entry, &path, uid_map, gid_map)?;
         }
         if entry.kind == TarKind::File {
-            let mut mode = entry.mode;
-            if !options.allow_setuid && mode & 0o6000 != 0 {
-                mode &= !0o6000;
-                report.cleared_setuid.push(path.clone());
-            }
             root.set_mode(&resolved, mode)?;
             root.set_mtime(&resolved, entry.mtime)?;
         } else if entry.kind == TarKind::Symlink {
@@ -226,10 +282,23 @@ fn create_entry<R: Read>(
     Ok(Some(resolved))
 }
 
-/// Gives an entry the archive's owner (without following a symlink).
-fn chown(resolved: &Resolved, entry: &TarEntry, path: &Path) -> Result<(), ArchiveError> {
+/// Gives an entry the archive's owner (without following a symlink), if it
+/// lies within the allowed ranges.
+fn chown(
+    resolved: &Resolved,
+    entry: &TarEntry,
+    path: &Path,
+    uid_map: &[IdMapping],
+    gid_map: &[IdMapping],
+) -> Result<(), ArchiveError> {
     let uid = u32::try_from(entry.uid).map_err(|_| bad_entry(path, "uid out of range"))?;
     let gid = u32::try_from(entry.gid).map_err(|_| bad_entry(path, "gid out of range"))?;
+    if !within(uid_map, uid) || !within(gid_map, gid) {
+        return Err(bad_entry(
+            path,
+            &format!("owner {uid}:{gid} lies outside the bundle's user namespace maps"),
+        ));
+    }
     fchownat(
         resolved.dir(),
         resolved.name.as_os_str(),

@@ -407,3 +407,103 @@ fn a_replaced_directory_keeps_none_of_its_metadata() {
     assert_eq!(a.mode() & 0o7777, 0o640, "the file's own mode, not the directory's");
     assert_eq!(fs::metadata(dest.join("rootfs/b")).unwrap().mode() & 0o7777, 0o750);
 }
+
+#[test]
+fn owners_are_applied_only_within_the_user_namespace_maps() {
+    use bundlegen_fixtures::tar::{RawEntry, archive};
+    assert!(nix::unistd::geteuid().is_root(), "giving files owners needs root");
+    let tmp = tempfile::tempdir().unwrap();
+    let map = vec![IdMapping {
+        container_id: 0,
+        host_id: 1000,
+        size: 65536,
+    }];
+    let options = ReadOptions {
+        owners: Owners::Archive {
+            uid_map: map.clone(),
+            gid_map: map,
+        },
+        ..ReadOptions::default()
+    };
+    let good = archive(&[
+        RawEntry::dir("rootfs").owner(1000, 1000),
+        RawEntry::file("rootfs/app", b"x").owner(1001, 1002),
+        RawEntry::symlink("rootfs/link", "app").owner(1000, 1005),
+    ]);
+    let dest = tmp.path().join("good");
+    unpack_bundle(Cursor::new(good), &dest, &options).unwrap();
+    let owner = |path: &str| {
+        let meta = fs::symlink_metadata(dest.join(path)).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    assert_eq!(owner("rootfs"), (1000, 1000));
+    assert_eq!(owner("rootfs/app"), (1001, 1002));
+    assert_eq!(owner("rootfs/link"), (1000, 1005), "the symlink itself, not its target");
+
+    for (uid, gid) in [(0, 1000), (1000, 0), (1000 + 65536, 1000)] {
+        let outside = archive(&[
+            RawEntry::dir("rootfs").owner(1000, 1000),
+            RawEntry::file("rootfs/x", b"x").owner(uid, gid),
+        ]);
+        let dest = tmp.path().join(format!("outside-{uid}-{gid}"));
+        let error = unpack_bundle(Cursor::new(outside), &dest, &options).unwrap_err();
+        assert!(
+            error.to_string().contains("outside the bundle's user namespace"),
+            "{error}"
+        );
+        assert!(!dest.exists(), "nothing is left");
+    }
+}
+
+#[test]
+fn setgid_is_cleared_on_directories_too() {
+    use bundlegen_fixtures::tar::{RawEntry, archive};
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = archive(&[
+        RawEntry::dir("rootfs").mode(0o2775),
+        RawEntry::file("rootfs/tool", b"x").mode(0o4755),
+    ]);
+    let dest = tmp.path().join("bundle");
+    let report = unpack_bundle(Cursor::new(bytes), &dest, &ReadOptions::default()).unwrap();
+    assert_eq!(fs::metadata(dest.join("rootfs")).unwrap().mode() & 0o7777, 0o775);
+    assert_eq!(fs::metadata(dest.join("rootfs/tool")).unwrap().mode() & 0o7777, 0o755);
+    assert_eq!(
+        report.cleared_setuid,
+        [PathBuf::from("rootfs"), PathBuf::from("rootfs/tool")]
+    );
+}
+
+#[test]
+fn a_root_file_is_read_without_unpacking() {
+    use bundlegen_fixtures::tar::{RawEntry, archive};
+    let first = archive(&[RawEntry::file("config.json", b"{\"a\": 1}"), RawEntry::dir("rootfs")]);
+    let last = archive(&[RawEntry::dir("rootfs"), RawEntry::file("./config.json", b"{}")]);
+    let linked = archive(&[RawEntry::symlink("config.json", "/etc/passwd")]);
+    let big = archive(&[RawEntry::file("config.json", &[b' '; 100])]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    io::Write::write_all(&mut gz, &first).unwrap();
+    let compressed = gz.finish().unwrap();
+    assert_eq!(
+        read_root_file(Cursor::new(&first), CONFIG_FILE, 64).unwrap().as_deref(),
+        Some(&b"{\"a\": 1}"[..])
+    );
+    assert_eq!(
+        read_root_file(Cursor::new(compressed), CONFIG_FILE, 64)
+            .unwrap()
+            .as_deref(),
+        Some(&b"{\"a\": 1}"[..])
+    );
+    assert_eq!(
+        read_root_file(Cursor::new(&last), CONFIG_FILE, 64).unwrap().as_deref(),
+        Some(&b"{}"[..])
+    );
+    assert_eq!(
+        read_root_file(Cursor::new(archive(&[])), CONFIG_FILE, 64).unwrap(),
+        None
+    );
+    assert!(
+        read_root_file(Cursor::new(linked), CONFIG_FILE, 64).is_err(),
+        "a symlink is refused"
+    );
+    assert!(read_root_file(Cursor::new(big), CONFIG_FILE, 64).is_err(), "bounded");
+}

@@ -40,6 +40,9 @@ pub enum ErrorKind {
     Cancelled,
     /// The agent's own storage failed.
     Storage,
+    /// The bundle needs what this agent cannot give it (such as owners
+    /// only root can set).
+    Unsupported,
 }
 
 impl ErrorKind {
@@ -62,6 +65,7 @@ impl ErrorKind {
             ErrorKind::Dobby => "Dobby",
             ErrorKind::Cancelled => "Cancelled",
             ErrorKind::Storage => "Storage",
+            ErrorKind::Unsupported => "Unsupported",
         }
     }
 }
@@ -122,6 +126,24 @@ pub enum InstallError {
     },
     #[error("{archive}: the archive has no config.json at its root")]
     NoConfig { archive: PathBuf },
+    #[error("{archive}: config.json is not a runtime configuration")]
+    BadConfig {
+        archive: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A user-namespaced bundle whose files this agent cannot give the
+    /// mapped owners.
+    #[error(
+        "the bundle maps its users to host uids {uids} and gids {gids}; its files must belong to them, \
+         which needs the agent to run as root (it runs as {uid}:{gid})"
+    )]
+    NeedsRoot {
+        uids: String,
+        gids: String,
+        uid: u32,
+        gid: u32,
+    },
     #[error("{0}")]
     Cancelled(&'static str),
     #[error(transparent)]
@@ -147,7 +169,10 @@ impl InstallError {
             InstallError::Service(_) => ErrorKind::Service,
             InstallError::Integrity { .. } => ErrorKind::Integrity,
             InstallError::Signature(_) => ErrorKind::Signature,
-            InstallError::BadArchive { .. } | InstallError::NoConfig { .. } => ErrorKind::BadArchive,
+            InstallError::BadArchive { .. } | InstallError::NoConfig { .. } | InstallError::BadConfig { .. } => {
+                ErrorKind::BadArchive
+            }
+            InstallError::NeedsRoot { .. } => ErrorKind::Unsupported,
             InstallError::Cancelled(_) => ErrorKind::Cancelled,
             InstallError::Storage(_) | InstallError::RollbackFailed { .. } => ErrorKind::Storage,
         }

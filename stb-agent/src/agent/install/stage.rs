@@ -1,9 +1,12 @@
 //! Step 4: the unpack into place, and what puts back the previous state if
 //! it fails.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use bundlegen_protocol::archive::{ReadOptions, unpack_bundle};
+use bundlegen_protocol::archive::{CONFIG_FILE, Owners, ReadOptions, read_root_file, unpack_bundle};
+use bundlegen_protocol::idmap::IdMapping;
+use serde::Deserialize;
 
 use crate::agent::{InstallError, random_handle};
 use crate::store::{AppRecord, Store, StoreError, VersionRecord, io, remove_tree};
@@ -31,7 +34,7 @@ impl Staging {
         let mut installing = before.clone().unwrap_or(record);
         installing.versions.insert(self.version.clone(), entry);
         store.save_app(&installing)?;
-        match self.unpack(&bundle_dir) {
+        match self.unpack(store.root(), &bundle_dir) {
             Ok(()) => {
                 if let Some(aside) = aside {
                     remove_tree(&aside)?;
@@ -48,25 +51,36 @@ impl Staging {
         }
     }
 
-    fn unpack(&self, bundle_dir: &Path) -> Result<(), InstallError> {
+    fn unpack(&self, storage_root: &Path, bundle_dir: &Path) -> Result<(), InstallError> {
         let apps_dir = bundle_dir.parent().expect("apps/<app>");
         std::fs::create_dir_all(apps_dir).map_err(io(apps_dir))?;
+        let user_namespace = self.user_namespace()?;
+        let options = ReadOptions {
+            owners: owners(user_namespace.as_ref())?,
+            ..self.options.clone()
+        };
         let file = std::fs::File::open(&self.archive).map_err(io(&self.archive))?;
-        let report = unpack_bundle(std::io::BufReader::new(file), bundle_dir, &self.options).map_err(|source| {
+        let report = unpack_bundle(std::io::BufReader::new(file), bundle_dir, &options).map_err(|source| {
             InstallError::BadArchive {
                 archive: self.archive.clone(),
                 source,
             }
         })?;
-        if !bundle_dir.join("config.json").is_file() {
+        // A config.json that is a symlink would make Dobby read a host file.
+        let config = bundle_dir.join(CONFIG_FILE);
+        if !std::fs::symlink_metadata(&config).is_ok_and(|m| m.is_file()) {
             remove_tree(bundle_dir)?;
             return Err(InstallError::NoConfig {
                 archive: self.archive.clone(),
             });
         }
         // Dobby writes into the bundle and needs to enter it.
-        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(bundle_dir, std::fs::Permissions::from_mode(0o755)).map_err(io(bundle_dir))?;
+        if user_namespace.is_some() {
+            // The container's root is an ordinary host user: it (and Dobby's
+            // hooks, which run as it) must reach the rootfs.
+            keep_searchable(storage_root, apps_dir)?;
+        }
         if !report.skipped_nodes.is_empty() || !report.cleared_setuid.is_empty() {
             tracing::warn!(
                 "{}: {} device nodes skipped, {} setuid bits cleared",
@@ -76,6 +90,30 @@ impl Staging {
             );
         }
         Ok(())
+    }
+
+    /// The user namespace the bundle's config.json asks for: its uid and gid
+    /// maps, `None` without one. Read before anything is unpacked.
+    fn user_namespace(&self) -> Result<Option<UserNamespace>, InstallError> {
+        let file = std::fs::File::open(&self.archive).map_err(io(&self.archive))?;
+        let config = read_root_file(std::io::BufReader::new(file), CONFIG_FILE, MAX_CONFIG_BYTES)
+            .map_err(|source| InstallError::BadArchive {
+                archive: self.archive.clone(),
+                source,
+            })?
+            .ok_or_else(|| InstallError::NoConfig {
+                archive: self.archive.clone(),
+            })?;
+        let config: ConfigLinux = serde_json::from_slice(&config).map_err(|source| InstallError::BadConfig {
+            archive: self.archive.clone(),
+            source,
+        })?;
+        let linux = config.linux.unwrap_or_default();
+        let has_user_namespace = linux.namespaces.iter().any(|n| n.kind == "user");
+        Ok(has_user_namespace.then_some(UserNamespace {
+            uid_map: linux.uid_mappings,
+            gid_map: linux.gid_mappings,
+        }))
     }
 
     /// Back to how it was: the old copy (on a reinstall) and its record.
@@ -99,4 +137,90 @@ impl Staging {
         }
         Ok(())
     }
+}
+
+/// The most bytes of a config.json read before unpacking.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// What the agent reads of a config.json before unpacking.
+#[derive(Deserialize)]
+struct ConfigLinux {
+    #[serde(default)]
+    linux: Option<Linux>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Linux {
+    #[serde(default)]
+    namespaces: Vec<Namespace>,
+    #[serde(default)]
+    uid_mappings: Vec<IdMapping>,
+    #[serde(default)]
+    gid_mappings: Vec<IdMapping>,
+}
+
+#[derive(Deserialize)]
+struct Namespace {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+struct UserNamespace {
+    uid_map: Vec<IdMapping>,
+    gid_map: Vec<IdMapping>,
+}
+
+/// The archive's owners, applied when the agent is root (within the user
+/// namespace's maps, if any). Otherwise the files belong to the agent,
+/// which only works for a user namespace that maps to the agent's ids.
+fn owners(user_namespace: Option<&UserNamespace>) -> Result<Owners, InstallError> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(match user_namespace {
+            Some(ns) => Owners::Archive {
+                uid_map: ns.uid_map.clone(),
+                gid_map: ns.gid_map.clone(),
+            },
+            None => Owners::Archive {
+                uid_map: Vec::new(),
+                gid_map: Vec::new(),
+            },
+        });
+    }
+    if let Some(ns) = user_namespace {
+        let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+        let covers = |map: &[IdMapping], id: u32| map.iter().any(|m| m.covers_host(id));
+        if !covers(&ns.uid_map, uid) || !covers(&ns.gid_map, gid) {
+            let ranges = |map: &[IdMapping]| {
+                map.iter()
+                    .map(|m| format!("{}-{}", m.host_id, u64::from(m.host_id) + u64::from(m.size).max(1) - 1))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            return Err(InstallError::NeedsRoot {
+                uids: ranges(&ns.uid_map),
+                gids: ranges(&ns.gid_map),
+                uid,
+                gid,
+            });
+        }
+    }
+    Ok(Owners::Unpacker)
+}
+
+/// Gives others search permission on every directory from the storage root
+/// down to `dir`.
+fn keep_searchable(storage_root: &Path, dir: &Path) -> Result<(), StoreError> {
+    let mut current = Some(dir);
+    while let Some(path) = current {
+        let mode = std::fs::metadata(path).map_err(io(path))?.permissions().mode();
+        if mode & 0o001 == 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o001)).map_err(io(path))?;
+        }
+        if path == storage_root {
+            break;
+        }
+        current = path.parent().filter(|p| p.starts_with(storage_root));
+    }
+    Ok(())
 }
