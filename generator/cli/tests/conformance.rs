@@ -271,3 +271,43 @@ fn crun_mode_and_full_metadata_validate_too() {
             .all(|m| !m.to_string().contains("X-"))
     );
 }
+
+/// Where the box's libc serves the app, nothing of the image's glibc build
+/// stays beside it: not the modules libc loads itself (libnss_*), nor the
+/// members no program links (BundleGen moved only linked ones).
+#[test]
+fn the_glibc_family_moves_as_one_with_every_sample_metadata() {
+    let metadata_dir = conformance().join("bundlegen/app_metadata");
+    let templates = [
+        "rpi3_reference",
+        "rpi3_reference_dunfell",
+        "rpi3_reference_vc4_dunfell",
+        "rpi4_reference_dunfell",
+    ];
+    let mut moved = 0;
+    for template in templates {
+        for metadata in ["helloworld.json", "wayland-egl-test.json", "youi_reference.json"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let out = tmp.path().join("bundle");
+            let metadata_file = metadata_dir.join(metadata).display().to_string();
+            let output = generate(template, &out, &["--format", "dir", "-a", &metadata_file]);
+            if !output.status.success() {
+                continue; // incompatible with this platform
+            }
+            let lib = out.join("rootfs/lib");
+            if lib.join("libc-2.31.so").exists() {
+                continue; // the image's glibc serves the app here
+            }
+            moved += 1;
+            let left: Vec<String> = dir_names(&lib)
+                .into_iter()
+                .filter(|name| name.ends_with("-2.31.so"))
+                .collect();
+            assert!(
+                left.is_empty(),
+                "{template} with {metadata}: {left:?} stayed in the image"
+            );
+        }
+    }
+    assert!(moved > 0, "some pair takes libc from the box");
+}

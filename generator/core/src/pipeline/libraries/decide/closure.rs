@@ -234,7 +234,15 @@ impl Closure<'_> {
             .cloned()
             .collect();
         family.extend(by_soname);
-        let present: Vec<String> = family.iter().filter(|n| names.contains(*n)).cloned().collect();
+        let mut present: Vec<String> = family.iter().filter(|n| names.contains(*n)).cloned().collect();
+        if !present.is_empty() {
+            // Members nobody links to move too: libc loads its libnss_*
+            // modules through nsswitch.conf, and they use its private symbols.
+            for member in self.unlinked_family_members(&family, &names) {
+                names.insert(member.clone());
+                present.push(member);
+            }
+        }
         if !present.is_empty() && !family.iter().any(|n| self.by_walk.contains(n)) {
             let mut notes = Vec::new();
             let all = present.iter().all(|n| self.check_box(n, &mut notes).is_ok());
@@ -268,6 +276,25 @@ impl Closure<'_> {
                 None => plan.mount(&library.path, &library.path),
             }
         }
+    }
+
+    /// glibc's libraries the image carries where the loader finds them, that
+    /// no ELF file names (`family` holds the box's members' names).
+    fn unlinked_family_members(&mut self, family: &[String], needed: &BTreeSet<String>) -> Vec<String> {
+        let sonames: BTreeSet<String> = self
+            .inventory
+            .objects
+            .values()
+            .filter_map(|o| o.info.soname.clone())
+            .filter(|s| (is_glibc_soname(s) || family.contains(s)) && !needed.contains(s) && !self.by_walk.contains(s))
+            .collect();
+        sonames
+            .into_iter()
+            .filter(|s| {
+                self.image_library(s)
+                    .is_some_and(|real| !self.removed_real.contains(&real))
+            })
+            .collect()
     }
 
     /// Pass 3: makes every library `program` needs loadable in the container.

@@ -236,7 +236,13 @@ pub fn is_glibc_soname(name: &str) -> bool {
         "ld64.so.1",
         "ld64.so.2",
     ];
-    MEMBERS.contains(&name) || name.starts_with("ld-linux") || (name.starts_with("libnss_") && name.ends_with(".so.2"))
+    // glibc's own name service modules (not systemd's libnss_myhostname and kin).
+    const NSS: [&str; 7] = ["files", "dns", "compat", "db", "hesiod", "nis", "nisplus"];
+    let nss = name
+        .strip_prefix("libnss_")
+        .and_then(|rest| rest.strip_suffix(".so.2"))
+        .is_some_and(|module| NSS.contains(&module));
+    MEMBERS.contains(&name) || name.starts_with("ld-linux") || nss
 }
 
 /// Libraries no program of the image needs: outside the DT_NEEDED closure

@@ -298,6 +298,53 @@ fn glibc_moves_as_a_family() {
     );
 }
 
+/// libc loads its name service modules itself (nsswitch.conf): nothing
+/// links to them, and they use its private symbols, so the image's copies
+/// must not stay beside another build's libc.
+#[test]
+fn glibc_modules_nobody_links_to_move_with_libc() {
+    let image = glibc_image(&["GLIBC_2.4", "GLIBC_2.31"], &["GLIBC_2.4"])
+        .library("/lib/libnss_files.so.2", "/lib/libnss_files-2.31.so", &[])
+        .library("/lib/libnss_dns.so.2", "/lib/libnss_dns-2.31.so", &[])
+        .library("/lib/libnss_myhostname.so.2", "/lib/libnss_myhostname.so.2", &[]);
+    let mut newer_box: Vec<LibEntry> = glibc_box()
+        .into_iter()
+        .map(|mut entry| {
+            entry.apiversions.push("GLIBC_2.35".into());
+            entry
+        })
+        .collect();
+    newer_box.push(lib("/lib/libnss_files.so.2", &[], &["/lib/libc.so.6"]));
+    newer_box.push(lib("/lib/libnss_dns.so.2", &[], &["/lib/libc.so.6"]));
+    let plan = image.plan(&newer_box, &request());
+    let mut destinations: Vec<&str> = plan.mounts.iter().map(|m| m.destination.as_str()).collect();
+    destinations.sort();
+    assert_eq!(
+        destinations,
+        [
+            "/lib/ld-linux-armhf.so.3",
+            "/lib/libc-2.31.so",
+            "/lib/libm-2.31.so",
+            "/lib/libnss_dns-2.31.so",
+            "/lib/libnss_files-2.31.so"
+        ],
+        "{:?}",
+        plan.notes
+    );
+    assert!(plan.remove.contains(&"/lib/libnss_files-2.31.so".to_string()));
+    assert!(
+        !plan.remove.iter().any(|p| p.contains("myhostname")),
+        "systemd's module is not glibc's"
+    );
+
+    // A box without one of the image's modules keeps the whole family in the image.
+    newer_box.retain(|entry| entry.name != "/lib/libnss_dns.so.2");
+    let plan = image.plan(&newer_box, &request());
+    let mounted: Vec<&str> = plan.mounts.iter().map(|m| m.destination.as_str()).collect();
+    assert_eq!(mounted, ["/lib/ld-linux-armhf.so.3"], "only the loader the image lacks");
+    assert!(plan.remove.is_empty(), "{:?}", plan.remove);
+}
+
 #[test]
 fn programs_start_with_the_box_loader_when_the_box_libc_serves_them() {
     let image = |app_needs: &[&str]| {
