@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use bundlegen_core::image::RegistryOptions;
-use bundlegen_core::image::registry::Credentials;
+use bundlegen_core::image::registry::{CredentialStore, CredentialsArg};
 use bundlegen_core::output::{self, Format, OutputOptions, Written};
 use bundlegen_core::unpack::{DeviceNodes, Limits, UnpackOptions, UnpackStats};
 use bundlegen_protocol::archive::ArchiveOptions;
@@ -33,15 +33,23 @@ pub struct TemplateArgs {
 /// How registries are reached (`generate`, `unpack`, `serve` and `worker`).
 #[derive(Args)]
 pub struct RegistryArgs {
-    /// Registry credentials.
+    /// Registry credentials for a host: HOST[:PORT]=USER:PASSWORD (repeatable).
+    /// USER:PASSWORD alone (BundleGen's form) is for the image's registry.
     #[arg(
         short = 'c',
         long = "creds",
-        value_name = "USER:PASSWORD",
+        value_name = "HOST=USER:PASSWORD",
         env = "RDK_OCI_REGISTRY_CREDS",
         hide_env_values = true
     )]
-    pub creds: Option<Credentials>,
+    pub creds: Vec<CredentialsArg>,
+    /// Credentials from a docker-style auth file (as skopeo and podman write it).
+    #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
+    pub authfile: Option<PathBuf>,
+    /// A token server on another host that may receive a registry's
+    /// credentials (HTTPS only; Docker Hub's is built in). Repeatable.
+    #[arg(long, value_name = "HOST")]
+    pub token_realm: Vec<String>,
     /// Talk plain HTTP to registries (local test registries only).
     #[arg(long)]
     pub plain_http: bool,
@@ -54,14 +62,31 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    pub fn options(&self) -> RegistryOptions {
-        RegistryOptions {
-            credentials: self.creds.clone(),
+    /// The options; credentials without a host are for `image_host`, the
+    /// registry of the one image this command pulls (none: refused).
+    pub fn options(&self, image_host: Option<&str>) -> Result<RegistryOptions> {
+        let mut credentials = CredentialStore::default();
+        if let Some(file) = &self.authfile {
+            credentials.load_auth_file(file).map_err(anyhow::Error::msg)?;
+        }
+        for arg in &self.creds {
+            let host = match (&arg.host, image_host) {
+                (Some(host), _) => host.as_str(),
+                (None, Some(host)) => host,
+                (None, None) => anyhow::bail!(
+                    "--creds USER:PASSWORD names no registry: give HOST=USER:PASSWORD (credentials go to their host only)"
+                ),
+            };
+            credentials.insert(host, arg.credentials.clone());
+        }
+        Ok(RegistryOptions {
+            credentials,
             plain_http: self.plain_http,
+            token_realms: self.token_realm.clone(),
             ca_file: self.registry_ca.clone(),
             cache_dir: self.cache_dir.clone(),
             parallel_downloads: 0,
-        }
+        })
     }
 }
 

@@ -90,7 +90,7 @@ pub fn run(args: &GenerateArgs) -> Result<(), Failure> {
         app_id: args.app_id.as_deref(),
         operator: &operator,
         options: &options,
-        registry: &args.source.registry.options(),
+        registry: &args.source.registry.options(reference.registry_host())?,
         unpack: &unpack_options(&args.source),
         output_options: &output_options,
     };

@@ -57,6 +57,9 @@ pub struct CommonArgs {
     /// Attempts per job before a transient failure is final.
     #[arg(long, default_value_t = 3)]
     max_attempts: i64,
+    /// Jobs pull only from these registries (HOST[:PORT], repeatable); default: any.
+    #[arg(long, value_name = "HOST")]
+    allow_registry: Vec<String>,
 }
 
 #[derive(Args)]
@@ -89,12 +92,17 @@ pub struct WorkerArgs {
     common: CommonArgs,
 }
 
-fn config(common: &CommonArgs, listen: SocketAddr) -> ServiceConfig {
-    ServiceConfig {
+fn config(common: &CommonArgs, listen: SocketAddr) -> Result<ServiceConfig, Failure> {
+    let registry = common.registry.options(None).map_err(|error| Failure {
+        code: EXIT_BAD_CONFIG,
+        error,
+    })?;
+    Ok(ServiceConfig {
         database: common.database.clone(),
         queue: common.queue.clone(),
         bundle_registry: common.bundle_registry.clone(),
-        registry: common.registry.options(),
+        registry,
+        allowed_registries: common.allow_registry.clone(),
         workers: common.workers,
         signing_key: common.signing_key.clone(),
         operator_config: common.operator_config.clone(),
@@ -103,7 +111,7 @@ fn config(common: &CommonArgs, listen: SocketAddr) -> ServiceConfig {
         bootstrap_token: common.bootstrap_token.clone(),
         max_attempts: common.max_attempts.max(1),
         ..ServiceConfig::embedded(&common.data_dir, listen)
-    }
+    })
 }
 
 fn run(future: impl Future<Output = Result<(), ServiceError>>) -> Result<(), Failure> {
@@ -122,14 +130,14 @@ fn run(future: impl Future<Output = Result<(), ServiceError>>) -> Result<(), Fai
 }
 
 pub fn serve(args: &ServeArgs) -> Result<(), Failure> {
-    let mut config = config(&args.common, args.listen);
+    let mut config = config(&args.common, args.listen)?;
     config.tls = args.tls_cert.clone().zip(args.tls_key.clone());
     config.insecure_listen = args.insecure_listen;
     run(service::serve(config))
 }
 
 pub fn worker(args: &WorkerArgs) -> Result<(), Failure> {
-    let mut config = config(&args.common, SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mut config = config(&args.common, SocketAddr::from(([127, 0, 0, 1], 0)))?;
     config.bundlegen_queue = args.bundlegen_queue;
     config.bundle_store_dir = args.bundle_store_dir.clone();
     run(service::worker(config))

@@ -63,7 +63,7 @@ pub fn run(args: &UnpackArgs) -> Result<(), Failure> {
         work_dir: args.output.work_dir.as_deref(),
         uid_map: &args.uid_map,
         gid_map: &args.gid_map,
-        registry: &args.source.registry.options(),
+        registry: &args.source.registry.options(reference.registry_host())?,
         unpack: &unpack_options(&args.source),
         output_options: &output_options,
     };

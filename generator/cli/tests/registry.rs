@@ -5,10 +5,11 @@
 mod support;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -126,8 +127,94 @@ fn base64(data: &[u8]) -> String {
     url + &"=".repeat(pad)
 }
 
+/// A CA, a certificate it signed for 127.0.0.1 and localhost (the registry's
+/// and the token servers'), and the token issuer's key.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+        let self_signed = |cn: &str, key: &str, cert: &str| {
+            openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                cn,
+                "-keyout",
+                &path(key),
+                "-out",
+                &path(cert),
+            ])
+        };
+        self_signed("/CN=test-ca", "ca.key", "ca.crt");
+        self_signed("/CN=token-issuer", "token.key", "token.crt");
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &path("tls.key"),
+            "-out",
+            &path("tls.csr"),
+        ]);
+        fs::write(
+            dir.join("tls.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            &path("tls.csr"),
+            "-CA",
+            &path("ca.crt"),
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-extfile",
+            &path("tls.ext"),
+            "-out",
+            &path("tls.crt"),
+        ]);
+        Pki { dir: dir.to_path_buf() }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A registry over HTTPS whose token server is at `realm`.
+    fn registry(&self, name: &str, realm: &str) -> Registry {
+        let dir = self.dir.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        Registry::start(
+            &dir,
+            &format!(
+                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  token:\n    realm: {realm}\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
+                self.path("tls.crt").display(),
+                self.path("tls.key").display(),
+                self.path("token.crt").display()
+            ),
+        )
+    }
+}
+
 /// An RS256 JWT the registry accepts for `repository` (pull and push).
-fn mint_token(dir: &Path, repository: &str) -> String {
+fn mint_token(pki: &Pki, repository: &str) -> String {
+    let dir = pki.dir.as_path();
     let der = {
         openssl(&[
             "x509",
@@ -171,125 +258,110 @@ fn mint_token(dir: &Path, repository: &str) -> String {
     )
 }
 
-/// Serves the token endpoint: Basic `user:secret` gets the token, others 401.
-fn serve_tokens(token: String) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let good = format!("Basic {}", base64(b"user:secret"));
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut authorized = false;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if line.to_ascii_lowercase().starts_with("authorization:") && line.trim_end().ends_with(&good) {
-                    authorized = true;
+/// A token server: Basic `user:secret` gets the token, others 401; every
+/// `Authorization` it was sent is kept (`None` for none).
+struct TokenServer {
+    port: u16,
+    seen: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl TokenServer {
+    /// Over HTTPS with the PKI's certificate, or plain HTTP.
+    fn start(token: String, tls: Option<&Pki>) -> TokenServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let tls = tls.map(|pki| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            Arc::new(bundlegen_protocol::tls::server_config(&pki.path("tls.crt"), &pki.path("tls.key"), false).unwrap())
+        });
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                match &tls {
+                    Some(config) => {
+                        let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+                        answer(rustls::StreamOwned::new(connection, stream), &token, &log);
+                    }
+                    None => answer(stream, &token, &log),
                 }
             }
-            let (status, body) = if authorized {
-                ("200 OK", json!({"token": token}).to_string())
-            } else {
-                ("401 Unauthorized", "{}".to_string())
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.flush();
-            let mut rest = Vec::new();
-            let _ = reader.get_mut().set_read_timeout(Some(Duration::from_millis(10)));
-            let _ = reader.read_to_end(&mut rest);
+        });
+        TokenServer { port, seen }
+    }
+
+    /// Whether any request carried `user:secret`.
+    fn saw_the_credentials(&self) -> bool {
+        let good = format!("Basic {}", base64(b"user:secret"));
+        self.seen.lock().unwrap().iter().flatten().any(|a| *a == good)
+    }
+
+    fn requests(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    fn forget(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+}
+
+fn answer(mut stream: impl Read + Write, token: &str, seen: &Mutex<Vec<Option<String>>>) {
+    let mut authorization = None;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).unwrap_or(0) == 0 {
+            return;
         }
-    });
-    port
+        head.push(byte[0]);
+    }
+    for line in String::from_utf8_lossy(&head).lines() {
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("authorization")
+        {
+            authorization = Some(value.trim().to_string());
+        }
+    }
+    let good = format!("Basic {}", base64(b"user:secret"));
+    let (status, body) = if authorization.as_deref() == Some(good.as_str()) {
+        ("200 OK", json!({"token": token}).to_string())
+    } else {
+        ("401 Unauthorized", "{}".to_string())
+    };
+    seen.lock().unwrap().push(authorization);
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.flush();
+}
+
+/// `bundlegen unpack` of `image`, trusting the test CA, with `args`.
+fn pull(pki: &Pki, image: &str, out: &str, creds_env: Option<&str>, args: &[&str]) -> Command {
+    let mut command = bundlegen();
+    command
+        .args(["unpack", "--format", "dir", "--arch", "amd64"])
+        .env_remove("RDK_OCI_REGISTRY_CREDS")
+        .arg("--registry-ca")
+        .arg(pki.path("ca.crt"))
+        .args(args);
+    if let Some(creds) = creds_env {
+        command.env("RDK_OCI_REGISTRY_CREDS", creds);
+    }
+    command.arg(image).arg(pki.path(out));
+    command
 }
 
 #[test]
 fn https_registry_with_token_authentication() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let path = |name: &str| -> PathBuf { dir.join(name) };
-    // A CA, the registry's certificate signed by it, and the token issuer's key.
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        path("ca.key").to_str().unwrap(),
-        "-out",
-        path("ca.crt").to_str().unwrap(),
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        path("tls.key").to_str().unwrap(),
-        "-out",
-        path("tls.csr").to_str().unwrap(),
-    ]);
-    fs::write(
-        path("tls.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-days",
-        "1",
-        "-in",
-        path("tls.csr").to_str().unwrap(),
-        "-CA",
-        path("ca.crt").to_str().unwrap(),
-        "-CAkey",
-        path("ca.key").to_str().unwrap(),
-        "-CAcreateserial",
-        "-extfile",
-        path("tls.ext").to_str().unwrap(),
-        "-out",
-        path("tls.crt").to_str().unwrap(),
-    ]);
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=token-issuer",
-        "-keyout",
-        path("token.key").to_str().unwrap(),
-        "-out",
-        path("token.crt").to_str().unwrap(),
-    ]);
-    let token_port = serve_tokens(mint_token(dir, "rdk/secure"));
-    let registry = Registry::start(
-        dir,
-        &format!(
-            "  tls:\n    certificate: {}\n    key: {}\nauth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: test-registry\n    issuer: test-issuer\n    rootcertbundle: {}\n",
-            path("tls.crt").display(),
-            path("tls.key").display(),
-            path("token.crt").display()
-        ),
-    );
-    let layout = multi_platform_layout(&path("layout"));
+    let pki = Pki::new(tmp.path());
+    let tokens = TokenServer::start(mint_token(&pki, "rdk/secure"), Some(&pki));
+    let registry = pki.registry("registry", &format!("https://127.0.0.1:{}/token", tokens.port));
+    let layout = multi_platform_layout(&pki.path("layout"));
     let image = format!("docker://{}/rdk/secure:1", registry.host());
     skopeo_push(
         &layout.dir,
@@ -297,33 +369,103 @@ fn https_registry_with_token_authentication() {
         &["--dest-tls-verify=false", "--dest-creds", "user:secret"],
     );
 
-    let pull = |creds: Option<&str>, ca: bool, out: &str| {
-        let mut command = bundlegen();
-        command
-            .args(["unpack", "--format", "dir", "--arch", "amd64"])
-            .env_remove("RDK_OCI_REGISTRY_CREDS");
-        if let Some(creds) = creds {
-            command.env("RDK_OCI_REGISTRY_CREDS", creds);
-        }
-        if ca {
-            command.arg("--registry-ca").arg(path("ca.crt"));
-        }
-        command.arg(&image).arg(path(out));
-        command
-    };
-    run(&mut pull(Some("user:secret"), true, "ok"));
-    assert_eq!(platform_of(&path("ok")), "amd64");
+    // BundleGen's form: the credentials are for the image's registry.
+    tokens.forget();
+    run(&mut pull(&pki, &image, "ok", Some("user:secret"), &[]));
+    assert_eq!(platform_of(&pki.path("ok")), "amd64");
+    assert!(tokens.saw_the_credentials());
+    // Bound to the host by name.
+    let bound = format!("{}=user:secret", registry.host());
+    run(&mut pull(&pki, &image, "bound", None, &["--creds", &bound]));
+    assert_eq!(platform_of(&pki.path("bound")), "amd64");
+    // From an auth file, as skopeo and podman keep them.
+    let auth = json!({"auths": {registry.host(): {"auth": base64(b"user:secret")}}});
+    fs::write(pki.path("auth.json"), auth.to_string()).unwrap();
+    let auth_file = pki.path("auth.json").display().to_string();
+    run(&mut pull(&pki, &image, "auth-file", None, &["--authfile", &auth_file]));
 
-    let err = run_failing(&mut pull(Some("user:wrong"), true, "bad-creds"));
+    let err = run_failing(&mut pull(&pki, &image, "bad-creds", Some("user:wrong"), &[]));
     assert!(
         err.contains("token request refused") && err.contains("--creds"),
         "{err}"
     );
-    let err = run_failing(&mut pull(None, true, "no-creds"));
+    let err = run_failing(&mut pull(&pki, &image, "no-creds", None, &[]));
     assert!(err.contains("401") || err.contains("refused"), "{err}");
-    let err = run_failing(&mut pull(Some("user:secret"), false, "untrusted"));
+    // Without the CA: the registry's certificate is not trusted.
+    let err = run_failing(
+        bundlegen()
+            .args(["unpack", "--format", "dir", "--arch", "amd64", "--creds", &bound])
+            .arg(&image)
+            .arg(pki.path("untrusted")),
+    );
     assert!(err.contains("certificate"), "{err}");
     for out in ["bad-creds", "no-creds", "untrusted"] {
-        assert!(!path(out).exists());
+        assert!(!pki.path(out).exists());
+    }
+}
+
+/// Credentials go to their registry's host only: not to a token server on
+/// another host (unless allowed), never over plain HTTP, and credentials
+/// for another registry are not sent at all.
+#[test]
+fn credentials_never_go_to_another_host_or_over_plain_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path());
+    let token = mint_token(&pki, "rdk/secure");
+    let https_tokens = TokenServer::start(token.clone(), Some(&pki));
+    let plain_tokens = TokenServer::start(token, None);
+    let same_host = pki.registry("same", &format!("https://127.0.0.1:{}/token", https_tokens.port));
+    let other_host = pki.registry("other", &format!("https://localhost:{}/token", https_tokens.port));
+    let plain_realm = pki.registry("plain", &format!("http://127.0.0.1:{}/token", plain_tokens.port));
+    let layout = multi_platform_layout(&pki.path("layout"));
+    for registry in [&same_host, &other_host, &plain_realm] {
+        let image = format!("docker://{}/rdk/secure:1", registry.host());
+        skopeo_push(
+            &layout.dir,
+            &image,
+            &["--dest-tls-verify=false", "--dest-creds", "user:secret"],
+        );
+    }
+    https_tokens.forget();
+    plain_tokens.forget();
+
+    // Credentials for another registry: this one gets nothing.
+    let image = format!("docker://{}/rdk/secure:1", same_host.host());
+    let err = run_failing(&mut pull(
+        &pki,
+        &image,
+        "x1",
+        None,
+        &["--creds", "registry.example=user:secret"],
+    ));
+    assert!(err.contains("refused"), "{err}");
+    assert!(https_tokens.requests() > 0, "an anonymous token request");
+    assert!(!https_tokens.saw_the_credentials());
+
+    // A token server on another host: not unless allowed, then yes.
+    let image = format!("docker://{}/rdk/secure:1", other_host.host());
+    let creds = format!("{}=user:secret", other_host.host());
+    let err = run_failing(&mut pull(&pki, &image, "x2", None, &["--creds", &creds]));
+    assert!(err.contains("refused"), "{err}");
+    assert!(!https_tokens.saw_the_credentials());
+    run(&mut pull(
+        &pki,
+        &image,
+        "allowed",
+        None,
+        &["--creds", &creds, "--token-realm", "localhost"],
+    ));
+    assert!(https_tokens.saw_the_credentials());
+
+    // A token server over plain HTTP: never.
+    let image = format!("docker://{}/rdk/secure:1", plain_realm.host());
+    let creds = format!("{}=user:secret", plain_realm.host());
+    let args = ["--creds", creds.as_str(), "--token-realm", "127.0.0.1"];
+    let err = run_failing(&mut pull(&pki, &image, "x3", None, &args));
+    assert!(err.contains("refused"), "{err}");
+    assert!(plain_tokens.requests() > 0);
+    assert!(!plain_tokens.saw_the_credentials());
+    for out in ["x1", "x2", "x3"] {
+        assert!(!pki.path(out).exists());
     }
 }

@@ -875,3 +875,61 @@ async fn https_with_rustls_and_the_plain_http_policy() {
         .await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
 }
+
+/// A registry that answers every request with an error page full of what
+/// its network holds; returns its host.
+fn leaky_registry() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let body = "INTERNAL-SECRET root:x:0:0:/root";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    host
+}
+
+/// The registries jobs may pull from can be restricted, and what a remote
+/// server answers (or where the service keeps its files) never reaches the
+/// caller.
+#[tokio::test(flavor = "multi_thread")]
+async fn registries_are_restricted_and_remote_bodies_stay_out_of_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let leaky = leaky_registry();
+    let server = server_with_platform(&dir.path().join("open"), &["--plain-http", "--max-attempts", "1"]).await;
+    let request = json!({"image": format!("docker://{leaky}/internal/thing:1"), "platform": PLATFORM});
+    let response = server.post_json("/v1/bundles?wait=120", &server.admin, &request).await;
+    let (status, code, message) = error_code(response).await;
+    assert!(status.is_client_error() || status.is_server_error(), "{status}");
+    assert!(!code.is_empty(), "{message}");
+    assert!(
+        !message.contains("INTERNAL-SECRET"),
+        "the remote body is echoed: {message}"
+    );
+    let data_dir = dir.path().join("open").display().to_string();
+    assert!(!message.contains(&data_dir), "a server path is shown: {message}");
+
+    let restricted = server_with_platform(
+        &dir.path().join("restricted"),
+        &["--plain-http", "--allow-registry", "registry.example"],
+    )
+    .await;
+    let response = restricted
+        .post_json("/v1/bundles?wait=5", &restricted.admin, &request)
+        .await;
+    let (status, code, message) = error_code(response).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_image_reference")
+    );
+    assert!(message.contains("not one this service pulls from"), "{message}");
+}

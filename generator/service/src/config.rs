@@ -25,6 +25,8 @@ pub struct ServiceConfig {
     pub bundle_registry: Option<String>,
     /// Image registries (credentials, CA, plain HTTP), also the bundle registry.
     pub registry: RegistryOptions,
+    /// Registries (`host[:port]`) jobs may pull from; empty: any.
+    pub allowed_registries: Vec<String>,
     /// Jobs run at once in this process.
     pub workers: usize,
     pub signing_key: Option<PathBuf>,
@@ -57,6 +59,7 @@ impl ServiceConfig {
             queue: None,
             bundle_registry: None,
             registry: RegistryOptions::default(),
+            allowed_registries: Vec::new(),
             workers: 2,
             signing_key: None,
             operator_config: None,

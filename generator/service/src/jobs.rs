@@ -157,13 +157,34 @@ impl JobOutcome {
     }
 }
 
-/// Sorts a generation error into a job outcome.
-pub fn classify(error: &GenerateError) -> JobOutcome {
-    let message = bundlegen_protocol::error_chain(error);
+/// Whether a full disk (or quota) is somewhere in the error's causes.
+fn out_of_space(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(nix::libc::ENOSPC | nix::libc::EDQUOT))
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// Sorts a generation error into a job outcome. Its message names no path
+/// of the service's own (`data_dir` shows as `<data-dir>`).
+pub fn classify(error: &GenerateError, data_dir: &Path) -> JobOutcome {
+    let message = bundlegen_protocol::error_chain(error).replace(&data_dir.display().to_string(), "<data-dir>");
     let failed = |code| JobOutcome::Failed {
         code,
         message: message.clone(),
     };
+    if out_of_space(error) {
+        return JobOutcome::Transient {
+            code: "storage_unavailable",
+            message,
+        };
+    }
     match error {
         GenerateError::Stage(StageError::Incompatible(_)) => failed("incompatible_app"),
         GenerateError::Image(ImageError::NotFound(_)) => failed("image_not_found"),
@@ -344,7 +365,10 @@ impl JobInputs {
 /// Opens the image on this runtime, then builds the bundle on a blocking
 /// thread, reporting progress as layers are applied.
 async fn generate(service: &Service, job: &JobRecord, inputs: JobInputs) -> Result<Generated, JobOutcome> {
-    let image = generate::open(&inputs.request()).await.map_err(|e| classify(&e))?;
+    let data_dir = service.config.data_dir.clone();
+    let image = generate::open(&inputs.request())
+        .await
+        .map_err(|e| classify(&e, &data_dir))?;
     let (progress_tx, progress_rx) = tokio::sync::mpsc::channel(64);
     let reporter = tokio::spawn(report_progress(service.clone(), job.id.clone(), progress_rx));
     let generated = tokio::task::spawn_blocking(move || {
@@ -356,7 +380,7 @@ async fn generate(service: &Service, job: &JobRecord, inputs: JobInputs) -> Resu
     .await
     .map_err(|e| failed("generation_failed", format!("the job's thread failed: {e}")))?;
     let _ = reporter.await;
-    generated.map_err(|e| classify(&e))
+    generated.map_err(|e| classify(&e, &data_dir))
 }
 
 /// Signs the archive, puts it in the bundle store and records it.
@@ -499,18 +523,32 @@ mod tests {
     fn errors_sort_into_outcomes() {
         let incompatible = GenerateError::Stage(StageError::Incompatible(vec!["needs graphics".into()]));
         assert!(matches!(
-            classify(&incompatible),
+            classify(&incompatible, Path::new("/data")),
             JobOutcome::Failed {
                 code: "incompatible_app",
                 ..
             }
         ));
         let missing = GenerateError::Image(ImageError::NotFound("manifest".into()));
-        assert_eq!(classify(&missing).code(), "image_not_found");
+        assert_eq!(classify(&missing, Path::new("/data")).code(), "image_not_found");
         let down = GenerateError::Image(ImageError::Registry {
             url: "http://r".into(),
             message: "connection refused".into(),
         });
-        assert!(matches!(classify(&down), JobOutcome::Transient { .. }));
+        assert!(matches!(
+            classify(&down, Path::new("/data")),
+            JobOutcome::Transient { .. }
+        ));
+        let full = GenerateError::Output(bundlegen_core::output::OutputError::Io {
+            path: "/data/work/job-1/bundle.tar.gz".into(),
+            source: std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
+        });
+        match classify(&full, Path::new("/data")) {
+            JobOutcome::Transient { code, message } => {
+                assert_eq!(code, "storage_unavailable");
+                assert!(message.starts_with("<data-dir>/work/"), "{message}");
+            }
+            other => panic!("a full disk is worth another attempt: {other:?}"),
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bundlegen_core::generate::{GenerateError, check_compatibility};
 use bundlegen_core::image::ImageReference;
+use bundlegen_core::image::registry::normalize_host;
 use bundlegen_core::pipeline::StageError;
 
 use bundlegen_protocol::config::app::{AppMetadata, container_id_problem};
@@ -90,7 +91,16 @@ impl Service {
             .parse()
             .map_err(|e: bundlegen_core::image::ImageError| RequestError::ImageReference(e.to_string()))?;
         let local = match &reference {
-            ImageReference::Registry { .. } => return Ok(reference),
+            ImageReference::Registry { host, .. } => {
+                let allowed = &self.config.allowed_registries;
+                let host = normalize_host(host);
+                if allowed.is_empty() || allowed.iter().any(|a| normalize_host(a) == host) {
+                    return Ok(reference);
+                }
+                return Err(RequestError::ImageReference(format!(
+                    "{text}: registry {host} is not one this service pulls from"
+                )));
+            }
             ImageReference::OciLayout { dir, .. } => dir.clone(),
             ImageReference::OciArchive { file, .. } | ImageReference::DockerArchive { file, .. } => file.clone(),
         };

@@ -56,6 +56,16 @@ pub enum ImageReference {
     },
 }
 
+impl ImageReference {
+    /// The registry host (and port) of a `docker://` reference.
+    pub fn registry_host(&self) -> Option<&str> {
+        match self {
+            ImageReference::Registry { host, .. } => Some(host),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for ImageReference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

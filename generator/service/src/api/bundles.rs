@@ -60,7 +60,9 @@ fn job_json(job: &JobRecord) -> Value {
 /// The HTTP status of a failed job's error code.
 fn failure_status(code: &str) -> StatusCode {
     match code {
-        "registry_unavailable" | "storage_unavailable" | "database_unavailable" => StatusCode::BAD_GATEWAY,
+        "registry_unavailable" => StatusCode::BAD_GATEWAY,
+        // The service's own disk or database: ask again later.
+        "storage_unavailable" | "database_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         "generation_failed" | "interrupted" => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     }
@@ -89,7 +91,13 @@ async fn job_response(service: &Service, job: JobRecord) -> Result<Response, Api
                 "error": {"code": code, "message": job.error.clone().unwrap_or_default()},
                 "job": job_json(&job),
             });
-            Ok((status, Json(body)).into_response())
+            let mut response = (status, Json(body)).into_response();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            }
+            Ok(response)
         }
         JobState::Queued | JobState::Running => {
             let location = format!("/v1/jobs/{}", job.id);

@@ -16,45 +16,25 @@ use super::resolve::{DocumentKind, Documents, StoredDocuments, resolve};
 use super::store::{DirFiles, StoreFile};
 use super::{Image, ImageError, ImageFiles, Selector, TargetPlatform, blob_path};
 
+mod credentials;
 mod repository;
 mod session;
 
+pub use credentials::{CredentialStore, Credentials, CredentialsArg, normalize_host};
 pub use repository::Repository;
 use session::Session;
-
-/// User name and password for a registry (`-c user:pass`).
-#[derive(Clone)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({}:***)", self.user)
-    }
-}
-
-impl std::str::FromStr for Credentials {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.split_once(':') {
-            Some((user, password)) if !user.is_empty() => Ok(Credentials {
-                user: user.to_string(),
-                password: password.to_string(),
-            }),
-            _ => Err("credentials must be USER:PASSWORD".to_string()),
-        }
-    }
-}
 
 /// How to talk to registries.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
-    pub credentials: Option<Credentials>,
+    /// Credentials by registry host; each goes to its own host only.
+    pub credentials: CredentialStore,
     /// Use `http://` (only for a local test registry).
     pub plain_http: bool,
+    /// Token servers (`WWW-Authenticate: Bearer realm=...`) on hosts other
+    /// than their registry's that may receive the registry's credentials
+    /// (over HTTPS only). Docker Hub's own is always allowed.
+    pub token_realms: Vec<String>,
     /// Extra CA certificates (PEM) trusted besides the system's.
     pub ca_file: Option<PathBuf>,
     /// Where verified blobs are kept between runs; `None` uses a temporary
@@ -194,18 +174,4 @@ async fn write_cached(cache: &Path, digest: &Digest, bytes: &[u8]) -> Result<(),
     std::fs::write(partial.path(), bytes).map_err(io_error)?;
     partial.persist(&dest).map_err(|e| io_error(e.error))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_need_a_user_and_a_colon() {
-        let creds: Credentials = "user:pa:ss".parse().unwrap();
-        assert_eq!((creds.user.as_str(), creds.password.as_str()), ("user", "pa:ss"));
-        assert!("nocolon".parse::<Credentials>().is_err());
-        assert!(":pass".parse::<Credentials>().is_err());
-        assert_eq!(format!("{creds:?}"), "Credentials(user:***)");
-    }
 }

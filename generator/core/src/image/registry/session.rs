@@ -12,7 +12,7 @@ use reqwest::{StatusCode, header};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-use super::{Credentials, RegistryOptions};
+use super::{Credentials, RegistryOptions, normalize_host};
 use crate::image::blob::{BlobCheck, MAX_DOCUMENT_BYTES};
 use crate::image::{ImageError, blob_path};
 
@@ -26,8 +26,13 @@ pub struct Session {
     client: reqwest::Client,
     /// `https://host/v2/`.
     base: String,
+    /// `base`, parsed: requests to its origin carry the authorization.
+    origin: reqwest::Url,
     repository: String,
+    /// The credentials given for this registry's host, if any.
     credentials: Option<Credentials>,
+    plain_http: bool,
+    token_realms: Vec<String>,
     authorization: Mutex<Option<Authorization>>,
 }
 
@@ -91,11 +96,19 @@ impl Session {
     /// A session with `repository` on `host` (`docker.io` means Docker Hub's API host).
     pub fn new(host: &str, repository: &str, options: &RegistryOptions) -> Result<Session, ImageError> {
         let scheme = if options.plain_http { "http" } else { "https" };
+        let base = format!("{scheme}://{}/v2/", api_host(host));
+        let origin = reqwest::Url::parse(&base).map_err(|e| ImageError::Reference {
+            input: host.to_string(),
+            reason: format!("not a registry host: {e}"),
+        })?;
         Ok(Session {
             client: build_client(options)?,
-            base: format!("{scheme}://{}/v2/", api_host(host)),
+            base,
+            origin,
             repository: repository.to_string(),
-            credentials: options.credentials.clone(),
+            credentials: options.credentials.for_host(host).cloned(),
+            plain_http: options.plain_http,
+            token_realms: options.token_realms.iter().map(|r| normalize_host(r)).collect(),
             authorization: Mutex::new(None),
         })
     }
@@ -116,13 +129,43 @@ impl Session {
         }
     }
 
+    /// Whether a request to `url` may carry this registry's authorization:
+    /// the registry itself (same scheme, host and port), nothing else.
+    fn authorizes(&self, url: &reqwest::Url) -> bool {
+        url.scheme() == self.origin.scheme()
+            && url.host_str() == self.origin.host_str()
+            && url.port_or_known_default() == self.origin.port_or_known_default()
+    }
+
+    /// Whether the token server at `realm` may receive the credentials: on
+    /// the registry's host (over plain HTTP only for a registry the user
+    /// reaches that way), or over HTTPS on a host configured as a token
+    /// realm (Docker Hub's is built in).
+    fn realm_gets_credentials(&self, realm: &reqwest::Url) -> bool {
+        let https = realm.scheme() == "https";
+        let Some(host) = realm.host_str() else { return false };
+        if Some(host) == self.origin.host_str() {
+            return https || (self.plain_http && realm.scheme() == "http");
+        }
+        let docker_hub = self.origin.host_str() == Some("registry-1.docker.io") && host == "auth.docker.io";
+        https
+            && (docker_hub
+                || self
+                    .token_realms
+                    .iter()
+                    .any(|r| r == host || *r == normalize_host(realm.as_str())))
+    }
+
     /// Answers a 401 challenge.
     async fn authenticate(&self, url: &str, challenge: &str) -> Result<Authorization, ImageError> {
         let (scheme, params) =
             parse_challenge(challenge).ok_or_else(|| self.error(url, "unreadable WWW-Authenticate"))?;
         match scheme.as_str() {
             "basic" if self.credentials.is_some() => Ok(Authorization::Basic),
-            "basic" => Err(self.error(url, "the registry requires a login; pass -c USER:PASSWORD")),
+            "basic" => Err(self.error(
+                url,
+                "the registry requires a login; pass --creds HOST=USER:PASSWORD for its host",
+            )),
             "bearer" => {
                 let realm = params
                     .get("realm")
@@ -138,8 +181,18 @@ impl Session {
                 let token_url = reqwest::Url::parse_with_params(realm, &query)
                     .map_err(|e| self.error(url, format!("bad token realm {realm:?}: {e}")))?;
                 let mut request = self.client.get(token_url.clone());
-                if let Some(creds) = &self.credentials {
-                    request = request.basic_auth(&creds.user, Some(&creds.password));
+                match &self.credentials {
+                    Some(creds) if self.realm_gets_credentials(&token_url) => {
+                        request = request.basic_auth(&creds.user, Some(&creds.password));
+                    }
+                    Some(_) => tracing::warn!(
+                        "{}: not sending the credentials of {} to the token server at {}; \
+                         allow that host with --token-realm (HTTPS only)",
+                        self.describe(),
+                        self.origin.host_str().unwrap_or_default(),
+                        token_url.origin().ascii_serialization()
+                    ),
+                    None => {}
                 }
                 let response = request.send().await.map_err(|e| {
                     self.error(
@@ -161,9 +214,10 @@ impl Session {
                     token: Option<String>,
                     access_token: Option<String>,
                 }
-                let body: TokenResponse = response
-                    .json()
+                let body = read_limited(response, MAX_TOKEN_RESPONSE)
                     .await
+                    .map_err(|m| self.error(token_url.as_str(), format!("token response: {m}")))?;
+                let body: TokenResponse = serde_json::from_slice(&body)
                     .map_err(|e| self.error(token_url.as_str(), format!("bad token response: {e}")))?;
                 let token = body
                     .token
@@ -201,9 +255,11 @@ impl Session {
             if let Some(body) = body {
                 request = request.body(body()?);
             }
+            // An upload Location or a redirect elsewhere gets no authorization.
+            let own = reqwest::Url::parse(url).is_ok_and(|u| self.authorizes(&u));
             match (self.authorization.lock().await.clone(), &self.credentials) {
-                (Some(Authorization::Bearer(token)), _) => request = request.bearer_auth(token),
-                (Some(Authorization::Basic), Some(creds)) => {
+                (Some(Authorization::Bearer(token)), _) if own => request = request.bearer_auth(token),
+                (Some(Authorization::Basic), Some(creds)) if own => {
                     request = request.basic_auth(&creds.user, Some(&creds.password))
                 }
                 _ => {}
@@ -257,13 +313,16 @@ impl Session {
         if status == StatusCode::NOT_FOUND {
             return Err(ImageError::NotFound(format!("{what} at {url}")));
         }
-        let body = response.text().await.unwrap_or_default();
-        let detail: String = body.chars().take(300).collect();
+        // The body is the registry's, not ours to pass on (it may be anyone's
+        // server): logged for the operator, left out of the error.
+        if let Ok(body) = read_limited(response, 4096).await {
+            tracing::debug!("{url}: {status}: {}", String::from_utf8_lossy(&body));
+        }
         let hint = match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => " (check -c/--creds)",
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => " (check --creds for this registry's host)",
             _ => "",
         };
-        Err(self.error(url, format!("{what}: {status}{hint}: {detail}")))
+        Err(self.error(url, format!("{what}: {status}{hint}")))
     }
 
     /// Fetches a manifest or index and checks its digest.
@@ -276,14 +335,9 @@ impl Session {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<Digest>().ok());
-        let bytes = response
-            .bytes()
+        let bytes = read_limited(response, MAX_DOCUMENT_BYTES)
             .await
-            .map_err(|e| self.error(&url, format!("reading manifest: {e}")))?
-            .to_vec();
-        if bytes.len() as u64 > MAX_DOCUMENT_BYTES {
-            return Err(self.error(&url, "manifest larger than 8 MiB"));
-        }
+            .map_err(|m| self.error(&url, format!("manifest: {m}")))?;
         let digest = match expected.or(announced.as_ref()) {
             Some(digest) => digest.clone(),
             None => bundlegen_protocol::digest::Sha256Digest::of(&bytes)
@@ -348,6 +402,21 @@ impl Session {
         })?;
         Ok(())
     }
+}
+
+/// Largest token response read.
+const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
+
+/// A response's body, at most `limit` bytes (a peer decides how many it sends).
+async fn read_limited(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(format!("larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn backoff(attempt: u32) -> Duration {
