@@ -88,29 +88,49 @@ impl Row {
     }
 }
 
-/// The schema, created on start (idempotent).
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, \
+/// The schema: one list of statements per version, each applied once, in
+/// order, under a lock (`schema_version` says how far a database is), so
+/// processes starting together on a fresh database do not race.
+const MIGRATIONS: &[&[&str]] = &[
+    // 1: the records.
+    &[
+        "CREATE TABLE IF NOT EXISTS tokens (id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, \
      hash TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS platforms (name TEXT PRIMARY KEY, current_version BIGINT NOT NULL, \
+        "CREATE TABLE IF NOT EXISTS platforms (name TEXT PRIMARY KEY, current_version BIGINT NOT NULL, \
      updated_at BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS platform_versions (platform TEXT NOT NULL, version BIGINT NOT NULL, \
+        "CREATE TABLE IF NOT EXISTS platform_versions (platform TEXT NOT NULL, version BIGINT NOT NULL, \
      template TEXT NOT NULL, libs TEXT, probe TEXT, change TEXT NOT NULL, created_by TEXT NOT NULL, \
      created_at BIGINT NOT NULL, PRIMARY KEY (platform, version))",
-    "CREATE TABLE IF NOT EXISTS apps (app_id TEXT NOT NULL, version TEXT NOT NULL, image TEXT NOT NULL, \
+        "CREATE TABLE IF NOT EXISTS apps (app_id TEXT NOT NULL, version TEXT NOT NULL, image TEXT NOT NULL, \
      metadata TEXT, options TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (app_id, version))",
-    "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, state TEXT NOT NULL, \
+        "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, state TEXT NOT NULL, \
      request TEXT NOT NULL, platform TEXT NOT NULL, platform_version BIGINT NOT NULL, app_id TEXT, \
      app_version TEXT, progress BIGINT NOT NULL, stage TEXT, error_code TEXT, error TEXT, \
      attempts BIGINT NOT NULL, worker TEXT, bundle_id TEXT, created_at BIGINT NOT NULL, \
      updated_at BIGINT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS bundles (id TEXT PRIMARY KEY, job_id TEXT NOT NULL, key TEXT NOT NULL, \
+        "CREATE TABLE IF NOT EXISTS bundles (id TEXT PRIMARY KEY, job_id TEXT NOT NULL, key TEXT NOT NULL, \
      app_id TEXT NOT NULL, app_version TEXT, platform TEXT NOT NULL, platform_version BIGINT NOT NULL, \
      format TEXT NOT NULL, size BIGINT NOT NULL, sha256 TEXT NOT NULL, signature TEXT NOT NULL, \
      location TEXT NOT NULL, created_at BIGINT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS bundles_by_app ON bundles (app_id, app_version, platform)",
-    "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at)",
+        "CREATE INDEX IF NOT EXISTS bundles_by_app ON bundles (app_id, app_version, platform)",
+        "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at)",
+    ],
+    // 2: tokens bound to a platform, revoked rather than deleted, with their
+    // last use and expiry; a platform's review policy; held versions.
+    &[
+        "ALTER TABLE tokens ADD COLUMN platform TEXT",
+        "ALTER TABLE tokens ADD COLUMN device TEXT",
+        "ALTER TABLE tokens ADD COLUMN revoked_at BIGINT",
+        "ALTER TABLE tokens ADD COLUMN last_used_at BIGINT",
+        "ALTER TABLE tokens ADD COLUMN expires_at BIGINT",
+        "ALTER TABLE platforms ADD COLUMN auto_accept BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE platforms ADD COLUMN keep_versions BIGINT NOT NULL DEFAULT 20",
+        "ALTER TABLE platform_versions ADD COLUMN state TEXT NOT NULL DEFAULT 'accepted'",
+    ],
 ];
+
+/// The advisory lock PostgreSQL migrations run under.
+const MIGRATION_LOCK: i64 = 0x6275_6e64_6c65;
 
 /// A database connection (or a few), shared by the service's tasks.
 #[derive(Clone)]
@@ -166,10 +186,79 @@ impl Db {
                 inner: Inner::Sqlite(Arc::new(Mutex::new(connection))),
             }
         };
-        for statement in SCHEMA {
-            db.execute(statement, vec![]).await?;
-        }
+        db.migrate().await?;
         Ok(db)
+    }
+
+    /// Brings the schema to the latest version.
+    async fn migrate(&self) -> Result<(), DbError> {
+        let error = |what: &str, e: String| DbError::Query(format!("migrating the schema: {what}: {e}"));
+        match &self.inner {
+            Inner::Sqlite(connection) => {
+                let connection = connection.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut connection = connection.lock().unwrap_or_else(|e| e.into_inner());
+                    let transaction = connection
+                        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                        .map_err(|e| error("lock", e.to_string()))?;
+                    transaction
+                        .execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+                        .map_err(|e| error("schema_version", e.to_string()))?;
+                    let current: i64 = transaction
+                        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |row| {
+                            row.get(0)
+                        })
+                        .map_err(|e| error("schema_version", e.to_string()))?;
+                    for (version, statements) in pending(current) {
+                        for statement in statements {
+                            transaction
+                                .execute_batch(statement)
+                                .map_err(|e| error(statement, e.to_string()))?;
+                        }
+                        transaction
+                            .execute("INSERT INTO schema_version (version) VALUES (?1)", [version])
+                            .map_err(|e| error("schema_version", e.to_string()))?;
+                    }
+                    transaction.commit().map_err(|e| error("commit", e.to_string()))
+                })
+                .await
+                .map_err(|e| error("thread", e.to_string()))?
+            }
+            Inner::Postgres(pg) => {
+                let mut client = pg_connect(&pg.url).await?;
+                client
+                    .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+                    .await
+                    .map_err(pg_error)?;
+                let result = async {
+                    let transaction = client.transaction().await.map_err(pg_error)?;
+                    transaction
+                        .batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+                        .await
+                        .map_err(pg_error)?;
+                    let current: i64 = transaction
+                        .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_version", &[])
+                        .await
+                        .map_err(pg_error)?
+                        .get(0);
+                    for (version, statements) in pending(current) {
+                        for statement in statements {
+                            transaction.batch_execute(statement).await.map_err(pg_error)?;
+                        }
+                        transaction
+                            .execute("INSERT INTO schema_version (version) VALUES ($1)", &[&version])
+                            .await
+                            .map_err(pg_error)?;
+                    }
+                    transaction.commit().await.map_err(pg_error)
+                }
+                .await;
+                let _ = client
+                    .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+                    .await;
+                result
+            }
+        }
     }
 
     /// Which engine, for messages and metrics.
@@ -247,6 +336,15 @@ impl Db {
             }
         }
     }
+}
+
+/// The migrations after version `current`, with their version numbers.
+fn pending(current: i64) -> impl Iterator<Item = (i64, &'static [&'static str])> {
+    MIGRATIONS
+        .iter()
+        .enumerate()
+        .map(|(i, statements)| (i as i64 + 1, *statements))
+        .filter(move |(version, _)| *version > current)
 }
 
 fn sqlite_value(value: &Value) -> rusqlite::types::Value {
@@ -361,5 +459,34 @@ mod tests {
         drop(db);
         let db = Db::open(dir.path().join("db.sqlite").to_str().unwrap()).await.unwrap();
         assert_eq!(db.query("SELECT id FROM tokens", vec![]).await.unwrap().len(), 1);
+        let versions = db.query("SELECT version FROM schema_version", vec![]).await.unwrap();
+        assert_eq!(versions.len(), MIGRATIONS.len(), "each migration once");
+    }
+
+    /// A database made before migrations were counted (the first schema,
+    /// no schema_version) is brought up to date.
+    #[tokio::test]
+    async fn a_database_of_the_first_schema_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let connection = rusqlite::Connection::open(&path).unwrap();
+            for statement in MIGRATIONS[0] {
+                connection.execute_batch(statement).unwrap();
+            }
+            connection
+                .execute(
+                    "INSERT INTO tokens (id, name, role, hash, created_at) VALUES ('t', 'n', 'admin', 'h', 1)",
+                    [],
+                )
+                .unwrap();
+        }
+        let db = Db::open(path.to_str().unwrap()).await.unwrap();
+        let rows = db
+            .query("SELECT id, platform, revoked_at FROM tokens", vec![])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].text(0), rows[0].opt_text(1)), ("t".to_string(), None));
     }
 }
