@@ -122,10 +122,19 @@ fn run(cli: &Cli) -> Result<()> {
         for warning in &accepted.warnings {
             eprintln!("warning: the service says: {warning}");
         }
-        eprintln!(
-            "uploaded: platform {} is now version {}",
-            accepted.name, accepted.version
-        );
+        if accepted.held {
+            eprintln!(
+                "uploaded: version {} of platform {} is held for the platform team's review ({})",
+                accepted.version,
+                accepted.name,
+                accepted.reasons.join("; ")
+            );
+        } else {
+            eprintln!(
+                "uploaded: platform {} is now version {}",
+                accepted.name, accepted.version
+            );
+        }
         if cli.output.is_none() {
             return Ok(());
         }

@@ -11,6 +11,12 @@ use bundlegen_protocol::http::{HttpError, client, send_for_json};
 pub struct Accepted {
     pub name: String,
     pub version: i64,
+    /// Kept for a platform team's review before it is used.
+    #[serde(default)]
+    pub held: bool,
+    /// Why it is held.
+    #[serde(default)]
+    pub reasons: Vec<String>,
     #[serde(default)]
     pub warnings: Vec<String>,
 }

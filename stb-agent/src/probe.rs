@@ -103,6 +103,14 @@ async fn probe_and_upload(agent: &Agent, url: &str, token_file: &std::path::Path
     };
     bundlegen_protocol::fsutil::write_file_atomic(&state, &serde_json::to_vec(&uploaded).unwrap_or_default(), 0o644)
         .map_err(|e| e.to_string())?;
+    if accepted.held {
+        return Ok(format!(
+            "probe: uploaded as version {} of platform {}, held for the platform team's review ({})",
+            accepted.version,
+            accepted.name,
+            accepted.reasons.join("; ")
+        ));
+    }
     Ok(format!(
         "probe: uploaded, platform {} is at version {}",
         accepted.name, accepted.version

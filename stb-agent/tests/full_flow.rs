@@ -115,7 +115,7 @@ async fn probe_upload_generate_install_and_launch() {
         reqwest::Method::POST,
         format!("{url}/v1/tokens"),
         &admin,
-        Some(json!({"name": "box 1", "role": "device"}).to_string()),
+        Some(json!({"name": "box 1", "role": "device", "platform": PLATFORM}).to_string()),
     )
     .await;
     assert_eq!(status, 201, "{body}");
@@ -145,8 +145,35 @@ async fn probe_upload_generate_install_and_launch() {
     })
     .await;
 
-    // The probe report reaches the service, and the platform has the box's libraries.
+    // The box's first report reaches the service and waits for review; the
+    // platform team accepts it.
     let deadline = Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        let (_, history) = call(
+            reqwest::Method::GET,
+            format!("{url}/v1/platforms/{PLATFORM}/versions"),
+            &admin,
+            None,
+        )
+        .await;
+        let held = history["versions"]
+            .as_array()
+            .and_then(|versions| versions.iter().find(|v| v["state"] == "held"))
+            .and_then(|v| v["version"].as_i64());
+        if let Some(held) = held {
+            break held;
+        }
+        assert!(Instant::now() < deadline, "no probe report uploaded: {history}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{url}/v1/platforms/{PLATFORM}/versions/{held}/accept"),
+        &admin,
+        Some("{}".into()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let report = loop {
         let (status, report) = call(
             reqwest::Method::GET,

@@ -60,6 +60,9 @@ pub struct CommonArgs {
     /// Jobs pull only from these registries (HOST[:PORT], repeatable); default: any.
     #[arg(long, value_name = "HOST")]
     allow_registry: Vec<String>,
+    /// Probe reports one device token may upload in an hour.
+    #[arg(long, value_name = "N", default_value_t = 12)]
+    probe_uploads_per_hour: usize,
 }
 
 #[derive(Args)]
@@ -103,6 +106,7 @@ fn config(common: &CommonArgs, listen: SocketAddr) -> Result<ServiceConfig, Fail
         bundle_registry: common.bundle_registry.clone(),
         registry,
         allowed_registries: common.allow_registry.clone(),
+        probe_uploads_per_hour: common.probe_uploads_per_hour,
         workers: common.workers,
         signing_key: common.signing_key.clone(),
         operator_config: common.operator_config.clone(),

@@ -75,7 +75,7 @@ async fn server_with_platform(dir: &Path, extra: &[&str]) -> Server {
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_roles_and_auth_failures() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = server_with_platform(dir.path(), &[]).await;
     let http = client();
 
     let health = http.get(server.url("/healthz")).send().await.unwrap();
@@ -95,7 +95,7 @@ async fn tokens_roles_and_auth_failures() {
         .unwrap();
     assert_eq!(not_bearer.status(), StatusCode::UNAUTHORIZED);
 
-    let device = server.token("device").await;
+    let device = server.device_token(PLATFORM).await;
     let team = server.token("platform-team").await;
     let forbidden = server
         .post_json("/v1/tokens", &device, &json!({"name": "x", "role": "admin"}))
@@ -110,16 +110,62 @@ async fn tokens_roles_and_auth_failures() {
         )
         .await;
     assert_eq!(put.status(), StatusCode::FORBIDDEN, "devices do not edit templates");
+    let own = format!("/v1/platforms/{PLATFORM}");
     for (token, path) in [
-        (&device, "/v1/platforms"),
+        (&device, own.as_str()),
+        (&team, "/v1/platforms"),
         (&team, "/metrics"),
         (&device, "/openapi.json"),
     ] {
         let ok = server.get(path, token).await;
         assert_eq!(ok.status(), StatusCode::OK, "{path}");
     }
-    let metrics = server.get("/metrics", &device).await;
-    assert_eq!(metrics.status(), StatusCode::FORBIDDEN);
+    // A device token belongs to its platform: nothing of the others, no lists.
+    let other = server
+        .send_body(
+            reqwest::Method::PUT,
+            "/v1/platforms/other",
+            &team,
+            template_text(PLATFORM),
+        )
+        .await;
+    assert_eq!(other.status(), StatusCode::CREATED);
+    for path in [
+        "/metrics",
+        "/v1/platforms",
+        "/v1/apps",
+        "/v1/platforms/other",
+        "/v1/platforms/other/versions",
+    ] {
+        let refused = server.get(path, &device).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    let lookup = server.get("/v1/lookup?app=a&version=1&platform=other", &device).await;
+    assert_eq!(error_code(lookup).await.0, StatusCode::FORBIDDEN);
+    let upload = server
+        .send_body(reqwest::Method::POST, "/v1/platforms/other/probe", &device, "{}")
+        .await;
+    let (status, _, message) = error_code(upload).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        message.contains(&format!("belongs to platform {PLATFORM}")),
+        "{message}"
+    );
+    for body in [
+        json!({"name": "unbound", "role": "device"}),
+        json!({"name": "team", "role": "platform-team", "platform": PLATFORM}),
+    ] {
+        let refused = server.post_json("/v1/tokens", &server.admin, &body).await;
+        assert_eq!(error_code(refused).await.1, "invalid_request", "{body}");
+    }
+    let nowhere = server
+        .post_json(
+            "/v1/tokens",
+            &server.admin,
+            &json!({"name": "x", "role": "device", "platform": "rpi9"}),
+        )
+        .await;
+    assert_eq!(error_code(nowhere).await.1, "platform_not_found");
 
     let bad_role = server
         .post_json("/v1/tokens", &server.admin, &json!({"name": "x", "role": "root"}))
@@ -129,6 +175,9 @@ async fn tokens_roles_and_auth_failures() {
     let listed: Value = server.get("/v1/tokens", &server.admin).await.json().await.unwrap();
     let tokens = listed["tokens"].as_array().unwrap();
     assert_eq!(tokens.len(), 3);
+    let listed_device = tokens.iter().find(|t| t["role"] == "device").unwrap();
+    assert_eq!(listed_device["platform"], PLATFORM);
+    assert!(listed_device["lastUsedAt"].is_i64(), "its use is recorded");
     assert!(
         tokens
             .iter()
@@ -157,8 +206,11 @@ async fn tokens_roles_and_auth_failures() {
         .to_string();
     let revoked = server.delete(&format!("/v1/tokens/{device_id}"), &server.admin).await;
     assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
-    let after = server.get("/v1/platforms", &device).await;
-    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    let after = server.get(&own, &device).await;
+    assert_eq!(
+        error_code(after).await,
+        (StatusCode::UNAUTHORIZED, "unauthorized".into(), "revoked token".into())
+    );
     let again = server.delete(&format!("/v1/tokens/{device_id}"), &server.admin).await;
     assert_eq!(error_code(again).await.1, "token_not_found");
     let nowhere = server.get("/v2/nothing", &team).await;
@@ -221,25 +273,54 @@ async fn platforms_keep_versions_and_diff_them() {
     let dir = tempfile::tempdir().unwrap();
     let server = server_with_platform(dir.path(), &[]).await;
     let http = client();
-    let device = server.token("device").await;
+    let device = server.device_token(PLATFORM).await;
     let at = |path: &str| format!("/v1/platforms/{PLATFORM}{path}");
 
     let report = probe_report_json();
     let uploaded = server
         .send_body(reqwest::Method::POST, &at("/probe"), &device, report.clone())
         .await;
-    assert_eq!(uploaded.status(), StatusCode::OK, "devices upload probe reports");
-    assert_eq!(uploaded.json::<Value>().await.unwrap()["version"], 3);
+    assert_eq!(
+        uploaded.status(),
+        StatusCode::ACCEPTED,
+        "a device's first report waits for review"
+    );
+    let held: Value = uploaded.json().await.unwrap();
+    assert_eq!(
+        (held["version"].as_i64(), held["held"].as_bool()),
+        (Some(3), Some(true))
+    );
+    let current: Value = server.get(&at(""), &device).await.json().await.unwrap();
+    assert_eq!(current["version"], 2, "a held report is not used");
+    let not_by_devices = server.post_json(&at("/versions/3/accept"), &device, &json!({})).await;
+    assert_eq!(not_by_devices.status(), StatusCode::FORBIDDEN);
+    let accepted = server
+        .post_json(&at("/versions/3/accept"), &server.admin, &json!({}))
+        .await;
+    assert_eq!(accepted.json::<Value>().await.unwrap()["version"], 4);
+    let twice = server
+        .post_json(&at("/versions/3/accept"), &server.admin, &json!({}))
+        .await;
+    assert_eq!(error_code(twice).await.1, "not_held");
+    let identical = server
+        .send_body(reqwest::Method::POST, &at("/probe"), &device, report.clone())
+        .await;
+    let identical: Value = identical.json().await.unwrap();
+    assert_eq!(
+        (identical["version"].as_i64(), identical["unchanged"].as_bool()),
+        (Some(4), Some(true)),
+        "an identical report is no new version"
+    );
 
     let mut changed: Value = serde_json::from_str(&template_text(PLATFORM)).unwrap();
     changed["hardware"]["maxRam"] = json!("512M");
     let updated = server
         .send_body(reqwest::Method::PUT, &at(""), &server.admin, changed.to_string())
         .await;
-    assert_eq!(updated.json::<Value>().await.unwrap()["version"], 4);
+    assert_eq!(updated.json::<Value>().await.unwrap()["version"], 5);
 
     let current: Value = server.get(&at(""), &device).await.json().await.unwrap();
-    assert_eq!(current["version"], 4);
+    assert_eq!(current["version"], 5);
     assert_eq!(
         current["generated"]["source"], "probe",
         "a template update keeps the probe report"
@@ -248,16 +329,25 @@ async fn platforms_keep_versions_and_diff_them() {
     assert_eq!(current["template"]["hardware"]["maxRam"], "512M");
 
     let history: Value = server.get(&at("/versions"), &device).await.json().await.unwrap();
-    let changes: Vec<&str> = history["versions"]
+    let changes: Vec<(&str, &str)> = history["versions"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|v| v["change"].as_str().unwrap())
+        .map(|v| (v["change"].as_str().unwrap(), v["state"].as_str().unwrap()))
         .collect();
-    assert_eq!(changes, ["template", "libs", "probe", "template"]);
+    assert_eq!(
+        changes,
+        [
+            ("template", "accepted"),
+            ("libs", "accepted"),
+            ("probe", "accepted"),
+            ("accepted", "accepted"),
+            ("template", "accepted")
+        ]
+    );
 
     let diff: Value = server
-        .get(&at("/diff?from=1&to=4"), &device)
+        .get(&at("/diff?from=1&to=5"), &device)
         .await
         .json()
         .await
@@ -265,7 +355,7 @@ async fn platforms_keep_versions_and_diff_them() {
     assert_eq!(diff["template"][0]["path"], "/hardware/maxRam");
     assert_eq!(diff["template"][0]["to"], "512M");
     let libs_diff: Value = server
-        .get(&at("/diff?from=2&to=3"), &device)
+        .get(&at("/diff?from=2&to=4"), &device)
         .await
         .json()
         .await
@@ -283,9 +373,44 @@ async fn platforms_keep_versions_and_diff_them() {
     let no_probe = server.get(&at("/probe?version=2"), &device).await;
     assert_eq!(error_code(no_probe).await.1, "probe_not_found");
 
-    let listed: Value = server.get("/v1/platforms", &device).await.json().await.unwrap();
+    let listed: Value = server.get("/v1/platforms", &server.admin).await.json().await.unwrap();
     assert_eq!(listed["platforms"][0]["name"], PLATFORM);
-    assert_eq!(listed["platforms"][0]["currentVersion"], 4);
+    assert_eq!(listed["platforms"][0]["currentVersion"], 5);
+
+    // With the policy's autoAccept, a device's changed libc is used at once.
+    let policy = server
+        .put_json(
+            &at("/policy"),
+            &server.admin,
+            &json!({"autoAccept": true, "keepVersions": 20}),
+        )
+        .await;
+    assert_eq!(policy.status(), StatusCode::OK);
+    let mut new_libc: Value = serde_json::from_str(&report).unwrap();
+    let libc = new_libc["system"]["libc"]["path"].as_str().unwrap().to_string();
+    for library in new_libc["libraries"].as_array_mut().unwrap() {
+        if library["names"].as_array().unwrap().iter().any(|n| n == libc.as_str()) {
+            library["sha256"] = json!("0".repeat(64));
+        }
+    }
+    let uploaded = server
+        .send_body(reqwest::Method::POST, &at("/probe"), &device, new_libc.to_string())
+        .await;
+    assert_eq!(uploaded.status(), StatusCode::OK);
+    assert_eq!(uploaded.json::<Value>().await.unwrap()["version"], 6);
+
+    // A report naming a file outside the library directories is refused.
+    let mut hostile: Value = serde_json::from_str(&report).unwrap();
+    hostile["libraries"][0]["path"] = json!("/etc/shadow");
+    let refused = server
+        .send_body(reqwest::Method::POST, &at("/probe"), &device, hostile.to_string())
+        .await;
+    let (status, code, message) = error_code(refused).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_probe")
+    );
+    assert!(message.contains("/etc/shadow"), "{message}");
 
     // Bad inputs name what is wrong.
     let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str, &str)> = vec![
@@ -375,7 +500,7 @@ fn sha256_hex(data: &[u8]) -> String {
 async fn bundles_are_built_signed_and_served_with_ranges() {
     let dir = tempfile::tempdir().unwrap();
     let server = server_with_platform(dir.path(), &[]).await;
-    let device = server.token("device").await;
+    let device = server.device_token(PLATFORM).await;
     let request = json!({"image": conformance_image(), "platform": PLATFORM, "appVersion": "1.0.0"});
     let started = server.post_json("/v1/bundles?wait=300", &server.admin, &request).await;
     assert_eq!(started.status(), StatusCode::OK);
@@ -658,7 +783,7 @@ async fn bad_requests_get_clear_errors() {
 async fn lookups_generate_on_first_request() {
     let dir = tempfile::tempdir().unwrap();
     let server = server_with_platform(dir.path(), &[]).await;
-    let device = server.token("device").await;
+    let device = server.device_token(PLATFORM).await;
     let app = "com.rdk.wayland-egl-test";
     let registered = server
         .put_json(
@@ -676,8 +801,14 @@ async fn lookups_generate_on_first_request() {
         )
         .await;
     assert_eq!(devices_may_not.status(), StatusCode::FORBIDDEN);
+    let not_readable = server.get(&format!("/v1/apps/{app}/versions/1.0.0"), &device).await;
+    assert_eq!(
+        not_readable.status(),
+        StatusCode::FORBIDDEN,
+        "devices do not read app records"
+    );
     let stored: Value = server
-        .get(&format!("/v1/apps/{app}/versions/1.0.0"), &device)
+        .get(&format!("/v1/apps/{app}/versions/1.0.0"), &server.admin)
         .await
         .json()
         .await
@@ -707,6 +838,36 @@ async fn lookups_generate_on_first_request() {
         (Some(app), Some("1.0.0"))
     );
 
+    // A one-off request with other options does not become the boxes' bundle.
+    let one_off = server
+        .post_json(
+            "/v1/bundles?wait=300",
+            &server.admin,
+            &json!({"image": conformance_image(), "platform": PLATFORM, "appId": app, "appVersion": "1.0.0",
+                    "options": {"format": "tar.zst"}}),
+        )
+        .await;
+    assert_eq!(one_off.status(), StatusCode::OK);
+    let looked_up: Value = server.get(&lookup, &device).await.json().await.unwrap();
+    assert_eq!(
+        looked_up["bundle"]["id"], bundle["id"],
+        "still the app version's bundle"
+    );
+    // Changing the app version's definition makes boxes get a new bundle.
+    let redefined = server
+        .put_json(
+            &format!("/v1/apps/{app}/versions/1.0.0"),
+            &server.admin,
+            &json!({"image": conformance_image(), "options": {"format": "tar.zst"}}),
+        )
+        .await;
+    assert_eq!(redefined.status(), StatusCode::OK);
+    let after = server.get(&format!("{lookup}&wait=300"), &device).await;
+    assert_eq!(after.status(), StatusCode::OK);
+    let new_bundle = after.json::<Value>().await.unwrap()["bundle"].clone();
+    assert_eq!(new_bundle["format"], "tar.zst");
+    assert_ne!(new_bundle["id"], bundle["id"]);
+
     for (query, code) in [
         (
             format!("/v1/lookup?app=nope&version=1&platform={PLATFORM}"),
@@ -718,19 +879,20 @@ async fn lookups_generate_on_first_request() {
         ),
         (format!("/v1/lookup?app={app}"), "invalid_query"),
     ] {
-        let response = server.get(&query, &device).await;
+        let response = server.get(&query, &server.admin).await;
         assert_eq!(error_code(response).await.1, code, "{query}");
     }
-    let apps: Value = server.get("/v1/apps", &device).await.json().await.unwrap();
+    let apps: Value = server.get("/v1/apps", &server.admin).await.json().await.unwrap();
     assert_eq!(apps["apps"].as_array().unwrap().len(), 1);
     let metrics = server.get("/metrics", &server.admin).await.text().await.unwrap();
+    // Only the first lookup found no bundle: the redefined app version's
+    // inputs are the one-off request's, whose bundle it shares.
     assert!(
-        metrics.contains("bundlegen_lookups_total{result=\"hit\"} 1"),
+        metrics.contains("bundlegen_lookups_total{result=\"hit\"} 3"),
         "{metrics}"
     );
-    // The first lookup and the one of an unknown app found no bundle.
     assert!(
-        metrics.contains("bundlegen_lookups_total{result=\"miss\"} 2"),
+        metrics.contains("bundlegen_lookups_total{result=\"miss\"} 1"),
         "{metrics}"
     );
 }
@@ -932,4 +1094,141 @@ async fn registries_are_restricted_and_remote_bodies_stay_out_of_errors() {
         (StatusCode::BAD_REQUEST, "invalid_image_reference")
     );
     assert!(message.contains("not one this service pulls from"), "{message}");
+}
+
+/// A device uploads at a bounded rate, and a platform keeps only the
+/// versions its policy says (never losing the current one).
+#[tokio::test(flavor = "multi_thread")]
+async fn device_uploads_are_rate_limited_and_old_versions_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_platform(dir.path(), &["--probe-uploads-per-hour", "2"]).await;
+    let device = server.device_token(PLATFORM).await;
+    let at = |path: &str| format!("/v1/platforms/{PLATFORM}{path}");
+    let policy = server
+        .put_json(
+            &at("/policy"),
+            &server.admin,
+            &json!({"autoAccept": true, "keepVersions": 3}),
+        )
+        .await;
+    assert_eq!(policy.status(), StatusCode::OK);
+    let too_many = server
+        .put_json(
+            &at("/policy"),
+            &server.admin,
+            &json!({"autoAccept": true, "keepVersions": 0}),
+        )
+        .await;
+    assert_eq!(error_code(too_many).await.1, "invalid_request");
+    let report: Value = serde_json::from_str(&probe_report_json()).unwrap();
+    let variant = |n: usize| {
+        let mut report = report.clone();
+        report["libraries"][0]["size"] = json!(n);
+        report.to_string()
+    };
+    for n in 1..=2 {
+        let uploaded = server
+            .send_body(reqwest::Method::POST, &at("/probe"), &device, variant(n))
+            .await;
+        assert!(uploaded.status().is_success(), "{}", uploaded.status());
+    }
+    let refused = server
+        .send_body(reqwest::Method::POST, &at("/probe"), &device, variant(3))
+        .await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        refused.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > 3000
+    );
+    // The platform team is not limited; versions beyond three are pruned.
+    for n in 4..=6 {
+        let uploaded = server
+            .send_body(reqwest::Method::POST, &at("/probe"), &server.admin, variant(n))
+            .await;
+        assert!(uploaded.status().is_success());
+    }
+    let history: Value = server.get(&at("/versions"), &server.admin).await.json().await.unwrap();
+    let versions: Vec<i64> = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, [5, 6, 7]);
+    let current: Value = server.get(&at(""), &server.admin).await.json().await.unwrap();
+    assert_eq!(current["version"], 7);
+}
+
+/// `bundlegen serve` with `args`, run to its end (it must refuse to start).
+fn refused_start(data_dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let output = bundlegen()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The bootstrap token makes the first admin, and only that: a file others
+/// may read, or a weak token, is refused before anything is written, and a
+/// revoked bootstrap token does not come back with a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bootstrap_token_makes_the_first_admin_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("bootstrap.token");
+    let strong = format!("bgt_{}", "0123456789abcdef".repeat(4));
+    let cases = [
+        ("readable by others", strong.as_str(), 0o644, "readable by others"),
+        ("weak", "password1234", 0o600, "too weak"),
+        ("one character", &*"a".repeat(80), 0o600, "too weak"),
+    ];
+    for (case, token, mode, message) in cases {
+        std::fs::write(&token_file, token).unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let data = dir.path().join(format!("data-{mode:o}-{}", token.len()));
+        let (code, stderr) = refused_start(&data, &["--bootstrap-token", token_file.to_str().unwrap()]);
+        assert_eq!(code, Some(78), "{case}: {stderr}");
+        assert!(stderr.contains(message), "{case}: {stderr}");
+        assert!(!data.exists(), "{case}: a refused start writes nothing");
+    }
+
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    let first_admin = server.admin.clone();
+    let second_admin = server.token("admin").await;
+    let tokens: Value = server.get("/v1/tokens", &second_admin).await.json().await.unwrap();
+    let bootstrap_id = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "bootstrap")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoked = server
+        .delete(&format!("/v1/tokens/{bootstrap_id}"), &second_admin)
+        .await;
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    server.restart();
+    let after = server.get("/v1/tokens", &first_admin).await;
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED, "revoked stays revoked");
+    let still = server.get("/v1/tokens", &second_admin).await;
+    assert_eq!(still.status(), StatusCode::OK);
+
+    // With an admin in the database, a new bootstrap file makes no admin.
+    let replaced = format!("bgt_{}", "fedcba9876543210".repeat(4));
+    std::fs::write(data.join("admin.token"), &replaced).unwrap();
+    server.restart();
+    let unused = server.get("/v1/tokens", &replaced).await;
+    assert_eq!(unused.status(), StatusCode::UNAUTHORIZED);
 }

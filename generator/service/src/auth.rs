@@ -17,6 +17,9 @@ pub enum AuthError {
     /// A known token whose role does not allow this.
     #[error("the {} role may not do this", .0.as_str())]
     Forbidden(Role),
+    /// A device token used for another platform than its own.
+    #[error("this device token belongs to platform {own}, not {asked}")]
+    OtherPlatform { own: String, asked: String },
     #[error(transparent)]
     Database(#[from] DbError),
 }
@@ -58,6 +61,8 @@ pub struct Caller {
     pub token_id: String,
     pub name: String,
     pub role: Role,
+    /// The platform a device token belongs to.
+    pub platform: Option<String>,
 }
 
 impl Caller {
@@ -67,6 +72,19 @@ impl Caller {
             Ok(())
         } else {
             Err(AuthError::Forbidden(self.role))
+        }
+    }
+
+    /// Fails for a device token of another platform; other roles may act
+    /// on every platform.
+    pub fn require_platform(&self, platform: &str) -> Result<(), AuthError> {
+        match (self.role, &self.platform) {
+            (Role::Device, Some(own)) if own == platform => Ok(()),
+            (Role::Device, own) => Err(AuthError::OtherPlatform {
+                own: own.clone().unwrap_or_else(|| "(none)".into()),
+                asked: platform.to_string(),
+            }),
+            _ => Ok(()),
         }
     }
 }
@@ -89,6 +107,16 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", random_hex(12))
 }
 
+/// A rough upper bound of a secret's entropy: its length times the bits of
+/// the alphabet it draws from (the distinct characters it uses).
+pub fn entropy_bits(secret: &str) -> f64 {
+    let distinct: std::collections::BTreeSet<char> = secret.chars().collect();
+    if distinct.len() < 2 {
+        return 0.0;
+    }
+    secret.chars().count() as f64 * (distinct.len() as f64).log2()
+}
+
 pub fn hash_token(token: &str) -> String {
     Sha256Digest::of(token.trim().as_bytes()).hex()
 }
@@ -102,11 +130,21 @@ pub async fn authenticate(store: &Store, header: Option<&str>) -> Result<Caller,
         .token_by_hash(&hash_token(token))
         .await?
         .ok_or(AuthError::Unauthenticated("unknown token"))?;
+    if record.revoked_at.is_some() {
+        return Err(AuthError::Unauthenticated("revoked token"));
+    }
+    if record.expires_at.is_some_and(|at| at <= crate::store::now()) {
+        return Err(AuthError::Unauthenticated("expired token"));
+    }
     let role = Role::parse(&record.role).ok_or(AuthError::Unauthenticated("token with an unknown role"))?;
+    if let Err(e) = store.token_used(&record.id).await {
+        tracing::warn!("token {}: recording its use: {e}", record.id);
+    }
     Ok(Caller {
         token_id: record.id,
         name: record.name,
         role,
+        platform: record.platform,
     })
 }
 
@@ -132,6 +170,7 @@ mod tests {
             token_id: "t".into(),
             name: "n".into(),
             role,
+            platform: None,
         };
         assert!(caller(Role::Admin).require(&[Role::Device]).is_ok());
         assert!(caller(Role::Device).require(&[Role::Device]).is_ok());
@@ -139,5 +178,38 @@ mod tests {
         for role in [Role::Admin, Role::PlatformTeam, Role::Device] {
             assert_eq!(Role::parse(role.as_str()), Some(role));
         }
+    }
+
+    #[test]
+    fn device_tokens_act_for_their_platform_only() {
+        let device = |platform: Option<&str>| Caller {
+            token_id: "t".into(),
+            name: "box-1".into(),
+            role: Role::Device,
+            platform: platform.map(str::to_string),
+        };
+        assert!(device(Some("rpi3")).require_platform("rpi3").is_ok());
+        let other = device(Some("rpi3")).require_platform("rpi4").unwrap_err();
+        assert_eq!(
+            other.to_string(),
+            "this device token belongs to platform rpi3, not rpi4"
+        );
+        assert!(
+            device(None).require_platform("rpi3").is_err(),
+            "an unbound device token acts for none"
+        );
+        let team = Caller {
+            role: Role::PlatformTeam,
+            ..device(None)
+        };
+        assert!(team.require_platform("rpi4").is_ok());
+    }
+
+    #[test]
+    fn entropy_is_length_times_alphabet_bits() {
+        let (_, token) = new_token();
+        assert!(entropy_bits(&token) >= 256.0, "our tokens are strong enough");
+        assert_eq!(entropy_bits(&"a".repeat(100)), 0.0);
+        assert!(entropy_bits("password123") < 64.0);
     }
 }

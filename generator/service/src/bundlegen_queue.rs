@@ -26,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::jobs::{BundleOptions, BundleRequest};
 use crate::queue::{self, QueueError};
-use crate::store::JobState;
+use crate::store::{JobState, NewVersion};
 use crate::{RequestError, Service, ServiceError};
 
 pub const REQUEST_QUEUE: &str = "bundlegen-requests";
@@ -244,11 +244,14 @@ async fn import_platform(service: &Service, name: &str) -> Result<(), RequestErr
         .store
         .add_platform_version(
             name,
-            &template,
-            libs.as_deref(),
-            probe.as_deref(),
-            "import",
-            "bundlegen-queue",
+            &NewVersion {
+                template: &template,
+                libs: libs.as_deref(),
+                probe: probe.as_deref(),
+                change: "import",
+                created_by: "bundlegen-queue",
+                held: false,
+            },
         )
         .await?;
     Ok(())

@@ -41,6 +41,8 @@ pub struct ServiceConfig {
     pub bootstrap_token: Option<PathBuf>,
     /// Attempts per job before a transient failure is final.
     pub max_attempts: i64,
+    /// Probe reports a device token may upload in an hour.
+    pub probe_uploads_per_hour: usize,
     /// Also consume BundleGen's `bundlegen-requests` queue (worker).
     pub bundlegen_queue: bool,
     /// Where BundleGen-queue bundles are copied (`BUNDLE_STORE_DIR`).
@@ -67,6 +69,7 @@ impl ServiceConfig {
             template_dir: None,
             bootstrap_token: None,
             max_attempts: 3,
+            probe_uploads_per_hour: 12,
             bundlegen_queue: false,
             bundle_store_dir: None,
         }

@@ -178,6 +178,7 @@ mod tests {
             change: "template".into(),
             created_by: "t".into(),
             created_at: 0,
+            state: "accepted".into(),
         }
     }
 

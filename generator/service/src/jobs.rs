@@ -104,12 +104,21 @@ impl BundleOptions {
     }
 }
 
-/// The de-duplication key: equal requests against the same platform version
-/// give the same bundle.
-pub fn job_key(request: &BundleRequest, platform_version: i64) -> String {
+/// The fingerprint of all of a bundle's inputs: the request (image, app
+/// metadata, options), the platform version and the operator config (its
+/// fingerprint). Equal inputs give the same bundle; any change, another.
+pub fn job_key(request: &BundleRequest, platform_version: i64, operator: &str) -> String {
     // serde_json's maps are sorted, so this text is canonical.
-    let canonical = serde_json::json!({"request": request, "platformVersion": platform_version});
+    let canonical = serde_json::json!({"request": request, "platformVersion": platform_version, "operator": operator});
     Sha256Digest::of(canonical.to_string().as_bytes()).hex()
+}
+
+/// The fingerprint of an operator config, for [`job_key`].
+pub fn operator_fingerprint(operator: &OperatorConfig) -> String {
+    let canonical = serde_json::to_value(operator)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    Sha256Digest::of(canonical.as_bytes()).hex()
 }
 
 /// A stored platform version as the pipeline's input.
@@ -481,22 +490,22 @@ mod tests {
 
     #[test]
     fn equal_requests_share_a_key_and_any_difference_changes_it() {
-        let base = job_key(&request(), 1);
-        assert_eq!(job_key(&request(), 1), base);
+        let base = job_key(&request(), 1, "op");
+        assert_eq!(job_key(&request(), 1, "op"), base);
         let mut with_defaults = request();
         with_defaults.options = BundleOptions::default();
-        assert_eq!(job_key(&with_defaults, 1), base, "defaults are the same request");
-        assert_ne!(job_key(&request(), 2), base, "another platform version");
+        assert_eq!(job_key(&with_defaults, 1, "op"), base, "defaults are the same request");
+        assert_ne!(job_key(&request(), 2, "op"), base, "another platform version");
         let mut other = request();
         other.options.format = "ipk".into();
-        assert_ne!(job_key(&other, 1), base);
+        assert_ne!(job_key(&other, 1, "op"), base);
         let mut metadata = request();
         metadata.app_metadata = Some(serde_json::json!({"id": "a", "b": 1}));
         let mut reordered = request();
         reordered.app_metadata = serde_json::from_str(r#"{"b": 1, "id": "a"}"#).ok();
         assert_eq!(
-            job_key(&metadata, 1),
-            job_key(&reordered, 1),
+            job_key(&metadata, 1, "op"),
+            job_key(&reordered, 1, "op"),
             "key order does not matter"
         );
     }

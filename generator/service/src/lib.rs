@@ -10,6 +10,7 @@
 //! - [`store`] over [`db`]: records in SQLite (embedded) or PostgreSQL.
 //! - [`queue`]: jobs to workers, in-process or through RabbitMQ.
 //! - [`blobs`]: finished bundles in a directory or an OCI registry.
+//! - [`probes`]: which probe reports are accepted, held or refused.
 //! - [`signing`], [`auth`], [`metrics`], [`diff`], [`bundlegen_queue`].
 //!
 //! Embedded (the default) is one process with everything under a data
@@ -25,6 +26,7 @@ pub mod db;
 pub mod diff;
 pub mod jobs;
 pub mod metrics;
+pub mod probes;
 pub mod queue;
 pub mod requests;
 pub mod serve;

@@ -143,7 +143,7 @@ impl Service {
                 Err(e) => return Err(RequestError::Metadata(e.to_string())),
             }
         }
-        let key = job_key(&request, version.version);
+        let key = job_key(&request, version.version, &self.operator_fingerprint);
         let stored = serde_json::to_string(&StoredRequest {
             request: request.clone(),
             platform_version: version.version,

@@ -7,8 +7,10 @@ use bundlegen_protocol::config::operator::OperatorConfig;
 
 use crate::blobs::BlobStore;
 use crate::metrics::Metrics;
+use crate::probes::UploadLimiter;
 use crate::queue::Queue;
 use crate::signing::Signer;
+use crate::store::NewToken;
 use crate::store::Store;
 use crate::{ServiceConfig, ServiceError, auth, db};
 
@@ -22,8 +24,12 @@ pub struct Service {
     pub signer: Arc<Signer>,
     pub metrics: Arc<Metrics>,
     pub operator: OperatorConfig,
+    /// Part of every bundle's key: a new operator config makes new bundles.
+    pub operator_fingerprint: String,
     /// Names this process in job records.
     pub worker_id: String,
+    /// Devices' probe uploads, per token.
+    pub probe_uploads: Arc<UploadLimiter>,
 }
 
 /// The URL without its password, for messages.
@@ -43,6 +49,11 @@ impl Service {
         let io = |what: &Path| {
             let what = what.display().to_string();
             move |source| ServiceError::Io { what, source }
+        };
+        // Checked before anything is written: a refused start leaves nothing.
+        let bootstrap = match &config.bootstrap_token {
+            Some(path) => read_bootstrap_token(path)?,
+            None => None,
         };
         std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
         let database = config
@@ -85,6 +96,7 @@ impl Service {
             std::process::id(),
             &auth::new_id("w")[2..8]
         );
+        let config_probe_uploads = config.probe_uploads_per_hour;
         let service = Service {
             config: Arc::new(config),
             store,
@@ -92,25 +104,27 @@ impl Service {
             queue,
             signer,
             metrics: Arc::new(Metrics::default()),
+            operator_fingerprint: crate::jobs::operator_fingerprint(&operator),
             operator,
             worker_id,
+            probe_uploads: Arc::new(UploadLimiter::new(config_probe_uploads)),
         };
-        service.bootstrap_admin().await?;
+        service.bootstrap_admin(bootstrap).await?;
         Ok(service)
     }
 
-    /// Makes sure an admin can log in the first time.
-    async fn bootstrap_admin(&self) -> Result<(), ServiceError> {
+    /// Makes sure an admin can log in the first time, and only then: the
+    /// bootstrap token (`bootstrap`, read before anything was written)
+    /// becomes an admin while the database has none; without a file, one is
+    /// written. A revoked bootstrap token stays revoked.
+    async fn bootstrap_admin(&self, bootstrap: Option<String>) -> Result<(), ServiceError> {
         let Some(path) = &self.config.bootstrap_token else {
             return Ok(());
         };
-        let token = match std::fs::read_to_string(path) {
-            Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
-            Ok(_) => return Err(ServiceError::Config(format!("{}: empty token file", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if self.store.count_tokens("admin").await? > 0 {
-                    return Ok(());
-                }
+        let token = match bootstrap {
+            Some(token) => token,
+            None if self.store.count_tokens("admin").await? > 0 => return Ok(()),
+            None => {
                 let (_, token) = auth::new_token();
                 bundlegen_protocol::fsutil::write_file_atomic(path, format!("{token}\n").as_bytes(), 0o600).map_err(
                     |source| ServiceError::Io {
@@ -118,23 +132,86 @@ impl Service {
                         source,
                     },
                 )?;
+                tracing::info!("the first admin token is in {}", path.display());
                 token
-            }
-            Err(source) => {
-                return Err(ServiceError::Io {
-                    what: path.display().to_string(),
-                    source,
-                });
             }
         };
         let hash = auth::hash_token(&token);
-        if self.store.token_by_hash(&hash).await?.is_none() {
-            let (id, _) = auth::new_token();
-            self.store.add_token(&id, "bootstrap", "admin", &hash).await?;
+        match self.store.token_by_hash(&hash).await? {
+            Some(record) if record.revoked_at.is_some() => {
+                tracing::warn!(
+                    "{}: this bootstrap token was revoked and stays revoked (remove the file)",
+                    path.display()
+                );
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None if self.store.count_tokens("admin").await? > 0 => {
+                tracing::warn!(
+                    "{}: not used, the database has an admin already (remove the file)",
+                    path.display()
+                );
+                Ok(())
+            }
+            None => {
+                let (id, _) = auth::new_token();
+                self.store
+                    .add_token(&NewToken {
+                        id: &id,
+                        name: "bootstrap",
+                        role: "admin",
+                        hash: &hash,
+                        platform: None,
+                        device: None,
+                        expires_at: None,
+                    })
+                    .await?;
+                tracing::info!("admin token {id} from {}", path.display());
+                Ok(())
+            }
         }
-        Ok(())
     }
 }
+
+/// The bootstrap token file, checked before anything is written: private
+/// to its owner, and holding a strong token. `None` if there is none yet.
+fn read_bootstrap_token(path: &Path) -> Result<Option<String>, ServiceError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |why: String| ServiceError::Config(format!("{}: {why}", path.display()));
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ServiceError::Io {
+                what: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    if metadata.permissions().mode() & 0o077 != 0 {
+        return Err(bad(format!(
+            "readable by others (mode {:o}); chmod 600 it",
+            metadata.permissions().mode() & 0o777
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ServiceError::Io {
+        what: path.display().to_string(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(bad("empty token file".into()));
+    }
+    if auth::entropy_bits(token) < MIN_BOOTSTRAP_BITS {
+        return Err(bad(format!(
+            "the token is too weak (under {MIN_BOOTSTRAP_BITS} bits); remove the file to have one written"
+        )));
+    }
+    Ok(Some(token.to_string()))
+}
+
+/// The least entropy of a bootstrap token: 32 random bytes.
+const MIN_BOOTSTRAP_BITS: f64 = 256.0;
 
 #[cfg(test)]
 mod tests {

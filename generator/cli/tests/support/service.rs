@@ -154,8 +154,19 @@ impl Server {
     }
 
     /// A new token with `role`, made by the admin.
+    /// A new token of `role` (not `device`: see [`Server::device_token`]).
     pub async fn token(&self, role: &str) -> String {
-        let body = json!({"name": format!("test {role}"), "role": role});
+        self.new_token(json!({"name": format!("test {role}"), "role": role}))
+            .await
+    }
+
+    /// A new device token of `platform`.
+    pub async fn device_token(&self, platform: &str) -> String {
+        self.new_token(json!({"name": format!("box of {platform}"), "role": "device", "platform": platform}))
+            .await
+    }
+
+    async fn new_token(&self, body: Value) -> String {
         let response = self.post_json("/v1/tokens", &self.admin, &body).await;
         assert_eq!(response.status(), 201);
         response.json::<Value>().await.unwrap()["token"]

@@ -14,7 +14,7 @@ use super::{JsonBody, QueryParams};
 use crate::Service;
 use crate::auth::{Caller, Role};
 use crate::blobs::BlobStore;
-use crate::jobs::BundleRequest;
+use crate::jobs::{BundleRequest, job_key};
 use crate::store::{BundleRecord, JobRecord, JobState};
 
 fn bundle_json(service: &Service, bundle: &BundleRecord) -> Value {
@@ -141,29 +141,23 @@ pub struct LookupQuery {
 /// first lookup starts its generation (202, poll the job or look up again).
 pub async fn lookup(
     State(service): State<Service>,
-    _caller: Caller,
+    caller: Caller,
     QueryParams(query): QueryParams<LookupQuery>,
 ) -> Result<Response, ApiError> {
+    caller.require_platform(&query.platform)?;
     let platform = service
         .store
         .platform_version(&query.platform, None)
         .await?
         .ok_or_else(|| ApiError::not_found("platform_not_found", format!("no platform named {}", query.platform)))?;
-    if let Some(bundle) = service
-        .store
-        .find_bundle(&query.app, &query.version, &query.platform, platform.version)
-        .await?
-    {
-        service.metrics.lookup(true);
-        return Ok((StatusCode::OK, Json(json!({"bundle": bundle_json(&service, &bundle)}))).into_response());
-    }
-    service.metrics.lookup(false);
     let app = service.store.app(&query.app, &query.version).await?.ok_or_else(|| {
         ApiError::not_found(
             "app_not_found",
             format!("no app {} version {}", query.app, query.version),
         )
     })?;
+    // Only a bundle of the app version's current definition will do: its
+    // image, metadata and options, this platform version, this operator config.
     let request = BundleRequest {
         image: app.image,
         platform: query.platform.clone(),
@@ -172,6 +166,12 @@ pub async fn lookup(
         app_version: Some(app.version),
         options: serde_json::from_value(app.options).unwrap_or_default(),
     };
+    let key = job_key(&request, platform.version, &service.operator_fingerprint);
+    if let Some(bundle) = service.store.bundle_by_key(&key).await? {
+        service.metrics.lookup(true);
+        return Ok((StatusCode::OK, Json(json!({"bundle": bundle_json(&service, &bundle)}))).into_response());
+    }
+    service.metrics.lookup(false);
     let job = service.submit(request).await?;
     let job = service.wait_for(job, query.wait).await?;
     job_response(&service, job).await
@@ -179,7 +179,7 @@ pub async fn lookup(
 
 pub async fn get_job(
     State(service): State<Service>,
-    _caller: Caller,
+    caller: Caller,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let job = service
@@ -187,6 +187,7 @@ pub async fn get_job(
         .job(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job_not_found", format!("no job {id}")))?;
+    caller.require_platform(&job.platform)?;
     Ok(Json(job_json(&job)))
 }
 
@@ -218,10 +219,12 @@ async fn find(service: &Service, id: &str) -> Result<BundleRecord, ApiError> {
 
 pub async fn get_bundle(
     State(service): State<Service>,
-    _caller: Caller,
+    caller: Caller,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(bundle_json(&service, &find(&service, &id).await?)))
+    let bundle = find(&service, &id).await?;
+    caller.require_platform(&bundle.platform)?;
+    Ok(Json(bundle_json(&service, &bundle)))
 }
 
 /// A single `bytes=` range (first-last, first-, or -suffix) within `size`:
@@ -266,11 +269,12 @@ fn content_type(format: &str) -> &'static str {
 /// `If-None-Match`, and the sha256 and signature in headers.
 pub async fn content(
     State(service): State<Service>,
-    _caller: Caller,
+    caller: Caller,
     UrlPath(id): UrlPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let bundle = find(&service, &id).await?;
+    caller.require_platform(&bundle.platform)?;
     let size = bundle.size as u64;
     let etag = format!("\"{}\"", bundle.sha256);
     let mut common = HeaderMap::new();

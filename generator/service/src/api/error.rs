@@ -90,7 +90,7 @@ impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> ApiError {
         match error {
             AuthError::Unauthenticated(message) => ApiError::unauthorized(message),
-            AuthError::Forbidden(_) => ApiError::forbidden(error.to_string()),
+            AuthError::Forbidden(_) | AuthError::OtherPlatform { .. } => ApiError::forbidden(error.to_string()),
             AuthError::Database(e) => e.into(),
         }
     }

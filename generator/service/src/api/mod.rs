@@ -159,6 +159,13 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Service>)> {
             put(platforms::put_libs).layer(document_limit()),
         ),
         ("GET", "/v1/platforms/{name}/versions", get(platforms::versions)),
+        (
+            "POST",
+            "/v1/platforms/{name}/versions/{version}/accept",
+            post(platforms::accept),
+        ),
+        ("GET", "/v1/platforms/{name}/policy", get(platforms::get_policy)),
+        ("PUT", "/v1/platforms/{name}/policy", put(platforms::put_policy)),
         ("GET", "/v1/platforms/{name}/diff", get(platforms::diff)),
         ("GET", "/v1/apps", get(admin::list_apps)),
         ("GET", "/v1/apps/{app}/versions/{version}", get(admin::get_app)),

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use axum::Json;
 use axum::extract::{Path as UrlPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bundlegen_protocol::config::libs::LibsFile;
 use bundlegen_protocol::config::platform::PlatformTemplate;
@@ -16,10 +16,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiError;
-use super::{QueryParams, body_bytes};
+use super::{JsonBody, QueryParams, body_bytes};
 use crate::Service;
 use crate::auth::{Caller, Role};
-use crate::store::PlatformVersion;
+use crate::probes;
+use crate::store::{NewVersion, PlatformPolicy, PlatformVersion};
 
 /// Platform names are path segments and file names on workers.
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -81,25 +82,28 @@ pub struct VersionQuery {
     version: Option<i64>,
 }
 
-pub async fn list(State(service): State<Service>, _caller: Caller) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(service): State<Service>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::PlatformTeam])?;
     Ok(Json(json!({"platforms": service.store.platforms().await?})))
 }
 
 pub async fn get_platform(
     State(service): State<Service>,
-    _caller: Caller,
+    caller: Caller,
     UrlPath(name): UrlPath<String>,
     QueryParams(query): QueryParams<VersionQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require_platform(&name)?;
     Ok(Json(summary(&current(&service, &name, query.version).await?)))
 }
 
 pub async fn get_probe(
     State(service): State<Service>,
-    _caller: Caller,
+    caller: Caller,
     UrlPath(name): UrlPath<String>,
     QueryParams(query): QueryParams<VersionQuery>,
 ) -> Result<Response, ApiError> {
+    caller.require_platform(&name)?;
     let version = current(&service, &name, query.version).await?;
     let probe = version.probe.ok_or_else(|| {
         ApiError::not_found(
@@ -113,10 +117,11 @@ pub async fn get_probe(
 /// The library list as BundleGen reads it (from the probe report if any).
 pub async fn get_libs(
     State(service): State<Service>,
-    _caller: Caller,
+    caller: Caller,
     UrlPath(name): UrlPath<String>,
     QueryParams(query): QueryParams<VersionQuery>,
 ) -> Result<Response, ApiError> {
+    caller.require_platform(&name)?;
     let version = current(&service, &name, query.version).await?;
     let libs = match (&version.probe, &version.libs) {
         (Some(probe), _) => serde_json::from_str::<ProbeReport>(probe)
@@ -184,17 +189,23 @@ pub async fn put_template(
         .store
         .add_platform_version(
             &name,
-            &text,
-            libs.as_deref(),
-            probe.as_deref(),
-            "template",
-            &caller.name,
+            &NewVersion {
+                template: &text,
+                libs: libs.as_deref(),
+                probe: probe.as_deref(),
+                change: "template",
+                created_by: &caller.name,
+                held: false,
+            },
         )
         .await?;
     Ok(created(version, &name, warnings))
 }
 
-/// Replaces the generated parts with a probe report.
+/// Replaces the generated parts with a probe report. A device's report is
+/// checked first; one that changes libc, the loader or the mounted graphics
+/// libraries is held for review (202) unless the platform accepts those
+/// itself. An identical report makes no new version.
 pub async fn post_probe(
     State(service): State<Service>,
     caller: Caller,
@@ -202,7 +213,21 @@ pub async fn post_probe(
     request: Request,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::PlatformTeam, Role::Device])?;
+    caller.require_platform(&name)?;
     let previous = current(&service, &name, None).await?;
+    let device = caller.role == Role::Device;
+    if device && let Err(wait) = service.probe_uploads.admit(&caller.token_id) {
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_uploads",
+            format!("this token uploads too often; try again in {} s", wait.as_secs() + 1),
+        )
+        .into_response();
+        if let Ok(value) = HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Ok(response);
+    }
     let (report, warnings, text) = document::<ProbeReport>(request, &service, "probe report", "invalid_probe").await?;
     let template: PlatformTemplate =
         serde_json::from_str(&previous.template).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -220,11 +245,127 @@ pub async fn post_probe(
             ),
         ));
     }
+    let problems = probes::check_report(&report, &template);
+    if !problems.is_empty() {
+        return Err(ApiError::unprocessable("invalid_probe", problems.join("; ")));
+    }
+    let previous_report = previous
+        .probe
+        .as_deref()
+        .and_then(|p| serde_json::from_str::<ProbeReport>(p).ok());
+    if previous_report.as_ref() == Some(&report) {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"name": name, "version": previous.version, "unchanged": true, "warnings": warnings})),
+        )
+            .into_response());
+    }
+    let auto_accept = service
+        .store
+        .platform_policy(&name)
+        .await?
+        .is_some_and(|policy| policy.auto_accept);
+    let reasons = if device && !auto_accept {
+        probes::review_reasons(previous_report.as_ref(), &report, &template)
+    } else {
+        Vec::new()
+    };
+    let held = !reasons.is_empty();
     let version = service
         .store
-        .add_platform_version(&name, &previous.template, None, Some(&text), "probe", &caller.name)
+        .add_platform_version(
+            &name,
+            &NewVersion {
+                template: &previous.template,
+                libs: None,
+                probe: Some(&text),
+                change: "probe",
+                created_by: &caller.name,
+                held,
+            },
+        )
         .await?;
+    if held {
+        tracing::warn!(
+            "platform {name}: version {version} from {} held for review: {reasons:?}",
+            caller.name
+        );
+        let body = json!({"name": name, "version": version, "held": true, "reasons": reasons, "warnings": warnings});
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+    }
     Ok(created(version, &name, warnings))
+}
+
+/// Accepts a held report: it is marked accepted, and a new current version
+/// of the current template takes it.
+pub async fn accept(
+    State(service): State<Service>,
+    caller: Caller,
+    UrlPath((name, number)): UrlPath<(String, i64)>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::PlatformTeam])?;
+    let held = current(&service, &name, Some(number)).await?;
+    // One accept per held version, even when two reviewers click at once.
+    if !service.store.mark_accepted(&name, number).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_held",
+            format!("platform {name} version {number} is not held for review"),
+        ));
+    }
+    let now_current = current(&service, &name, None).await?;
+    let version = service
+        .store
+        .add_platform_version(
+            &name,
+            &NewVersion {
+                template: &now_current.template,
+                libs: None,
+                probe: held.probe.as_deref(),
+                change: "accepted",
+                created_by: &caller.name,
+                held: false,
+            },
+        )
+        .await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({"name": name, "version": version, "accepted": number})),
+    )
+        .into_response())
+}
+
+pub async fn get_policy(
+    State(service): State<Service>,
+    caller: Caller,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<PlatformPolicy>, ApiError> {
+    caller.require(&[Role::PlatformTeam])?;
+    service
+        .store
+        .platform_policy(&name)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("platform_not_found", format!("no platform named {name}")))
+}
+
+pub async fn put_policy(
+    State(service): State<Service>,
+    caller: Caller,
+    UrlPath(name): UrlPath<String>,
+    JsonBody(policy): JsonBody<PlatformPolicy>,
+) -> Result<Json<PlatformPolicy>, ApiError> {
+    caller.require(&[Role::PlatformTeam])?;
+    if !(1..=1000).contains(&policy.keep_versions) {
+        return Err(ApiError::unprocessable("invalid_request", "keepVersions: 1 to 1000"));
+    }
+    if !service.store.set_platform_policy(&name, &policy).await? {
+        return Err(ApiError::not_found(
+            "platform_not_found",
+            format!("no platform named {name}"),
+        ));
+    }
+    Ok(Json(policy))
 }
 
 /// Replaces the generated parts with a BundleGen library list.
@@ -239,16 +380,27 @@ pub async fn put_libs(
     let (_libs, warnings, text) = document::<LibsFile>(request, &service, "library list", "invalid_libs").await?;
     let version = service
         .store
-        .add_platform_version(&name, &previous.template, Some(&text), None, "libs", &caller.name)
+        .add_platform_version(
+            &name,
+            &NewVersion {
+                template: &previous.template,
+                libs: Some(&text),
+                probe: None,
+                change: "libs",
+                created_by: &caller.name,
+                held: false,
+            },
+        )
         .await?;
     Ok(created(version, &name, warnings))
 }
 
 pub async fn versions(
     State(service): State<Service>,
-    _caller: Caller,
+    caller: Caller,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
+    caller.require_platform(&name)?;
     let history = service.store.platform_history(&name).await?;
     if history.is_empty() {
         return Err(ApiError::not_found(
@@ -258,9 +410,10 @@ pub async fn versions(
     }
     let versions: Vec<Value> = history
         .iter()
-        .map(
-            |v| json!({"version": v.version, "change": v.change, "createdBy": v.created_by, "createdAt": v.created_at}),
-        )
+        .map(|v| {
+            json!({"version": v.version, "change": v.change, "state": v.state, "createdBy": v.created_by,
+                   "createdAt": v.created_at})
+        })
         .collect();
     Ok(Json(json!({"name": name, "versions": versions})))
 }
@@ -273,10 +426,11 @@ pub struct DiffQuery {
 
 pub async fn diff(
     State(service): State<Service>,
-    _caller: Caller,
+    caller: Caller,
     UrlPath(name): UrlPath<String>,
     QueryParams(query): QueryParams<DiffQuery>,
 ) -> Result<Json<crate::diff::PlatformDiff>, ApiError> {
+    caller.require_platform(&name)?;
     let from = current(&service, &name, Some(query.from)).await?;
     let to = current(&service, &name, query.to).await?;
     Ok(Json(crate::diff::diff(&from, &to)))

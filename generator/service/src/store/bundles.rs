@@ -83,27 +83,13 @@ impl Store {
         Ok(rows.first().map(bundle))
     }
 
-    /// The newest bundle of an app version for a platform version.
-    pub async fn find_bundle(
-        &self,
-        app_id: &str,
-        app_version: &str,
-        platform: &str,
-        platform_version: i64,
-    ) -> Result<Option<BundleRecord>, DbError> {
+    /// The bundle made from exactly these inputs (a job key), if any.
+    pub async fn bundle_by_key(&self, key: &str) -> Result<Option<BundleRecord>, DbError> {
         let rows = self
             .db
             .query(
-                &format!(
-                    "SELECT {BUNDLE_COLUMNS} FROM bundles WHERE app_id = $1 AND app_version = $2 AND platform = $3 \
-                     AND platform_version = $4 ORDER BY created_at DESC LIMIT 1"
-                ),
-                vec![
-                    app_id.into(),
-                    app_version.into(),
-                    platform.into(),
-                    platform_version.into(),
-                ],
+                &format!("SELECT {BUNDLE_COLUMNS} FROM bundles WHERE key = $1 ORDER BY created_at DESC LIMIT 1"),
+                vec![key.into()],
             )
             .await?;
         Ok(rows.first().map(bundle))

@@ -16,8 +16,8 @@ mod tokens;
 pub use apps::AppRecord;
 pub use bundles::BundleRecord;
 pub use jobs::{JobRecord, JobState, NewJob};
-pub use platforms::{PlatformSummary, PlatformVersion};
-pub use tokens::TokenRecord;
+pub use platforms::{NewVersion, PlatformPolicy, PlatformSummary, PlatformVersion};
+pub use tokens::{NewToken, TokenRecord};
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
