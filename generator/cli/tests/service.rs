@@ -415,13 +415,16 @@ async fn platforms_keep_versions_and_diff_them() {
     // Bad inputs name what is wrong.
     let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str, &str)> = vec![
         (
-            http.put(server.url(&at(""))).body("{not json"),
+            http.put(server.url(&at("")))
+                .header("content-type", "application/json")
+                .body("{not json"),
             StatusCode::BAD_REQUEST,
             "invalid_json",
             "",
         ),
         (
             http.put(server.url(&at("")))
+                .header("content-type", "application/json")
                 .body(json!({"platformName": PLATFORM, "os": 7}).to_string()),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_template",
@@ -429,10 +432,25 @@ async fn platforms_keep_versions_and_diff_them() {
         ),
         (
             http.put(server.url("/v1/platforms/bad%20name"))
+                .header("content-type", "application/json")
                 .body(template_text(PLATFORM)),
             StatusCode::BAD_REQUEST,
             "invalid_platform_name",
             "",
+        ),
+        (
+            http.put(server.url(&at("")))
+                .header("content-type", "text/plain")
+                .body(template_text(PLATFORM)),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "text/plain",
+        ),
+        (
+            http.put(server.url(&at(""))).body(template_text(PLATFORM)),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "without a Content-Type",
         ),
         (
             http.get(server.url("/v1/platforms/nope")),
@@ -459,13 +477,16 @@ async fn platforms_keep_versions_and_diff_them() {
             "from",
         ),
         (
-            http.post(server.url(&at("/probe"))).body("{}"),
+            http.post(server.url(&at("/probe")))
+                .header("content-type", "application/json")
+                .body("{}"),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_probe",
             "",
         ),
         (
             http.put(server.url(&at("/libs")))
+                .header("content-type", "application/json")
                 .body(json!({"libs": [{"name": "relative", "apiversions": [], "deps": []}]}).to_string()),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_libs",
@@ -593,6 +614,30 @@ async fn bundles_are_built_signed_and_served_with_ranges() {
         .await;
     assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
     assert!(cached.bytes().await.unwrap().is_empty());
+    let weak = server
+        .send(reqwest::Method::GET, &content, &device, |r| {
+            r.header("if-none-match", format!("W/\"{sha}\""))
+        })
+        .await;
+    assert_eq!(weak.status(), StatusCode::NOT_MODIFIED, "weak comparison");
+    // Several ranges, or a box copy that is not this one: the whole (RFC 9110).
+    let several = ranged("bytes=0-1,5-6").await;
+    assert_eq!(several.status(), StatusCode::OK);
+    assert_eq!(several.bytes().await.unwrap(), bytes);
+    let stale = server
+        .send(reqwest::Method::GET, &content, &device, |r| {
+            r.header("range", "bytes=0-99").header("if-range", "\"another\"")
+        })
+        .await;
+    assert_eq!(stale.status(), StatusCode::OK);
+    assert_eq!(stale.bytes().await.unwrap(), bytes);
+    let same = server
+        .send(reqwest::Method::GET, &content, &device, |r| {
+            r.header("range", "bytes=0-99").header("if-range", format!("\"{sha}\""))
+        })
+        .await;
+    assert_eq!(same.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(same.bytes().await.unwrap(), bytes[..100]);
 
     // The same request again is served from the cache: same job, same bundle.
     let again: Value = server
@@ -627,9 +672,9 @@ async fn bundles_are_built_signed_and_served_with_ranges() {
         .unwrap()
         .parse()
         .unwrap();
-    // The whole archive, then 100 + 10 + (size - 1000) bytes of ranges; the
-    // 304 and the 416 send nothing.
-    assert_eq!(served, 2 * bytes.len() as u64 - 890);
+    // The whole archive, then 100 + 10 + (size - 1000) bytes of ranges, the
+    // whole twice more and 100 bytes; the 304s and the 416 send nothing.
+    assert_eq!(served, 4 * bytes.len() as u64 - 790);
     assert!(
         metrics.contains("bundlegen_jobs_finished_total{outcome=\"succeeded\"} 1"),
         "{metrics}"

@@ -3,6 +3,7 @@
 //! increasing order (SQLite numbers named parameters by first appearance),
 //! `BIGINT` and `TEXT` columns only, single-statement updates.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::RwLock;
@@ -168,6 +169,14 @@ impl Db {
                 message: e.to_string(),
             };
             let connection = tokio::task::spawn_blocking(move || {
+                // Tokens' hashes and the platforms live here: the owner's only.
+                // SQLite gives its WAL and shared-memory files the same mode.
+                private_file(Path::new(&path)).map_err(|e| {
+                    rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                        Some(e.to_string()),
+                    )
+                })?;
                 let connection = rusqlite::Connection::open(&path)?;
                 // WAL: readers do not block the writer; FULL: a committed
                 // row survives a power cut (a finished bundle is never lost).
@@ -338,6 +347,24 @@ impl Db {
     }
 }
 
+/// Creates `path` (and any WAL and shared-memory files beside it) readable
+/// and writable by the owner only, or takes other users' access away.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 /// The migrations after version `current`, with their version numbers.
 fn pending(current: i64) -> impl Iterator<Item = (i64, &'static [&'static str])> {
     MIGRATIONS
@@ -461,6 +488,12 @@ mod tests {
         assert_eq!(db.query("SELECT id FROM tokens", vec![]).await.unwrap().len(), 1);
         let versions = db.query("SELECT version FROM schema_version", vec![]).await.unwrap();
         assert_eq!(versions.len(), MIGRATIONS.len(), "each migration once");
+        use std::os::unix::fs::PermissionsExt;
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{:?} is the owner's only", entry.file_name());
+        }
     }
 
     /// A database made before migrations were counted (the first schema,

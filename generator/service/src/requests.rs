@@ -8,7 +8,7 @@ use bundlegen_core::image::ImageReference;
 use bundlegen_core::image::registry::normalize_host;
 use bundlegen_core::pipeline::StageError;
 
-use bundlegen_protocol::config::app::{AppMetadata, container_id_problem};
+use bundlegen_protocol::config::app::{AppMetadata, container_id_problem, version_problem};
 use bundlegen_protocol::config::parse;
 
 use crate::db::DbError;
@@ -131,6 +131,11 @@ impl Service {
             && let Some(reason) = container_id_problem(id)
         {
             return Err(RequestError::AppId { id: id.clone(), reason });
+        }
+        if let Some(version) = &request.app_version
+            && let Some(reason) = version_problem(version)
+        {
+            return Err(RequestError::Invalid(format!("appVersion {version:?}: {reason}")));
         }
         if let Some(metadata) = &request.app_metadata {
             let app = parse_metadata(metadata)?;

@@ -148,6 +148,17 @@ pub fn container_id_problem(id: &str) -> Option<String> {
     None
 }
 
+/// App version rules (boxes keep versions as directory names): 1-64 of
+/// `[A-Za-z0-9._+-]`, not starting with '.'.
+pub fn version_problem(version: &str) -> Option<String> {
+    let valid = (1..=64).contains(&version.len())
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
+        && !version.starts_with('.');
+    (!valid).then(|| "1-64 of A-Z a-z 0-9 . _ + -, not starting with '.'".to_string())
+}
+
 /// Problems with capability names.
 pub(crate) fn validate_capabilities(names: &[String], path: &str, problems: &mut Vec<Problem>) {
     for (i, name) in names.iter().enumerate() {

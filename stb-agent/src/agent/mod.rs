@@ -91,17 +91,9 @@ fn random_handle(prefix: &str) -> String {
 
 /// Versions are directory names: 1 to 64 of `[A-Za-z0-9._+-]`, not starting with '.'.
 pub fn check_version(version: &str) -> Result<(), InvalidParams> {
-    let valid = (1..=64).contains(&version.len())
-        && version
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
-        && !version.starts_with('.');
-    if valid {
-        Ok(())
-    } else {
-        Err(InvalidParams(format!(
-            "version {version:?}: 1-64 of A-Z a-z 0-9 . _ + -, not starting with '.'"
-        )))
+    match bundlegen_protocol::config::app::version_problem(version) {
+        None => Ok(()),
+        Some(reason) => Err(InvalidParams(format!("version {version:?}: {reason}"))),
     }
 }
 

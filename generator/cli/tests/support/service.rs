@@ -142,7 +142,8 @@ impl Server {
         self.send(reqwest::Method::PUT, path, token, |r| r.json(body)).await
     }
 
-    /// `METHOD path` with `body` as it is (a template's text, a probe report).
+    /// `METHOD path` with `body` as it is (a template's text, a probe
+    /// report), sent as JSON.
     pub async fn send_body(
         &self,
         method: reqwest::Method,
@@ -150,7 +151,10 @@ impl Server {
         token: &str,
         body: impl Into<reqwest::Body>,
     ) -> reqwest::Response {
-        self.send(method, path, token, |r| r.body(body)).await
+        self.send(method, path, token, |r| {
+            r.header(reqwest::header::CONTENT_TYPE, "application/json").body(body)
+        })
+        .await
     }
 
     /// A new token with `role`, made by the admin.

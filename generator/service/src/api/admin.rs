@@ -150,6 +150,12 @@ pub async fn put_app(
     if let Some(reason) = bundlegen_protocol::config::app::container_id_problem(&app) {
         return Err(ApiError::bad_request("invalid_app_id", format!("{app:?}: {reason}")));
     }
+    if let Some(reason) = bundlegen_protocol::config::app::version_problem(&version) {
+        return Err(ApiError::bad_request(
+            "invalid_app_version",
+            format!("{version:?}: {reason}"),
+        ));
+    }
     service.image_reference(&body.image)?;
     body.options
         .validate()

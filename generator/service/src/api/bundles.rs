@@ -227,34 +227,56 @@ pub async fn get_bundle(
     Ok(Json(bundle_json(&service, &bundle)))
 }
 
-/// A single `bytes=` range (first-last, first-, or -suffix) within `size`:
-/// `Ok(None)` without a header, `Err` if it cannot be satisfied.
-pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(header) = header else { return Ok(None) };
-    let spec = header.trim().strip_prefix("bytes=").ok_or(())?;
+/// What a `Range` header asks of a representation of `size` bytes (RFC
+/// 9110, 14.2): a header that is not one valid `bytes=` range (several
+/// ranges, another unit, bad syntax) is ignored and the whole is sent; a
+/// valid one that starts past the end cannot be satisfied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    Whole,
+    /// First and last byte, inclusive.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Whole;
+    };
     if spec.contains(',') {
         // One range is what boxes resume with; several are not served.
-        return Err(());
+        return RangeRequest::Whole;
     }
-    let (first, last) = spec.split_once('-').ok_or(())?;
-    let range = match (first.trim(), last.trim()) {
-        ("", suffix) => {
-            let suffix: u64 = suffix.parse().map_err(|_| ())?;
-            if suffix == 0 || size == 0 {
-                return Err(());
-            }
-            (size.saturating_sub(suffix), size - 1)
-        }
-        (first, "") => (first.parse().map_err(|_| ())?, size.checked_sub(1).ok_or(())?),
-        (first, last) => {
-            let (first, last): (u64, u64) = (first.parse().map_err(|_| ())?, last.parse().map_err(|_| ())?);
-            (first, last.min(size.saturating_sub(1)))
-        }
+    let Some((first, last)) = spec.split_once('-') else {
+        return RangeRequest::Whole;
     };
-    if range.0 > range.1 || range.0 >= size {
-        return Err(());
+    let number = |text: &str| text.trim().parse::<u64>().ok();
+    let (first, last) = match (first.trim(), last.trim()) {
+        ("", suffix) => match number(suffix) {
+            Some(0) => return RangeRequest::Unsatisfiable,
+            Some(_) if size == 0 => return RangeRequest::Unsatisfiable,
+            Some(suffix) => (size.saturating_sub(suffix), size - 1),
+            None => return RangeRequest::Whole,
+        },
+        (first, "") => match number(first) {
+            Some(first) => (first, size.saturating_sub(1)),
+            None => return RangeRequest::Whole,
+        },
+        (first, last) => match (number(first), number(last)) {
+            (Some(first), Some(last)) if first <= last => (first, last.min(size.saturating_sub(1))),
+            _ => return RangeRequest::Whole,
+        },
+    };
+    if first >= size {
+        return RangeRequest::Unsatisfiable;
     }
-    Ok(Some(range))
+    RangeRequest::Part(first, last)
+}
+
+/// `If-None-Match` matches `etag` by weak comparison (RFC 9110, 13.1.2).
+fn none_match(header: Option<&str>, etag: &str) -> bool {
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
+    header.is_some_and(|v| v.trim() == "*" || v.split(',').any(|tag| opaque(tag) == opaque(etag)))
 }
 
 fn content_type(format: &str) -> &'static str {
@@ -287,13 +309,17 @@ pub async fn content(
     set(header::ACCEPT_RANGES, "bytes");
     set(header::HeaderName::from_static("x-bundle-sha256"), &bundle.sha256);
     set(header::HeaderName::from_static("x-bundle-signature"), &bundle.signature);
-    let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
-    if if_none_match.is_some_and(|v| v.trim() == "*" || v.split(',').any(|tag| tag.trim() == etag)) {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if none_match(text(header::IF_NONE_MATCH), &etag) {
         return Ok((StatusCode::NOT_MODIFIED, common).into_response());
     }
-    let range = match parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), size) {
-        Ok(range) => range,
-        Err(()) => {
+    // If-Range: the range only while the box's copy is this one (strong comparison).
+    let if_range_holds = text(header::IF_RANGE).is_none_or(|tag| tag.trim() == etag);
+    let asked = if if_range_holds { text(header::RANGE) } else { None };
+    let range = match parse_range(asked, size) {
+        RangeRequest::Whole => None,
+        RangeRequest::Part(first, last) => Some((first, last)),
+        RangeRequest::Unsatisfiable => {
             let mut response = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "range_not_satisfiable",
@@ -346,24 +372,41 @@ mod tests {
 
     #[test]
     fn ranges_are_parsed_like_rfc_9110_says() {
-        type Case<'a> = (Option<&'a str>, Result<Option<(u64, u64)>, ()>);
-        let cases: &[Case] = &[
-            (None, Ok(None)),
-            (Some("bytes=0-99"), Ok(Some((0, 99)))),
-            (Some("bytes=100-"), Ok(Some((100, 999)))),
-            (Some("bytes=-100"), Ok(Some((900, 999)))),
-            (Some("bytes=-5000"), Ok(Some((0, 999)))),
-            (Some("bytes=990-5000"), Ok(Some((990, 999)))),
-            (Some("bytes=1000-"), Err(())),
-            (Some("bytes=5-4"), Err(())),
-            (Some("bytes=0-1,5-6"), Err(())),
-            (Some("items=0-1"), Err(())),
-            (Some("bytes=-0"), Err(())),
-            (Some("bytes=a-b"), Err(())),
+        use RangeRequest::*;
+        let cases: &[(Option<&str>, RangeRequest)] = &[
+            (None, Whole),
+            (Some("bytes=0-99"), Part(0, 99)),
+            (Some("bytes=100-"), Part(100, 999)),
+            (Some("bytes=-100"), Part(900, 999)),
+            (Some("bytes=-5000"), Part(0, 999)),
+            (Some("bytes=990-5000"), Part(990, 999)),
+            (Some("bytes=1000-"), Unsatisfiable),
+            (Some("bytes=-0"), Unsatisfiable),
+            // Not one valid range: ignored, the whole is sent.
+            (Some("bytes=5-4"), Whole),
+            (Some("bytes=0-1,5-6"), Whole),
+            (Some("items=0-1"), Whole),
+            (Some("bytes=a-b"), Whole),
+            (Some("bytes=7"), Whole),
         ];
         for (header, expected) in cases {
             assert_eq!(parse_range(*header, 1000), *expected, "{header:?}");
         }
-        assert_eq!(parse_range(Some("bytes=0-"), 0), Err(()));
+        assert_eq!(parse_range(Some("bytes=0-"), 0), Unsatisfiable);
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly() {
+        let etag = "\"abc\"";
+        for (header, matches) in [
+            (Some("\"abc\""), true),
+            (Some("W/\"abc\""), true),
+            (Some("\"x\", W/\"abc\""), true),
+            (Some("*"), true),
+            (Some("\"abd\""), false),
+            (None, false),
+        ] {
+            assert_eq!(none_match(header, etag), matches, "{header:?}");
+        }
     }
 }

@@ -48,6 +48,7 @@ impl<T: DeserializeOwned> FromRequest<Service> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, service: &Service) -> Result<Self, ApiError> {
+        require_json(&request)?;
         let bytes = body_bytes(request, service).await?;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
@@ -74,6 +75,27 @@ impl<T: DeserializeOwned + Send> FromRequestParts<Service> for QueryParams<T> {
             .await
             .map(|q| QueryParams(q.0))
             .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
+    }
+}
+
+/// JSON endpoints take JSON only: `application/json` or a `+json` type.
+fn require_json(request: &Request) -> Result<(), ApiError> {
+    let media_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    match media_type.as_deref() {
+        Some("application/json") => Ok(()),
+        Some(other) if other.starts_with("application/") && other.ends_with("+json") => Ok(()),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "send JSON (Content-Type: application/json), not {}",
+                other.unwrap_or("a body without a Content-Type")
+            ),
+        )),
     }
 }
 

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiError;
-use super::{JsonBody, QueryParams, body_bytes};
+use super::{JsonBody, QueryParams, body_bytes, require_json};
 use crate::Service;
 use crate::auth::{Caller, Role};
 use crate::probes;
@@ -146,6 +146,7 @@ async fn document<T: serde::de::DeserializeOwned + Validate>(
     what: &str,
     code: &'static str,
 ) -> Result<(T, Vec<String>, String), ApiError> {
+    require_json(&request)?;
     let bytes = body_bytes(request, service).await?;
     let text = String::from_utf8(bytes.to_vec())
         .map_err(|_| ApiError::bad_request("invalid_json", format!("the {what} is not UTF-8")))?;
