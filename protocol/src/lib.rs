@@ -14,6 +14,8 @@ pub mod plugins;
 pub mod probe;
 pub mod root;
 pub mod runtime;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod signature;
 pub mod tar_read;
 pub mod tls;

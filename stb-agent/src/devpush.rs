@@ -6,18 +6,22 @@
 //! configuration is read).
 
 use std::convert::Infallible;
-use std::io::Write;
 use std::sync::Arc;
+
+use bundlegen_protocol::server::Limits;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::agent::Agent;
 use crate::agent::{ErrorKind, LaunchError};
+use crate::download::ROOM_CHECK_INTERVAL;
+use crate::store::NoRoom;
 
 type Reply = Response<Full<Bytes>>;
 
@@ -30,13 +34,14 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Reply {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
-    let mut response = reply(status, json!({"error": {"code": code, "message": message.into()}}));
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        // The rest of the body is not read: the connection cannot be reused.
-        response
-            .headers_mut()
-            .insert("connection", hyper::header::HeaderValue::from_static("close"));
-    }
+    reply(status, json!({"error": {"code": code, "message": message.into()}}))
+}
+
+/// A refusal before the body was read: the connection cannot be reused.
+fn unread(mut response: Reply) -> Reply {
+    response
+        .headers_mut()
+        .insert("connection", hyper::header::HeaderValue::from_static("close"));
     response
 }
 
@@ -57,6 +62,12 @@ fn refused(e: &LaunchError) -> Reply {
     error(status_of(kind), kind.as_str(), bundlegen_protocol::error_chain(e))
 }
 
+/// Pushes received and installed at once; more are answered 429.
+const PUSHES_AT_ONCE: usize = 2;
+
+/// Connections the endpoint holds at once: a few developers, not a crowd.
+const MAX_CONNECTIONS: usize = 16;
+
 /// Serves the endpoint until the process ends.
 pub async fn serve(agent: Arc<Agent>) -> Result<(), String> {
     let config = agent.config.developer.clone();
@@ -75,33 +86,17 @@ pub async fn serve(agent: Arc<Agent>) -> Result<(), String> {
         "developer push: listening on {}",
         listener.local_addr().map_err(|e| e.to_string())?
     );
-    let token = Arc::new(token);
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
-        let (agent, token, acceptor) = (agent.clone(), token.clone(), acceptor.clone());
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let (agent, token) = (agent.clone(), token.clone());
-                async move { Ok::<_, Infallible>(handle(agent, &token, request).await) }
-            });
-            let http = hyper::server::conn::http1::Builder::new();
-            let result = match acceptor {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls) => http.serve_connection(TokioIo::new(tls), service).await,
-                    Err(e) => {
-                        tracing::debug!("{peer}: TLS: {e}");
-                        return;
-                    }
-                },
-                None => http.serve_connection(TokioIo::new(stream), service).await,
-            };
-            if let Err(e) = result {
-                tracing::debug!("{peer}: {e}");
-            }
-        });
-    }
+    let (token, pushes) = (Arc::new(token), Arc::new(Semaphore::new(PUSHES_AT_ONCE)));
+    let service = hyper::service::service_fn(move |request| {
+        let (agent, token, pushes) = (agent.clone(), token.clone(), pushes.clone());
+        async move { Ok::<_, Infallible>(handle(agent, &token, &pushes, request).await) }
+    });
+    let limits = Limits {
+        max_connections: MAX_CONNECTIONS,
+        ..Limits::default()
+    };
+    bundlegen_protocol::server::serve(listener, acceptor, limits, std::future::pending(), service).await;
+    Ok(())
 }
 
 fn token_matches(header: Option<&str>, token: &str) -> bool {
@@ -111,17 +106,21 @@ fn token_matches(header: Option<&str>, token: &str) -> bool {
         == bundlegen_protocol::digest::Sha256Digest::of(token.as_bytes())
 }
 
-async fn handle(agent: Arc<Agent>, token: &str, request: Request<Incoming>) -> Reply {
+async fn handle(agent: Arc<Agent>, token: &str, pushes: &Arc<Semaphore>, request: Request<Incoming>) -> Reply {
     let authorization = request.headers().get("authorization").and_then(|v| v.to_str().ok());
     if !token_matches(authorization, token) {
-        return error(
+        return unread(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a developer token is required",
-        );
+        ));
     }
     if request.method() != Method::POST || request.uri().path() != "/v1/push" {
-        return error(StatusCode::NOT_FOUND, "not_found", "POST /v1/push?app=ID[&launch=1]");
+        return unread(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "POST /v1/push?app=ID[&launch=1]",
+        ));
     }
     let query = request.uri().query().unwrap_or("").to_string();
     let param = |name: &str| {
@@ -132,45 +131,79 @@ async fn handle(agent: Arc<Agent>, token: &str, request: Request<Incoming>) -> R
             .map(|(_, v)| v.to_string())
     };
     let Some(app) = param("app") else {
-        return error(
+        return unread(error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "the app parameter is required",
-        );
+        ));
     };
     let launch = matches!(param("launch").as_deref(), Some("1" | "true"));
-    let limit = agent.config.quota.bytes();
-    let dir = agent.store.root().join("downloads");
-    let mut file = match tempfile::Builder::new().prefix(".push-").tempfile_in(&dir) {
-        Ok(file) => file,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()),
+    let Ok(_slot) = pushes.clone().try_acquire_owned() else {
+        let mut busy = unread(error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            format!("{PUSHES_AT_ONCE} pushes are in progress"),
+        ));
+        busy.headers_mut()
+            .insert("retry-after", hyper::header::HeaderValue::from_static("5"));
+        return busy;
     };
-    let mut body = request.into_body();
-    let mut received = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
-        };
-        if let Some(data) = frame.data_ref() {
-            received += data.len() as u64;
-            if received > limit {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "larger than the quota",
-                );
-            }
-            if let Err(e) = file.write_all(data) {
-                return error(StatusCode::INSUFFICIENT_STORAGE, "storage", e.to_string());
-            }
-        }
-    }
-    match agent.install_pushed(&app, file.path().to_path_buf(), launch).await {
+    let (archive, received) = match receive(&agent, request).await {
+        Ok(received) => received,
+        Err(refusal) => return refusal,
+    };
+    match agent.install_pushed(&app, archive.path().to_path_buf(), launch).await {
         Ok(descriptor) => reply(
             StatusCode::OK,
             json!({"app": app, "version": "dev", "bytes": received, "descriptor": descriptor}),
         ),
         Err(e) => refused(&e),
     }
+}
+
+/// Streams the body to a file in the downloads directory while it fits
+/// the store's room and quota; the file and its size.
+async fn receive(agent: &Agent, request: Request<Incoming>) -> Result<(tempfile::NamedTempFile, u64), Reply> {
+    let storage = |e: std::io::Error| unread(error(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()));
+    let no_room = |e: NoRoom| {
+        let kind = match e {
+            NoRoom::Space { .. } => ErrorKind::NoSpace,
+            NoRoom::Quota { .. } => ErrorKind::QuotaExceeded,
+        };
+        unread(error(status_of(kind), kind.as_str(), e.to_string()))
+    };
+    let room = agent.room();
+    let announced = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(length) = announced {
+        room.check(0, length).map_err(no_room)?;
+    }
+    let dir = agent.store.root().join("downloads");
+    std::fs::create_dir_all(&dir).map_err(storage)?;
+    let archive = tempfile::Builder::new()
+        .prefix(".push-")
+        .tempfile_in(&dir)
+        .map_err(storage)?;
+    let mut file = tokio::fs::File::from_std(archive.reopen().map_err(storage)?);
+    let mut body = request.into_body();
+    let (mut received, mut next_check) = (0u64, ROOM_CHECK_INTERVAL);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| unread(error(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())))?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        received += data.len() as u64;
+        if received >= next_check {
+            room.check(received, 0).map_err(no_room)?;
+            next_check = received + ROOM_CHECK_INTERVAL;
+        }
+        file.write_all(data).await.map_err(storage)?;
+    }
+    room.check(received, 0).map_err(no_room)?;
+    // flush reports a failed write (a full disk) that sync_all would not.
+    file.flush().await.map_err(storage)?;
+    file.sync_all().await.map_err(storage)?;
+    Ok((archive, received))
 }

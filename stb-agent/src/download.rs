@@ -14,9 +14,13 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
+use crate::store::{NoRoom, Room};
+
 const PARTIAL: &str = "bundle.part";
 const COMPLETE: &str = "bundle";
 const JOURNAL: &str = "journal.json";
+/// Room is checked again each time this many more bytes have arrived.
+pub const ROOM_CHECK_INTERVAL: u64 = 1 << 20;
 /// Longest wait between attempts, whatever the server asks.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -34,9 +38,10 @@ pub enum DownloadError {
     },
     #[error("cancelled")]
     Cancelled,
-    /// Raised by the caller's space check.
-    #[error("{0}")]
-    NoSpace(String),
+    #[error("{url}: the server sent more than the {total} bytes it announced")]
+    Oversized { url: String, total: u64 },
+    #[error(transparent)]
+    NoRoom(#[from] NoRoom),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -107,14 +112,15 @@ impl Http {
     }
 
     /// Downloads `url` into `dir` (resuming what is there); returns the
-    /// complete file. `space` is asked, with the total size once known,
-    /// whether there is room; `progress` gets (bytes done, total).
+    /// complete file. `room` is checked with the total size once known, and
+    /// again as the body arrives (a server need not say how big it is);
+    /// `progress` gets (bytes done, total).
     pub async fn download(
         &self,
         url: &str,
         dir: &Path,
         attempts: u32,
-        space: &(dyn Fn(u64) -> Result<(), String> + Sync),
+        room: &Room,
         progress: &(dyn Fn(u64, Option<u64>) + Sync),
         cancel: &watch::Receiver<bool>,
     ) -> Result<PathBuf, DownloadError> {
@@ -169,9 +175,11 @@ impl Http {
             let start = if append { have } else { 0 };
             let total = transfer.begin_body(&response, append).await?;
             if let Some(total) = total {
-                space(total.saturating_sub(start)).map_err(DownloadError::NoSpace)?;
+                room.check(start, total.saturating_sub(start))?;
             }
-            let (done, outcome) = transfer.receive(response, append, start, progress, cancel).await?;
+            let (done, outcome) = transfer
+                .receive(response, append, start, room, progress, cancel)
+                .await?;
             match outcome {
                 Ok(()) if total.is_none_or(|t| t == done) => return transfer.finish(),
                 Ok(()) => {
@@ -307,13 +315,15 @@ impl Transfer {
         Ok(total)
     }
 
-    /// Writes the body after `start` bytes, synced; returns the bytes the
-    /// partial file holds and how the body ended.
+    /// Writes the body after `start` bytes, synced, while it fits in `room`
+    /// and its announced size; returns the bytes the partial file holds and
+    /// how the body ended.
     async fn receive(
         &self,
         mut response: reqwest::Response,
         append: bool,
         start: u64,
+        room: &Room,
         progress: &(dyn Fn(u64, Option<u64>) + Sync),
         cancel: &watch::Receiver<bool>,
     ) -> Result<(u64, Result<(), reqwest::Error>), DownloadError> {
@@ -328,12 +338,23 @@ impl Transfer {
             .map_err(io(partial))?;
         let total = self.journal.total;
         let mut done = start;
+        let mut next_check = done + ROOM_CHECK_INTERVAL;
         progress(done, total);
         let outcome = loop {
             match unless_cancelled(cancel, response.chunk()).await? {
                 Ok(Some(chunk)) => {
-                    file.write_all(&chunk).await.map_err(io(partial))?;
                     done += chunk.len() as u64;
+                    if let Some(total) = total.filter(|t| done > *t) {
+                        return Err(DownloadError::Oversized {
+                            url: self.url.clone(),
+                            total,
+                        });
+                    }
+                    if done >= next_check {
+                        room.check(done, total.map_or(0, |t| t - done))?;
+                        next_check = done + ROOM_CHECK_INTERVAL;
+                    }
+                    file.write_all(&chunk).await.map_err(io(partial))?;
                     progress(done, total);
                 }
                 Ok(None) => break Ok(()),
@@ -371,7 +392,9 @@ fn content_range_total(response: &reqwest::Response) -> Option<u64> {
     value.rsplit('/').next()?.trim().parse().ok()
 }
 
-/// Drops a download (its partial file and journal).
-pub fn discard(dir: &Path) {
-    let _ = std::fs::remove_dir_all(dir);
+/// Drops a download (its directory, or a pushed file).
+pub fn discard(path: &Path) {
+    if std::fs::remove_dir_all(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
 }

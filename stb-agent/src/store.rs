@@ -319,6 +319,64 @@ impl Store {
             .map(|v| v.disk_size)
             .sum()
     }
+
+    /// Whether archives fit, as of now: `quota` bytes for bundles, each
+    /// archive unpacking to `unpack_factor` times its size.
+    pub fn room(&self, quota: u64, unpack_factor: u64) -> Room {
+        Room {
+            root: self.root.clone(),
+            used: self.used(),
+            quota,
+            unpack_factor,
+        }
+    }
+}
+
+/// Whether an archive arriving on the box fits: room on the filesystem for
+/// the archive and its unpacked bundle, and in the quota for the bundle.
+#[derive(Debug, Clone)]
+pub struct Room {
+    root: PathBuf,
+    used: u64,
+    quota: u64,
+    unpack_factor: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoRoom {
+    #[error("{free} bytes free, {needed} needed (download and unpack)")]
+    Space { free: u64, needed: u64 },
+    #[error("the quota of {quota} bytes would be exceeded ({used} used, {wanted} more wanted)")]
+    Quota { quota: u64, used: u64, wanted: u64 },
+}
+
+impl Room {
+    /// Checks an archive of which `written` bytes are on disk already and
+    /// `remaining` are still to come (0 when unknown: checked again as
+    /// they arrive).
+    pub fn check(&self, written: u64, remaining: u64) -> Result<(), NoRoom> {
+        let unpacked = written.saturating_add(remaining).saturating_mul(self.unpack_factor);
+        if self.used.saturating_add(unpacked) > self.quota {
+            return Err(NoRoom::Quota {
+                quota: self.quota,
+                used: self.used,
+                wanted: unpacked,
+            });
+        }
+        // The written bytes are no longer free: only what is to come and
+        // the unpacked copy are still needed.
+        let free = free_bytes(&self.root);
+        let needed = remaining.saturating_add(unpacked);
+        if free < needed {
+            return Err(NoRoom::Space { free, needed });
+        }
+        Ok(())
+    }
+}
+
+/// Free bytes for an unprivileged writer on the filesystem of `path`.
+pub fn free_bytes(path: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(path).map_or(0, |s| s.blocks_available() * s.fragment_size())
 }
 
 /// Removes a directory tree without following symlinks (a bundle's rootfs

@@ -7,8 +7,6 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bundlegen_core::push::PushError;
-use bundlegen_protocol::http::HttpError;
 use futures_util::StreamExt;
 use support::*;
 use zbus::Variant;
@@ -364,77 +362,6 @@ async fn cancel_and_retry_after() {
         started.elapsed() >= Duration::from_secs(2),
         "Retry-After: 1 was honoured twice"
     );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn developer_push_installs_and_launches_as_dev() {
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("dev-token");
-    std::fs::write(&token_file, "s3cret-dev-token\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let setup = TestBox::start(|c| {
-        c.developer.enabled = true;
-        c.developer.token_file = Some(token_file.clone());
-        c.developer.listen = ([127, 0, 0, 1], port).into();
-    })
-    .await;
-    let agent = setup.proxy().await;
-    let archive = dir.path().join("com.example.pushed.tar.gz");
-    std::fs::write(&archive, bundle_archive("com.example.pushed", 4096)).unwrap();
-    let request = bundlegen_core::push::PushRequest {
-        device: format!("http://127.0.0.1:{port}"),
-        token: "s3cret-dev-token".into(),
-        archive: archive.clone(),
-        app: None,
-        launch: true,
-        ca_file: None,
-    };
-    let mut pushed = None;
-    for _ in 0..100 {
-        match bundlegen_core::push::push(&request).await {
-            Err(PushError::Http(HttpError::Transport { .. })) => tokio::time::sleep(Duration::from_millis(50)).await,
-            other => {
-                pushed = Some(other.unwrap());
-                break;
-            }
-        }
-    }
-    let pushed = pushed.expect("the developer endpoint answered");
-    assert_eq!(
-        (pushed.app.as_str(), pushed.version.as_str()),
-        ("com.example.pushed", "dev")
-    );
-    assert!(pushed.descriptor.is_some_and(|d| d > 0), "{pushed:?}");
-    assert_eq!(agent.list("com.example.pushed").await.unwrap()[0].1, "dev");
-
-    // Pushing again replaces the running dev version and launches it again.
-    let again = bundlegen_core::push::push(&request).await.unwrap();
-    assert!(again.descriptor.is_some());
-
-    let wrong_token = bundlegen_core::push::PushRequest {
-        token: "guess".into(),
-        ..request.clone()
-    };
-    match bundlegen_core::push::push(&wrong_token).await {
-        Err(PushError::Http(HttpError::Refused { status: 401, .. })) => {}
-        other => panic!("a wrong token is refused: {other:?}"),
-    }
-    let not_a_bundle = dir.path().join("junk.tar.gz");
-    std::fs::write(&not_a_bundle, gzip(b"not a tar archive at all")).unwrap();
-    let junk = bundlegen_core::push::PushRequest {
-        archive: not_a_bundle,
-        launch: false,
-        ..request.clone()
-    };
-    match bundlegen_core::push::push(&junk).await {
-        Err(PushError::Http(HttpError::Refused { status: 422, code, .. })) => assert_eq!(code, "BadArchive"),
-        other => panic!("junk is refused: {other:?}"),
-    }
-    assert_eq!(agent.list("junk").await.unwrap().len(), 0);
 }
 
 /// `dbus-send` as `uid` with only the supplementary `groups` (through

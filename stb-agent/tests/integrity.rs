@@ -6,6 +6,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 use bundlegen_fixtures::tar::{EntryType, RawEntry, archive};
 use bundlegen_protocol::signature::{SignedIdentity, base64_encode};
@@ -242,7 +243,7 @@ async fn a_full_disk_and_the_quota_fail_cleanly() {
     })
     .await;
     let agent = setup.proxy().await;
-    let free_before = stb_agent::agent::free_bytes(&root);
+    let free_before = stb_agent::store::free_bytes(&root);
 
     // Too large to download at all: refused as soon as its size is known.
     let big = bundle_archive("com.example.big", 20 << 20);
@@ -266,7 +267,7 @@ async fn a_full_disk_and_the_quota_fail_cleanly() {
     assert_eq!(status, "Failed");
     assert!(error.contains("space") || error.contains("No space"), "{error}");
     absent(&agent, &root, "com.example.bomb").await;
-    let free_after = stb_agent::agent::free_bytes(&root);
+    let free_after = stb_agent::store::free_bytes(&root);
     assert!(
         free_after + (64 << 10) >= free_before,
         "the space is given back: {free_before} before, {free_after} after"
@@ -293,4 +294,26 @@ async fn a_full_disk_and_the_quota_fail_cleanly() {
     assert!(error.contains("Error.QuotaExceeded:"), "{error}");
     absent(&agent, &root, "com.example.fits2").await;
     assert_eq!(agent.list("").await.unwrap().len(), 1, "the installed app stays");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_download_of_no_stated_size_stops_at_the_quota() {
+    // 64 MiB of bundles, each archive unpacking to 3 times its size: an
+    // archive may be at most about 21 MiB.
+    let setup = TestBox::start(|c| {
+        c.quota = bundlegen_protocol::config::size::Size(64 << 20);
+        c.unpack_factor = 3;
+    })
+    .await;
+    let agent = setup.proxy().await;
+    let url = setup.files.add_endless("endless.tar.gz");
+    let (status, error) = try_install(&agent, "com.example.endless", &url, "", HashMap::new()).await;
+    assert_eq!(status, "Failed");
+    assert!(error.contains("Error.QuotaExceeded:"), "{error}");
+    absent(&agent, &setup.root, "com.example.endless").await;
+    // What the server got out before the agent hung up: the archive's
+    // limit and what socket buffers hold, far from endless.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = setup.files.endless_sent();
+    assert!(sent < 40 << 20, "{sent} bytes were sent");
 }

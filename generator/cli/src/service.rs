@@ -2,6 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use bundlegen_protocol::server::Limits;
 
 use bundlegen_service::{self as service, ServiceConfig, ServiceError};
 use clap::Args;
@@ -79,6 +82,12 @@ pub struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address (behind a TLS-terminating proxy).
     #[arg(long)]
     insecure_listen: bool,
+    /// Connections held at once; more wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Close a connection after this many seconds with no request in progress and no byte moving.
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().idle_timeout.as_secs())]
+    idle_timeout: u64,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -137,6 +146,11 @@ pub fn serve(args: &ServeArgs) -> Result<(), Failure> {
     let mut config = config(&args.common, args.listen)?;
     config.tls = args.tls_cert.clone().zip(args.tls_key.clone());
     config.insecure_listen = args.insecure_listen;
+    config.connections = Limits {
+        max_connections: args.max_connections.max(1),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        ..Limits::default()
+    };
     run(service::serve(config))
 }
 

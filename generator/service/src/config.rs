@@ -15,6 +15,8 @@ pub struct ServiceConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Allow plain HTTP on an address other than loopback.
     pub insecure_listen: bool,
+    /// Connections held at once, and how long they may idle.
+    pub connections: bundlegen_protocol::server::Limits,
     /// Database, work directory, bundles and the signing key (by default).
     pub data_dir: PathBuf,
     /// `postgres://...`; default: SQLite in the data directory.
@@ -56,6 +58,7 @@ impl ServiceConfig {
             listen,
             tls: None,
             insecure_listen: false,
+            connections: bundlegen_protocol::server::Limits::default(),
             data_dir: data_dir.to_path_buf(),
             database: None,
             queue: None,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bundlegen_protocol::archive::ArchiveError;
 
 use crate::download::DownloadError;
-use crate::store::StoreError;
+use crate::store::{NoRoom, StoreError};
 
 /// What kind of failure: the error names of the agent's API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,10 +103,8 @@ pub enum InstallError {
         #[source]
         source: DownloadError,
     },
-    #[error("{0}")]
-    NoSpace(String),
-    #[error("{0}")]
-    QuotaExceeded(String),
+    #[error(transparent)]
+    NoRoom(NoRoom),
     /// The generator service's lookup failed.
     #[error("the generator service: {0}")]
     Service(String),
@@ -164,8 +162,8 @@ impl InstallError {
             InstallError::AlreadyInstalled { .. } => ErrorKind::AlreadyInstalled,
             InstallError::Locked { .. } => ErrorKind::AppLocked,
             InstallError::Download { .. } => ErrorKind::Download,
-            InstallError::NoSpace(_) => ErrorKind::NoSpace,
-            InstallError::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
+            InstallError::NoRoom(NoRoom::Space { .. }) => ErrorKind::NoSpace,
+            InstallError::NoRoom(NoRoom::Quota { .. }) => ErrorKind::QuotaExceeded,
             InstallError::Service(_) => ErrorKind::Service,
             InstallError::Integrity { .. } => ErrorKind::Integrity,
             InstallError::Signature(_) => ErrorKind::Signature,

@@ -14,14 +14,13 @@
 //! never on the threads that serve D-Bus.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Semaphore, broadcast};
 
 use crate::config::AgentConfig;
 use crate::download::Http;
-use crate::store::Store;
+use crate::store::{Room, Store};
 
 mod containers;
 pub mod error;
@@ -105,11 +104,6 @@ pub fn check_app(app: &str) -> Result<(), InvalidParams> {
     }
 }
 
-/// Free bytes for an unprivileged writer on the filesystem of `path`.
-pub fn free_bytes(path: &Path) -> u64 {
-    nix::sys::statvfs::statvfs(path).map_or(0, |s| s.blocks_available() * s.fragment_size())
-}
-
 impl Agent {
     pub fn new(config: AgentConfig, store: Arc<Store>, http: Http, containers: Arc<dyn Containers>) -> Arc<Agent> {
         let (events, _) = broadcast::channel(1024);
@@ -138,6 +132,12 @@ impl Agent {
     fn app_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.app_locks.lock().unwrap_or_else(|e| e.into_inner());
         locks.entry(app.to_string()).or_default().clone()
+    }
+
+    /// Whether an archive fits, as of now.
+    pub fn room(&self) -> Room {
+        self.store
+            .room(self.config.quota.bytes(), u64::from(self.config.unpack_factor))
     }
 
     /// Runs filesystem work on the blocking pool, with the store.

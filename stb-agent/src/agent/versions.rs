@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Agent, InvalidParams, VersionError, check_app, check_version, free_bytes, random_handle};
+use super::{Agent, InvalidParams, VersionError, check_app, check_version, random_handle};
+use crate::store::free_bytes;
 use crate::store::{LockRecord, Store, StoreError, VersionRecord, VersionState, io, remove_tree};
 
 /// An installed version, for `List`.

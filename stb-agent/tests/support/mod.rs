@@ -5,7 +5,7 @@
 
 #![allow(dead_code)] // Each test file uses a part.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -207,6 +207,10 @@ struct ServerState {
     /// The start offset of every request with a `Range` header.
     range_starts: Vec<u64>,
     requests: usize,
+    /// Paths answered with zeros, chunked, until the client hangs up.
+    endless: HashSet<String>,
+    /// Bytes of endless bodies written.
+    endless_sent: u64,
 }
 
 impl FileServer {
@@ -232,6 +236,18 @@ impl FileServer {
         format!("{}/{name}", self.url)
     }
 
+    /// Serves an endless body at `/name`, chunked with no size given (a
+    /// hostile or broken server); returns its URL.
+    pub fn add_endless(&self, name: &str) -> String {
+        self.state.lock().unwrap().endless.insert(format!("/{name}"));
+        format!("{}/{name}", self.url)
+    }
+
+    /// Bytes of endless bodies written so far.
+    pub fn endless_sent(&self) -> u64 {
+        self.state.lock().unwrap().endless_sent
+    }
+
     pub fn throttle(&self, bytes_per_second: Option<u64>) {
         self.state.lock().unwrap().bytes_per_second = bytes_per_second;
     }
@@ -251,6 +267,7 @@ impl FileServer {
 }
 
 fn serve_one(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
+    let shared = state;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -279,6 +296,10 @@ fn serve_one(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Resu
         }
         if let Some(start) = asked_start {
             state.range_starts.push(start);
+        }
+        if state.endless.contains(&path) {
+            drop(state);
+            return serve_endless(stream, shared);
         }
         (state.files.get(&path).cloned(), state.bytes_per_second)
     };
@@ -310,6 +331,18 @@ fn serve_one(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Resu
         }
     }
     Ok(())
+}
+
+/// Zeros in 64 KiB chunks until the client hangs up.
+fn serve_endless(mut stream: TcpStream, state: &Mutex<ServerState>) -> std::io::Result<()> {
+    stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")?;
+    let zeros = vec![0u8; 64 << 10];
+    loop {
+        write!(stream, "{:x}\r\n", zeros.len())?;
+        stream.write_all(&zeros)?;
+        stream.write_all(b"\r\n")?;
+        state.lock().unwrap().endless_sent += zeros.len() as u64;
+    }
 }
 
 /// A small deterministic generator (xorshift64); a seed replays a run.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::{InstallRequest, Source};
-use crate::agent::{Agent, InstallError, free_bytes};
+use crate::agent::{Agent, InstallError};
 use crate::download::DownloadError;
 
 /// What the service says about a bundle.
@@ -90,33 +90,18 @@ impl Agent {
         cancel: &watch::Receiver<bool>,
     ) -> Result<PathBuf, InstallError> {
         let dir = self.store.download_dir(app, version);
-        let factor = u64::from(self.config.unpack_factor);
-        let quota = self.config.quota.bytes();
-        let used = self.store.used();
-        let root = self.store.root().to_path_buf();
-        let space = move |remaining: u64| -> Result<(), String> {
-            let free = free_bytes(&root);
-            let needed = remaining.saturating_add(remaining.saturating_mul(factor));
-            if free < needed {
-                return Err(format!("{free} bytes free, {needed} needed (download and unpack)"));
-            }
-            if used.saturating_add(remaining.saturating_mul(factor)) > quota {
-                return Err(format!("the quota of {quota} bytes would be exceeded ({used} used)"));
-            }
-            Ok(())
-        };
+        let room = self.room();
         let progress = |done: u64, total: Option<u64>| {
             if let Some(total) = total.filter(|t| *t > 0) {
                 self.progress(handle, (done.min(total) * 80 / total) as u32, "downloading");
             }
         };
         self.http
-            .download(url, &dir, self.config.download_attempts, &space, &progress, cancel)
+            .download(url, &dir, self.config.download_attempts, &room, &progress, cancel)
             .await
             .map_err(|e| match e {
                 DownloadError::Cancelled => InstallError::Cancelled("cancelled while downloading"),
-                DownloadError::NoSpace(why) if why.contains("quota") => InstallError::QuotaExceeded(why),
-                DownloadError::NoSpace(why) => InstallError::NoSpace(why),
+                DownloadError::NoRoom(no_room) => InstallError::NoRoom(no_room),
                 source => InstallError::Download {
                     url: url.to_string(),
                     source,

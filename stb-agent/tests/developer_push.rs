@@ -1,0 +1,218 @@
+//! The developer push endpoint (`bundlegen push`): installing and launching
+//! as `dev`, and what it refuses: wrong tokens, junk, bodies that do not fit
+//! the box, more pushes at once than it takes.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use bundlegen_core::push::{PushError, PushRequest};
+use bundlegen_protocol::http::HttpError;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TOKEN: &str = "s3cret-dev-token";
+
+/// A box in developer mode listening on a free loopback port; its port.
+async fn developer_box(dir: &Path, change: impl FnOnce(&mut stb_agent::config::AgentConfig)) -> (TestBox, u16) {
+    let token_file = dir.join("dev-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let setup = TestBox::start(|c| {
+        c.developer.enabled = true;
+        c.developer.token_file = Some(token_file);
+        c.developer.listen = ([127, 0, 0, 1], port).into();
+        change(c);
+    })
+    .await;
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return (setup, port);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the developer endpoint did not come up");
+}
+
+/// A push's request head sent by hand (`headers` end with the blank line
+/// only when given); the open connection.
+async fn push_head(port: u16, headers: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head = format!(
+        "POST /v1/push?app=com.example.raw HTTP/1.1\r\nhost: box\r\nauthorization: Bearer {TOKEN}\r\n{headers}"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// The answer on `stream`: its status line and body.
+async fn answer(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buffer[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "an answer came");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Files left in the agent's downloads directory.
+fn downloads(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root.join("downloads"))
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn developer_push_installs_and_launches_as_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let (setup, port) = developer_box(dir.path(), |_| {}).await;
+    let agent = setup.proxy().await;
+    let archive = dir.path().join("com.example.pushed.tar.gz");
+    std::fs::write(&archive, bundle_archive("com.example.pushed", 4096)).unwrap();
+    let request = PushRequest {
+        device: format!("http://127.0.0.1:{port}"),
+        token: TOKEN.into(),
+        archive: archive.clone(),
+        app: None,
+        launch: true,
+        ca_file: None,
+    };
+    let pushed = bundlegen_core::push::push(&request).await.unwrap();
+    assert_eq!(
+        (pushed.app.as_str(), pushed.version.as_str()),
+        ("com.example.pushed", "dev")
+    );
+    assert!(pushed.descriptor.is_some_and(|d| d > 0), "{pushed:?}");
+    assert_eq!(agent.list("com.example.pushed").await.unwrap()[0].1, "dev");
+
+    // Pushing again replaces the running dev version and launches it again.
+    let again = bundlegen_core::push::push(&request).await.unwrap();
+    assert!(again.descriptor.is_some());
+
+    let wrong_token = PushRequest {
+        token: "guess".into(),
+        ..request.clone()
+    };
+    match bundlegen_core::push::push(&wrong_token).await {
+        Err(PushError::Http(HttpError::Refused { status: 401, .. })) => {}
+        other => panic!("a wrong token is refused: {other:?}"),
+    }
+    let not_a_bundle = dir.path().join("junk.tar.gz");
+    std::fs::write(&not_a_bundle, gzip(b"not a tar archive at all")).unwrap();
+    let junk = PushRequest {
+        archive: not_a_bundle,
+        launch: false,
+        ..request.clone()
+    };
+    match bundlegen_core::push::push(&junk).await {
+        Err(PushError::Http(HttpError::Refused { status: 422, code, .. })) => assert_eq!(code, "BadArchive"),
+        other => panic!("junk is refused: {other:?}"),
+    }
+    assert_eq!(agent.list("junk").await.unwrap().len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pushes_must_fit_the_box_and_are_limited_in_number() {
+    let dir = tempfile::tempdir().unwrap();
+    // 16 MiB of bundles, archives unpacking to 3 times their size.
+    let (setup, port) = developer_box(dir.path(), |c| {
+        c.quota = bundlegen_protocol::config::size::Size(16 << 20);
+        c.unpack_factor = 3;
+    })
+    .await;
+
+    // A stated size that cannot fit is refused before a byte of the body.
+    let mut stated = push_head(port, "content-length: 104857600\r\n\r\n").await;
+    let refused = answer(&mut stated).await;
+    assert!(refused.starts_with("HTTP/1.1 507"), "{refused}");
+    assert!(refused.contains("QuotaExceeded"), "{refused}");
+
+    // No size stated, and no end: cut off once it outgrows the quota.
+    let mut endless = push_head(port, "transfer-encoding: chunked\r\n\r\n").await;
+    let chunk = [
+        format!("{:x}\r\n", 64 << 10).into_bytes(),
+        vec![0u8; 64 << 10],
+        b"\r\n".to_vec(),
+    ]
+    .concat();
+    let mut sent = 0usize;
+    while endless.write_all(&chunk).await.is_ok() && sent < 256 << 20 {
+        sent += 64 << 10;
+    }
+    assert!(sent < 64 << 20, "the agent stopped reading after {sent} bytes");
+    let refused = answer(&mut endless).await;
+    assert!(refused.starts_with("HTTP/1.1 507"), "{refused}");
+    assert!(refused.contains("QuotaExceeded"), "{refused}");
+    assert!(
+        downloads(&setup.root).is_empty(),
+        "nothing left: {:?}",
+        downloads(&setup.root)
+    );
+
+    // Two pushes in progress (bodies still coming) take every slot: a
+    // third is told to come back.
+    let mut holding = Vec::new();
+    for _ in 0..2 {
+        let mut stream = push_head(port, "transfer-encoding: chunked\r\n\r\n").await;
+        stream.write_all(b"4\r\nabcd\r\n").await.unwrap();
+        holding.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = push_head(port, "content-length: 4\r\n\r\nabcd").await;
+    let busy = answer(&mut third).await;
+    assert!(busy.starts_with("HTTP/1.1 429"), "{busy}");
+    assert!(busy.to_ascii_lowercase().contains("retry-after: 5"), "{busy}");
+
+    // Once they hang up, pushes are taken again, and what they left is gone.
+    drop(holding);
+    let archive = dir.path().join("fits.tar.gz");
+    std::fs::write(&archive, bundle_archive("com.example.fits", 4096)).unwrap();
+    let request = PushRequest {
+        device: format!("http://127.0.0.1:{port}"),
+        token: TOKEN.into(),
+        archive,
+        app: None,
+        launch: false,
+        ca_file: None,
+    };
+    let mut pushed = None;
+    for _ in 0..50 {
+        match bundlegen_core::push::push(&request).await {
+            Err(PushError::Http(HttpError::Refused { status: 429, .. })) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => {
+                pushed = Some(other.unwrap());
+                break;
+            }
+        }
+    }
+    assert_eq!(pushed.expect("a slot came free").version, "dev");
+    assert!(
+        downloads(&setup.root).is_empty(),
+        "nothing left: {:?}",
+        downloads(&setup.root)
+    );
+}
