@@ -1277,3 +1277,22 @@ async fn the_bootstrap_token_makes_the_first_admin_only() {
     let unused = server.get("/v1/tokens", &replaced).await;
     assert_eq!(unused.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partial_bundles_a_kill_left_are_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundles = dir.path().join("bundles");
+    std::fs::create_dir_all(&bundles).unwrap();
+    std::fs::write(bundles.join(".bundle.partial-abandoned"), b"half a bundle").unwrap();
+    std::fs::write(bundles.join("0123.tar.gz"), b"a stored bundle").unwrap();
+    // Another process still copying holds its lock.
+    let live = bundles.join(".bundle.partial-live");
+    std::fs::write(&live, b"being copied").unwrap();
+    let _copying =
+        nix::fcntl::Flock::lock(std::fs::File::open(&live).unwrap(), nix::fcntl::FlockArg::LockExclusive).unwrap();
+
+    let _server = Server::start(dir.path(), &[]);
+    let mut left = dir_names(&bundles);
+    left.sort();
+    assert_eq!(left, [".bundle.partial-live", "0123.tar.gz"]);
+}

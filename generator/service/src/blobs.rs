@@ -160,6 +160,57 @@ impl BlobStore {
     }
 }
 
+/// Name prefix of a bundle file being written into place.
+const PARTIAL_PREFIX: &str = ".bundle.partial-";
+
+/// A bundle file being written into a directory under a temporary name,
+/// locked for as long as its writer lives: one found unlocked was left by
+/// a killed process ([`remove_abandoned_partials`]).
+pub struct Partial {
+    pub file: tempfile::NamedTempFile,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Partial {
+    pub fn create_in(dir: &Path) -> std::io::Result<Partial> {
+        let file = tempfile::Builder::new().prefix(PARTIAL_PREFIX).tempfile_in(dir)?;
+        let lock = nix::fcntl::Flock::lock(file.reopen()?, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| std::io::Error::from(errno))?;
+        Ok(Partial { file, _lock: lock })
+    }
+}
+
+/// Removes the partial bundle files in `dir` that no live process is
+/// writing (a kill mid-copy leaves them); returns how many.
+pub fn remove_abandoned_partials(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(PARTIAL_PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        // Locked: another process is copying it right now.
+        if let Ok(_lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            && std::fs::remove_file(&path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            "{}: removed {removed} partial bundle files a killed process left",
+            dir.display()
+        );
+    }
+    removed
+}
+
 /// Copies `archive` into `dir` as `dest`: temporary name, sync, rename.
 fn copy_into_place(archive: &Path, dir: &Path, dest: &Path) -> Result<(), BlobError> {
     let io = |what: &Path| {
@@ -170,12 +221,9 @@ fn copy_into_place(archive: &Path, dir: &Path, dest: &Path) -> Result<(), BlobEr
         return Ok(());
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let partial = tempfile::Builder::new()
-        .prefix(".bundle.partial-")
-        .tempfile_in(dir)
-        .map_err(io(dir))?;
-    std::fs::copy(archive, partial.path()).map_err(io(archive))?;
-    partial.as_file().sync_all().map_err(io(partial.path()))?;
-    partial.persist(dest).map_err(|e| io(dest)(e.error))?;
+    let partial = Partial::create_in(dir).map_err(io(dir))?;
+    std::fs::copy(archive, partial.file.path()).map_err(io(archive))?;
+    partial.file.as_file().sync_all().map_err(io(partial.file.path()))?;
+    partial.file.persist(dest).map_err(|e| io(dest)(e.error))?;
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }

@@ -24,6 +24,7 @@ use lapin::{BasicProperties, Channel};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
+use crate::blobs::Partial;
 use crate::jobs::{BundleOptions, BundleRequest};
 use crate::queue::{self, QueueError};
 use crate::store::{JobState, NewVersion};
@@ -280,11 +281,8 @@ async fn copy_out(service: &Service, bundle: &crate::store::BundleRecord, path: 
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let partial = tempfile::Builder::new()
-        .prefix(".bundle.partial-")
-        .tempfile_in(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut file = tokio::fs::File::from_std(partial.reopen().map_err(|e| e.to_string())?);
+    let partial = Partial::create_in(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut file = tokio::fs::File::from_std(partial.file.reopen().map_err(|e| e.to_string())?);
     let mut read = service
         .blobs
         .read(&bundle.location, bundle.size as u64, None)
@@ -297,6 +295,7 @@ async fn copy_out(service: &Service, bundle: &crate::store::BundleRecord, path: 
     }
     file.sync_all().await.map_err(|e| e.to_string())?;
     partial
+        .file
         .persist(path)
         .map_err(|e| format!("{}: {}", path.display(), e.error))?;
     Ok(())

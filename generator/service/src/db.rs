@@ -14,6 +14,26 @@ pub enum DbError {
     Open { url: String, message: String },
     #[error("database query failed: {0}")]
     Query(String),
+    /// Locked by another writer, or the connection dropped: the same
+    /// statement may well succeed a moment later.
+    #[error("database busy: {0}")]
+    Busy(String),
+}
+
+impl DbError {
+    /// Whether trying the same statement again may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DbError::Busy(_))
+    }
+}
+
+fn sqlite_error(error: rusqlite::Error) -> DbError {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            DbError::Busy(error.to_string())
+        }
+        _ => DbError::Query(error.to_string()),
+    }
 }
 
 /// A parameter or column value.
@@ -292,7 +312,7 @@ impl Db {
                 })
                 .await
                 .map_err(|e| DbError::Query(e.to_string()))?
-                .map_err(|e| DbError::Query(e.to_string()))
+                .map_err(sqlite_error)
             }
             Inner::Postgres(pg) => {
                 let client = pg.client().await?;
@@ -333,7 +353,7 @@ impl Db {
                 })
                 .await
                 .map_err(|e| DbError::Query(e.to_string()))?
-                .map_err(|e| DbError::Query(e.to_string()))
+                .map_err(sqlite_error)
             }
             Inner::Postgres(pg) => {
                 let client = pg.client().await?;
@@ -426,7 +446,21 @@ async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
 }
 
 fn pg_error(error: tokio_postgres::Error) -> DbError {
-    DbError::Query(bundlegen_protocol::error_chain(&error))
+    use tokio_postgres::error::SqlState;
+    let message = bundlegen_protocol::error_chain(&error);
+    let retryable = [
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::LOCK_NOT_AVAILABLE,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+    ];
+    match error.code() {
+        Some(code) if retryable.contains(code) => DbError::Busy(message),
+        // No server error code: the connection itself failed.
+        None => DbError::Busy(message),
+        Some(_) => DbError::Query(message),
+    }
 }
 
 impl Postgres {

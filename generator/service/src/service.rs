@@ -110,6 +110,16 @@ impl Service {
             probe_uploads: Arc::new(UploadLimiter::new(config_probe_uploads)),
         };
         service.bootstrap_admin(bootstrap).await?;
+        for dir in [
+            Some(&service.config.data_dir.join("bundles")),
+            service.config.bundle_store_dir.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let dir = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || crate::blobs::remove_abandoned_partials(&dir)).await;
+        }
         Ok(service)
     }
 
