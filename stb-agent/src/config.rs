@@ -8,7 +8,8 @@
 //! token_file = "/etc/stb-agent/token"      # device token for the service
 //! storage_root = "/opt/dac"                # bundles, app data, state
 //! quota = "2G"                             # most bytes of bundles
-//! trusted_keys = ["BASE64..."]             # bundle signing keys; none: signatures not checked
+//! trusted_keys = ["BASE64..."]             # bundle signing keys
+//! allow_unsigned = false                   # true: bundles without a signature install too
 //!
 //! [developer]
 //! enabled = false                          # accept bundles pushed by developers
@@ -30,6 +31,9 @@ pub const DEFAULT_PATH: &str = "/etc/stb-agent/agent.toml";
 pub struct AgentConfig {
     /// Base URL of the generator service; none: only URL installs.
     pub server: Option<String>,
+    /// Allow `server` to be plain `http://` on a host other than loopback
+    /// (the device token then crosses the network in the clear).
+    pub insecure_server: bool,
     /// This box's platform name in the service.
     pub platform: Option<String>,
     /// The device token for the service.
@@ -40,9 +44,11 @@ pub struct AgentConfig {
     pub storage_root: PathBuf,
     /// Most bytes the installed bundles may take.
     pub quota: Size,
-    /// Ed25519 public keys (base64, 32 bytes) bundles must be signed with;
-    /// empty: signatures are not checked (sha256 still is).
+    /// Ed25519 public keys (base64, 32 bytes) bundles must be signed with.
     pub trusted_keys: Vec<String>,
+    /// Install bundles that carry no signature (their sha256 is still
+    /// checked); a signature given is always checked. For test boxes.
+    pub allow_unsigned: bool,
     /// D-Bus address; default: the system bus.
     pub dbus_address: Option<String>,
     /// Installs running at once (on different apps).
@@ -84,12 +90,14 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             server: None,
+            insecure_server: false,
             platform: None,
             token_file: None,
             ca_file: None,
             storage_root: PathBuf::from("/opt/dac"),
             quota: Size(2 << 30),
             trusted_keys: Vec::new(),
+            allow_unsigned: false,
             dbus_address: None,
             max_concurrent_operations: 2,
             probe: true,
@@ -143,8 +151,13 @@ impl AgentConfig {
                 return Err(format!("trusted_keys: {key:?} is not 32 bytes of base64"));
             }
         }
-        if self.server.is_some() && self.token_file.is_none() {
-            return Err("server needs token_file".into());
+        if let Some(server) = &self.server {
+            if self.token_file.is_none() {
+                return Err("server needs token_file".into());
+            }
+            if let Some(problem) = server_problem(server, self.insecure_server) {
+                return Err(format!("server {server:?}: {problem}"));
+            }
         }
         if self.developer.enabled && self.developer.token_file.is_none() {
             return Err("developer.enabled needs developer.token_file".into());
@@ -161,11 +174,58 @@ impl AgentConfig {
         Ok(())
     }
 
+    /// Each setting in force that weakens the box's defences, said once at
+    /// start so it is not left on by mistake.
+    pub fn weak_settings(&self) -> Vec<&'static str> {
+        let mut weak = Vec::new();
+        if let Some(problem) = self.signature_policy_problem() {
+            weak.push(problem);
+        }
+        if self.allow_unsigned {
+            weak.push("allow_unsigned: bundles without a signature are installed");
+        }
+        if self.insecure_server {
+            weak.push("insecure_server: the device token may cross the network in the clear");
+        }
+        if self.developer.enabled {
+            weak.push("developer.enabled: bundles pushed with the developer token are installed and launched");
+        }
+        weak
+    }
+
+    /// Why no install could pass the signature policy, if none could.
+    pub fn signature_policy_problem(&self) -> Option<&'static str> {
+        (self.trusted_keys.is_empty() && !self.allow_unsigned)
+            .then_some("no trusted_keys are configured and allow_unsigned is false: no bundle can be verified")
+    }
+
     pub fn trusted_keys(&self) -> Vec<Vec<u8>> {
         self.trusted_keys
             .iter()
             .filter_map(|k| bundlegen_protocol::signature::base64_decode(k))
             .collect()
+    }
+}
+
+/// What is wrong with the service's URL: not http(s), or plain HTTP to a
+/// host other than loopback unless `insecure` allows it.
+fn server_problem(server: &str, insecure: bool) -> Option<String> {
+    let Ok(url) = reqwest::Url::parse(server) else {
+        return Some("not a URL".into());
+    };
+    match url.scheme() {
+        "https" => None,
+        "http" => {
+            let host = url.host_str().unwrap_or("");
+            let ip = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host == "localhost" || ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            (!loopback && !insecure).then(|| {
+                "plain HTTP to a host other than loopback would send the device token in the clear: use https, \
+                 or set insecure_server = true"
+                    .into()
+            })
+        }
+        other => Some(format!("the scheme {other:?} is not http or https")),
     }
 }
 
@@ -203,6 +263,11 @@ mod tests {
             ("quota = \"lots\"", "quota"),
             ("trusted_keys = [\"abc\"]", "trusted_keys"),
             ("server = \"https://s\"", "token_file"),
+            (
+                "server = \"http://bundlegen.example\"\ntoken_file = \"/t\"",
+                "insecure_server",
+            ),
+            ("server = \"ftp://s\"\ntoken_file = \"/t\"", "scheme"),
             ("[developer]\nenabled = true", "developer.token_file"),
             (
                 "[developer]\nenabled = true\ntoken_file = \"/t\"\nlisten = \"0.0.0.0:1\"",
@@ -218,5 +283,38 @@ mod tests {
             load("quota = \"512M\"\ntrusted_keys = [\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n").unwrap();
         assert_eq!(good.quota.bytes(), 512 << 20);
         assert_eq!(good.trusted_keys().len(), 1);
+    }
+
+    #[test]
+    fn plain_http_to_the_service_stays_on_loopback_unless_allowed() {
+        let accepted = [
+            ("https://bundlegen.example", false),
+            ("http://127.0.0.1:8080", false),
+            ("http://[::1]:8080", false),
+            ("http://localhost:8080", false),
+            ("http://bundlegen.example", true),
+        ];
+        for (server, insecure) in accepted {
+            assert_eq!(server_problem(server, insecure), None, "{server}");
+        }
+        for server in [
+            "http://bundlegen.example",
+            "http://10.0.0.1:8080",
+            "http://localhost.evil.example",
+        ] {
+            assert!(server_problem(server, false).is_some(), "{server}");
+        }
+    }
+
+    #[test]
+    fn without_keys_unsigned_bundles_must_be_allowed_explicitly() {
+        assert!(AgentConfig::default().signature_policy_problem().is_some());
+        let test_box = AgentConfig {
+            allow_unsigned: true,
+            ..AgentConfig::default()
+        };
+        assert_eq!(test_box.signature_policy_problem(), None);
+        let keyed = load("trusted_keys = [\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n").unwrap();
+        assert_eq!(keyed.signature_policy_problem(), None);
     }
 }

@@ -46,6 +46,9 @@ pub struct Running {
 /// developer mode) the push endpoint. Ready when it returns.
 pub async fn start(config: AgentConfig) -> Result<Running, RunError> {
     let failed = |e: String| RunError::Failed(e);
+    for weak in config.weak_settings() {
+        tracing::warn!("{weak}");
+    }
     let (store, recovery) = store::Store::open(&config.storage_root).map_err(|e| failed(e.to_string()))?;
     for (what, list) in [
         ("completed", &recovery.completed),

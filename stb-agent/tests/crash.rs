@@ -116,7 +116,7 @@ async fn killed_at_random_points_during_50_installs() {
     std::fs::write(
         &config_file,
         format!(
-            "storage_root = \"{}\"\ndbus_address = \"{}\"\nprobe = false\nmax_concurrent_operations = 2\n",
+            "storage_root = \"{}\"\ndbus_address = \"{}\"\nprobe = false\nallow_unsigned = true\nmax_concurrent_operations = 2\n",
             root.display(),
             bus.address
         ),

@@ -211,6 +211,7 @@ async fn every_method_with_its_results_errors_and_signals() {
         (app, "1", url.as_str(), "xyz", "sha256"),
         (app, "1", "ftp://host/b.tar.gz", "", "source"),
         (app, "1", "service", "", "service"),
+        (app, "1", url.as_str(), "", "needs a sha256 or a signature"),
     ];
     for (bad_app, version, source, sha, mention) in bad_installs {
         let (name, message) = dbus_error(agent.install(bad_app, version, source, sha, no_options()).await);
@@ -238,7 +239,13 @@ async fn every_method_with_its_results_errors_and_signals() {
     assert_eq!(dbus_error(agent.uninstall(app, "1", "sideways").await).0, "WrongParams");
     assert_eq!(dbus_error(agent.get_lock_info(app, "1").await).0, "NotInstalled");
     let missing = agent
-        .install(app, "3", &format!("{}/missing", setup.files.url), "", no_options())
+        .install(
+            app,
+            "3",
+            &format!("{}/missing", setup.files.url),
+            &"0".repeat(64),
+            no_options(),
+        )
         .await
         .unwrap();
     let (status, error) = finished(&agent, &missing).await;

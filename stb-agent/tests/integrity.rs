@@ -67,6 +67,7 @@ async fn wrong_sha256_and_signatures_are_refused_before_unpacking() {
     let setup = TestBox::start_at(root.path(), false, |c| {
         c.platform = Some(PLATFORM.into());
         c.trusted_keys = vec![base64_encode(trusted.public_key().as_ref())];
+        c.allow_unsigned = false;
     })
     .await;
     let agent = setup.proxy().await;
@@ -166,8 +167,9 @@ async fn hostile_archives_change_nothing_outside_and_leave_nothing() {
         } else {
             gzip(&archive(entries))
         };
+        let sha = sha256(&bytes);
         let url = setup.files.add("hostile.tar.gz", bytes);
-        let (status, error) = try_install(&agent, "com.example.hostile", &url, "", HashMap::new()).await;
+        let (status, error) = try_install(&agent, "com.example.hostile", &url, &sha, HashMap::new()).await;
         assert_eq!(status, "Failed", "{case}");
         assert!(error.contains("Error.BadArchive:"), "{case}: {error}");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious", "{case}");
@@ -195,8 +197,10 @@ async fn hostile_archives_change_nothing_outside_and_leave_nothing() {
             ..RawEntry::file("rootfs/pipe", b"")
         },
     ]);
-    let url = setup.files.add("tolerated.tar.gz", gzip(&tolerated));
-    let (status, error) = try_install(&agent, "com.example.nodes", &url, "", HashMap::new()).await;
+    let tolerated = gzip(&tolerated);
+    let sha = sha256(&tolerated);
+    let url = setup.files.add("tolerated.tar.gz", tolerated);
+    let (status, error) = try_install(&agent, "com.example.nodes", &url, &sha, HashMap::new()).await;
     assert_eq!(status, "Success", "{error}");
     let rootfs = root.join("apps/com.example.nodes/1.0/rootfs");
     assert!(!rootfs.join("null").exists(), "no device node was made");
@@ -262,8 +266,9 @@ async fn a_full_disk_and_the_quota_fail_cleanly() {
         RawEntry::file("rootfs/zeros", &zeros),
     ]));
     assert!(bomb.len() < 1 << 20);
+    let bomb_sha = sha256(&bomb);
     let url = setup.files.add("bomb.tar.gz", bomb);
-    let (status, error) = try_install(&agent, "com.example.bomb", &url, "", HashMap::new()).await;
+    let (status, error) = try_install(&agent, "com.example.bomb", &url, &bomb_sha, HashMap::new()).await;
     assert_eq!(status, "Failed");
     assert!(error.contains("space") || error.contains("No space"), "{error}");
     absent(&agent, &root, "com.example.bomb").await;
@@ -275,8 +280,9 @@ async fn a_full_disk_and_the_quota_fail_cleanly() {
 
     // The quota: refused though the disk has room.
     let fits = bundle_archive("com.example.fits", 3 << 20);
+    let fits_sha = sha256(&fits);
     let url = setup.files.add("fits.tar.gz", fits.clone());
-    let (status, error) = try_install(&agent, "com.example.fits", &url, "", HashMap::new()).await;
+    let (status, error) = try_install(&agent, "com.example.fits", &url, &fits_sha, HashMap::new()).await;
     assert_eq!(status, "Success", "{error}");
     drop(setup);
     let setup = TestBox::start_at(&root, false, |c| {
@@ -286,7 +292,7 @@ async fn a_full_disk_and_the_quota_fail_cleanly() {
     let agent = setup.proxy().await;
     let url = setup.files.add("fits2.tar.gz", fits);
     let handle = agent
-        .install("com.example.fits2", "1.0", &url, "", HashMap::new())
+        .install("com.example.fits2", "1.0", &url, &fits_sha, HashMap::new())
         .await
         .unwrap();
     let (status, error) = finished(&agent, &handle).await;
@@ -307,7 +313,9 @@ async fn a_download_of_no_stated_size_stops_at_the_quota() {
     .await;
     let agent = setup.proxy().await;
     let url = setup.files.add_endless("endless.tar.gz");
-    let (status, error) = try_install(&agent, "com.example.endless", &url, "", HashMap::new()).await;
+    // Never verified: the body never ends.
+    let sha = "0".repeat(64);
+    let (status, error) = try_install(&agent, "com.example.endless", &url, &sha, HashMap::new()).await;
     assert_eq!(status, "Failed");
     assert!(error.contains("Error.QuotaExceeded:"), "{error}");
     absent(&agent, &setup.root, "com.example.endless").await;

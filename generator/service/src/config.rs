@@ -79,6 +79,38 @@ impl ServiceConfig {
     }
 }
 
+impl ServiceConfig {
+    /// Each setting in force that weakens the service's defences, logged
+    /// at start so none stays on unnoticed.
+    pub fn weak_settings(&self) -> Vec<String> {
+        let mut weak = Vec::new();
+        if self.tls.is_none() && !self.listen.ip().is_loopback() {
+            weak.push(format!(
+                "plain HTTP on {} (--insecure-listen): tokens cross the network in the clear unless a TLS proxy \
+                 is in front",
+                self.listen
+            ));
+        }
+        if self.allowed_registries.is_empty() {
+            weak.push(
+                "jobs may pull from any registry (no --allow-registry): a platform team's token can make the \
+                 service fetch from any host it reaches"
+                    .into(),
+            );
+        }
+        if self.registry.plain_http {
+            weak.push("registries are spoken to over plain HTTP (--plain-http)".into());
+        }
+        if !self.registry.token_realms.is_empty() {
+            weak.push(format!(
+                "registry credentials may go to token servers on other hosts: {}",
+                self.registry.token_realms.join(", ")
+            ));
+        }
+        weak
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// A configuration that cannot work (exit code 78, no restart loop).
@@ -96,4 +128,35 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_weak_setting_is_named() {
+        let strict = ServiceConfig {
+            allowed_registries: vec!["registry.example".into()],
+            ..ServiceConfig::embedded(Path::new("/d"), "127.0.0.1:8080".parse().unwrap())
+        };
+        assert_eq!(strict.weak_settings(), Vec::<String>::new());
+        let mut loose = ServiceConfig {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            insecure_listen: true,
+            allowed_registries: Vec::new(),
+            ..strict.clone()
+        };
+        loose.registry.plain_http = true;
+        loose.registry.token_realms = vec!["auth.example".into()];
+        let weak = loose.weak_settings().join("\n");
+        for mention in ["--insecure-listen", "--allow-registry", "--plain-http", "auth.example"] {
+            assert!(weak.contains(mention), "{mention}: {weak}");
+        }
+        let tls = ServiceConfig {
+            tls: Some(("c".into(), "k".into())),
+            ..loose
+        };
+        assert!(!tls.weak_settings().join("").contains("--insecure-listen"));
+    }
 }

@@ -50,6 +50,9 @@ impl Service {
             let what = what.display().to_string();
             move |source| ServiceError::Io { what, source }
         };
+        for weak in config.weak_settings() {
+            tracing::warn!("{weak}");
+        }
         // Checked before anything is written: a refused start leaves nothing.
         let bootstrap = match &config.bootstrap_token {
             Some(path) => read_bootstrap_token(path)?,

@@ -20,13 +20,18 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(|_| {})
+}
+
+fn fixture_with(change: impl FnOnce(&mut AgentConfig)) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("dac");
-    let config = AgentConfig {
+    let mut config = AgentConfig {
         storage_root: root.clone(),
         probe: false,
         ..AgentConfig::default()
     };
+    change(&mut config);
     let (store, _) = Store::open(&root).unwrap();
     let containers = Arc::new(RecordingContainers::default());
     let agent = Agent::new(
@@ -192,7 +197,7 @@ async fn a_download_can_be_cancelled() {
             app: "com.example.app".into(),
             version: "1.0".into(),
             source: Source::Url(url),
-            sha256: None,
+            sha256: Some("0".repeat(64)),
             signature: None,
             format: None,
             reinstall: false,
@@ -308,4 +313,70 @@ async fn metadata_is_kept_per_version() {
     assert_eq!(empty_key.kind(), ErrorKind::WrongParams);
     let missing = f.agent.metadata("com.example.app", "9.9").unwrap_err();
     assert_eq!(missing.to_string(), "com.example.app 9.9 is not installed");
+}
+
+#[tokio::test]
+async fn an_install_by_url_must_name_what_it_installs() {
+    let f = fixture();
+    let error = f
+        .agent
+        .install(InstallRequest {
+            app: "com.example.app".into(),
+            version: "1.0".into(),
+            source: Source::Url("https://cdn.example/bundle.tar.gz".into()),
+            sha256: None,
+            signature: None,
+            format: None,
+            reinstall: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::WrongParams, "{error}");
+    assert!(error.to_string().contains("needs a sha256 or a signature"), "{error}");
+}
+
+#[test]
+fn the_signature_policy() {
+    let key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&[7; 32]).unwrap();
+    let public = bundlegen_protocol::signature::base64_encode(ring::signature::KeyPair::public_key(&key).as_ref());
+    let sha256 = "ab".repeat(32);
+    let identity = bundlegen_protocol::signature::SignedIdentity {
+        sha256: &sha256,
+        app_id: "com.example.app",
+        app_version: "1.0",
+        platform: "",
+        format: "tar.gz",
+    };
+    let good = bundlegen_protocol::signature::base64_encode(key.sign(identity.message().as_bytes()).as_ref());
+    let forged = bundlegen_protocol::signature::base64_encode(&[0u8; 64]);
+    // (trusted keys, allow_unsigned, signature, accepted)
+    let cases: [(bool, bool, Option<&str>, bool); 8] = [
+        (true, false, Some(&good), true),
+        (true, false, Some(&forged), false),
+        (true, false, None, false),
+        (true, true, None, true),
+        (true, true, Some(&forged), false),
+        (false, false, None, false),
+        (false, false, Some(&good), false),
+        (false, true, None, true),
+    ];
+    for (keys, allow_unsigned, signature, accepted) in cases {
+        let f = fixture_with(|c| {
+            c.allow_unsigned = allow_unsigned;
+            if keys {
+                c.trusted_keys = vec![public.clone()];
+            }
+        });
+        let result = f
+            .agent
+            .check_signature("com.example.app", "1.0", &sha256, Some("tar.gz"), signature);
+        assert_eq!(
+            result.is_ok(),
+            accepted,
+            "keys {keys}, allow_unsigned {allow_unsigned}, signature {signature:?}: {result:?}"
+        );
+        if let Err(e) = result {
+            assert_eq!(e.kind(), ErrorKind::Signature);
+        }
+    }
 }

@@ -400,12 +400,14 @@ pub fn sha256(data: &[u8]) -> String {
     bundlegen_protocol::digest::Sha256Digest::of(data).hex()
 }
 
-/// A configuration for a test: storage in `root`, the private bus, no probe.
+/// A configuration for a test: storage in `root`, the private bus, no
+/// probe, unsigned bundles allowed (tests of signatures set keys).
 pub fn config(bus: &Bus, root: &Path) -> AgentConfig {
     AgentConfig {
         storage_root: root.to_path_buf(),
         dbus_address: Some(bus.address.clone()),
         probe: false,
+        allow_unsigned: true,
         ..AgentConfig::default()
     }
 }

@@ -109,6 +109,13 @@ impl Agent {
             Source::Url(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
                 return Err(InvalidParams(format!("source {url:?}: an http(s) URL, or \"service\"")).into());
             }
+            // Whoever serves the URL must not choose what gets installed.
+            Source::Url(url) if request.sha256.is_none() && request.signature.is_none() => {
+                return Err(InvalidParams(format!(
+                    "source {url:?}: an install by URL needs a sha256 or a signature"
+                ))
+                .into());
+            }
             Source::Service if self.http.server().is_none() || self.config.platform.is_none() => {
                 return Err(InvalidParams("no service or platform configured".into()).into());
             }
@@ -277,29 +284,56 @@ impl Agent {
             return Err(InstallError::Cancelled("cancelled before unpacking"));
         }
         let format = fetched.format.or_else(|| sniffed.map(str::to_string));
-        if !self.trusted_keys.is_empty() && !matches!(request.source, Source::File(_)) {
-            let signature = fetched.signature.ok_or_else(|| {
-                InstallError::Signature("trusted keys are configured and the bundle has no signature".into())
-            })?;
-            let identity = SignedIdentity {
-                sha256: &actual,
-                app_id: app,
-                app_version: version,
-                platform: self.config.platform.as_deref().unwrap_or(""),
-                format: format.as_deref().unwrap_or(""),
-            };
-            if !self.trusted_keys.iter().any(|key| verify(key, &identity, &signature)) {
-                return Err(InstallError::Signature(format!(
-                    "the signature does not verify for {app} {version} on {} with any trusted key",
-                    identity.platform
-                )));
-            }
+        // Pushed files come through the developer token, never signed.
+        if !matches!(request.source, Source::File(_)) {
+            self.check_signature(app, version, &actual, format.as_deref(), fetched.signature.as_deref())?;
         }
         Ok(Verified {
             archive,
             sha256: actual,
             size,
         })
+    }
+
+    /// The signature policy: with trusted keys, a signature must verify
+    /// with one of them; a bundle without one installs only when
+    /// `allow_unsigned` is set.
+    pub(super) fn check_signature(
+        &self,
+        app: &str,
+        version: &str,
+        sha256: &str,
+        format: Option<&str>,
+        signature: Option<&str>,
+    ) -> Result<(), InstallError> {
+        let signature = match signature {
+            Some(signature) if !self.trusted_keys.is_empty() => signature,
+            _ if self.config.allow_unsigned => return Ok(()),
+            Some(_) => {
+                return Err(InstallError::Signature(
+                    "no trusted_keys are configured to verify the signature with".into(),
+                ));
+            }
+            None => {
+                return Err(InstallError::Signature(
+                    "the bundle has no signature (allow_unsigned is false)".into(),
+                ));
+            }
+        };
+        let identity = SignedIdentity {
+            sha256,
+            app_id: app,
+            app_version: version,
+            platform: self.config.platform.as_deref().unwrap_or(""),
+            format: format.unwrap_or(""),
+        };
+        if !self.trusted_keys.iter().any(|key| verify(key, &identity, signature)) {
+            return Err(InstallError::Signature(format!(
+                "the signature does not verify for {app} {version} on {} with any trusted key",
+                identity.platform
+            )));
+        }
+        Ok(())
     }
 
     /// Step 4: recorded as installing first, so a crash after the rename is
