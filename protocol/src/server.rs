@@ -1,16 +1,20 @@
 //! Serving HTTP the way every server of ours must (the service's API, the
-//! agent's push endpoint): a cap on connections held at once, back-off when
-//! `accept` fails (no file descriptors left must not become a busy loop),
-//! deadlines for the TLS handshake and each request head, connections
-//! closed after a while with no request in progress and no byte moving, and
-//! a bounded drain of requests in progress at shutdown.
+//! agent's push endpoint): a cap on connections held at once, deadlines for
+//! the TLS handshake and each request head, connections closed after a
+//! while with no request in progress and no byte moving, and a bounded
+//! drain of requests in progress at shutdown. At the cap, or when `accept`
+//! fails for want of file descriptors, the idlest connection with no
+//! request in progress is closed to make room, so silent connections cannot
+//! lock others out; `accept` errors back off rather than spin.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -21,7 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 /// Limits on what peers may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,14 +70,11 @@ pub async fn serve<S, B>(
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let connections = Arc::new(Connections::new());
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::ZERO;
     loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => {
@@ -81,8 +82,9 @@ pub async fn serve<S, B>(
                     accepted
                 }
                 Err(e) => {
-                    // Out of file descriptors (or memory): wait for
-                    // connections to end rather than spin on the error.
+                    // Out of file descriptors (or memory): free one and
+                    // wait for it, rather than spin on the error.
+                    connections.evict_idlest();
                     backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
                     tracing::warn!("accepting a connection: {e}; trying again in {backoff:?}");
                     tokio::time::sleep(backoff).await;
@@ -91,36 +93,26 @@ pub async fn serve<S, B>(
             },
             () = &mut shutdown => break,
         };
-        let (tls, service, watcher) = (tls.clone(), service.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let Some(stream) = handshake(stream, peer, tls, limits.handshake_timeout).await else {
-                return;
-            };
-            let activity = Arc::new(Activity::new());
-            let io = Watched {
-                inner: stream,
-                activity: activity.clone(),
-            };
-            let service = Counted {
-                inner: service,
-                activity: activity.clone(),
-            };
-            let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            http.http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.handshake_timeout);
-            http.http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(limits.idle_timeout / 2);
-            let connection = watcher.watch(http.serve_connection(TokioIo::new(io), service).into_owned());
-            tokio::select! {
-                served = connection => if let Err(e) = served {
-                    tracing::debug!("{peer}: {e}");
-                },
-                () = activity.idled(limits.idle_timeout) => {
-                    tracing::debug!("{peer}: idle for {:?}, closed", limits.idle_timeout);
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                // At the cap: someone idle makes room, or everyone waits
+                // for a request in progress to end.
+                connections.evict_idlest();
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                    () = &mut shutdown => break,
                 }
+            }
+        };
+        let (tls, service, watcher) = (tls.clone(), service.clone(), graceful.watcher());
+        let (activity, registered) = connections.open();
+        tokio::spawn(async move {
+            let (_slot, _registered) = (slot, registered);
+            let serving = serve_connection(stream, peer, tls, limits, service, watcher, activity.clone());
+            tokio::select! {
+                () = serving => {}
+                () = activity.evicted.notified() => tracing::debug!("{peer}: closed to make room"),
             }
         });
     }
@@ -133,6 +125,110 @@ pub async fn serve<S, B>(
             "requests still in progress after {:?} were cut off",
             limits.drain_timeout
         );
+    }
+}
+
+/// One connection, from the TLS handshake to its end or its idle limit.
+async fn serve_connection<S, B>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    service: S,
+    watcher: hyper_util::server::graceful::Watcher,
+    activity: Arc<Activity>,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let Some(stream) = handshake(stream, peer, tls, limits.handshake_timeout).await else {
+        return;
+    };
+    let io = Watched {
+        inner: stream,
+        activity: activity.clone(),
+    };
+    let service = Counted {
+        inner: service,
+        activity: activity.clone(),
+    };
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.handshake_timeout);
+    http.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.idle_timeout / 2);
+    let connection = watcher.watch(http.serve_connection(TokioIo::new(io), service).into_owned());
+    tokio::select! {
+        served = connection => if let Err(e) = served {
+            tracing::debug!("{peer}: {e}");
+        },
+        () = activity.idled(limits.idle_timeout) => {
+            tracing::debug!("{peer}: idle for {:?}, closed", limits.idle_timeout);
+        }
+    }
+}
+
+/// The connections being served, so that the idlest can make room.
+struct Connections {
+    epoch: Instant,
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+/// A connection's place in [`Connections`], given up when dropped.
+struct Registered {
+    connections: Arc<Connections>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.connections.lock().remove(&self.id);
+    }
+}
+
+impl Connections {
+    fn new() -> Self {
+        Connections {
+            epoch: Instant::now(),
+            next_id: AtomicU64::new(0),
+            open: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn open(self: &Arc<Self>) -> (Arc<Activity>, Registered) {
+        let activity = Arc::new(Activity::new(self.epoch));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, activity.clone());
+        let registered = Registered {
+            connections: self.clone(),
+            id,
+        };
+        (activity, registered)
+    }
+
+    /// Closes the connection that has gone longest without a byte and has
+    /// no request in progress, if there is one.
+    fn evict_idlest(&self) {
+        let mut open = self.lock();
+        let idlest = open
+            .iter()
+            .filter(|(_, activity)| activity.in_flight.load(Ordering::Relaxed) == 0)
+            .min_by_key(|(_, activity)| activity.last_byte_ms.load(Ordering::Relaxed))
+            .map(|(id, _)| *id);
+        if let Some(activity) = idlest.and_then(|id| open.remove(&id)) {
+            activity.evicted.notify_one();
+        }
     }
 }
 
@@ -164,21 +260,26 @@ async fn handshake(
     }
 }
 
-/// What a connection is doing: when it last moved a byte, and how many of
-/// its requests are being answered.
+/// What a connection is doing: when it last moved a byte (milliseconds
+/// since the server's epoch, so connections compare), how many of its
+/// requests are being answered, and whether it must make room.
 struct Activity {
     epoch: Instant,
     last_byte_ms: AtomicU64,
     in_flight: AtomicUsize,
+    evicted: Notify,
 }
 
 impl Activity {
-    fn new() -> Self {
-        Activity {
-            epoch: Instant::now(),
+    fn new(epoch: Instant) -> Self {
+        let activity = Activity {
+            epoch,
             last_byte_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
-        }
+            evicted: Notify::new(),
+        };
+        activity.touch();
+        activity
     }
 
     fn touch(&self) {
@@ -393,24 +494,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connections_beyond_the_cap_wait_for_a_slot() {
+    async fn at_the_cap_the_idlest_connection_makes_room() {
         let limits = Limits {
             max_connections: 2,
-            idle_timeout: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(30),
             ..Limits::default()
         };
         let (address, _stop, _task) = server(limits).await;
-        // Two silent connections take both slots; a third is served once
-        // one of them is closed for idling.
-        let _silent = [
-            TcpStream::connect(address).await.unwrap(),
-            TcpStream::connect(address).await.unwrap(),
-        ];
+        // The oldest silent connection, then one kept busy, take both slots.
+        let mut silent = TcpStream::connect(address).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let started = Instant::now();
+        let mut busy = TcpStream::connect(address).await.unwrap();
+        let answer = tokio::spawn(async move { get(&mut busy, "/slow").await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A third is served at once (long before the idle limit), in the
+        // silent one's place; the request in progress is not touched.
         let mut third = TcpStream::connect(address).await.unwrap();
         assert_eq!(get(&mut third, "/").await.unwrap(), "HTTP/1.1 200 OK");
-        assert!(started.elapsed() >= Duration::from_millis(300), "it waited for a slot");
+        assert!(closed(&mut silent).await, "the silent connection made room");
+        assert_eq!(answer.await.unwrap().unwrap(), "HTTP/1.1 200 OK");
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! `bundlegen serve` under a connection flood: silent connections past
 //! what its file descriptors allow must neither make it spin on `accept`
-//! nor lock others out for longer than the idle limit.
+//! nor lock others out: the idlest make room for new ones.
 
 mod support;
 
@@ -23,7 +23,8 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_silent_connections_neither_spins_nor_locks_others_out() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--idle-timeout", "2"]);
+    // The default idle limit (60 s): room is made by closing the idlest.
+    let server = Server::start(dir.path(), &[]);
     let pid = server.child.id();
     // Few descriptors, so the flood runs the process out of them.
     let limited = std::process::Command::new("prlimit")
@@ -43,10 +44,10 @@ async fn a_flood_of_silent_connections_neither_spins_nor_locks_others_out() {
     let used = cpu_seconds(pid) - before;
     assert!(used < 1.0, "{used:.2} CPU seconds in 3 seconds of a flood");
 
-    // The silent ones are closed as they idle out; a real client gets in.
+    // A real client gets in, long before anyone idles out.
     let health = client()
         .get(server.url("/healthz"))
-        .timeout(Duration::from_secs(60))
+        .timeout(Duration::from_secs(20))
         .send()
         .await
         .expect("/healthz answers through the flood");
