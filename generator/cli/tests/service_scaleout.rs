@@ -57,7 +57,8 @@ fn api(backends: &Backends, registry: &Registry, root: &Path, name: &str) -> Ser
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     if let Ok(token) = std::fs::read(root.join("admin.token")) {
-        std::fs::write(dir.join("admin.token"), token).unwrap();
+        // The service refuses a bootstrap file others may read.
+        bundlegen_protocol::fsutil::write_file_atomic(&dir.join("admin.token"), &token, 0o600).unwrap();
     }
     let server = Server::start(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
     std::fs::copy(dir.join("admin.token"), root.join("admin.token")).unwrap();
