@@ -204,7 +204,7 @@ mod tests {
 
     fn library(path: &str, sha256: &str) -> Library {
         serde_json::from_value(json!({
-            "path": path, "names": [path], "abi": {"is64": false, "littleEndian": true, "machine": 40, "float": "hard"},
+            "path": path, "names": [path], "abi": {"bits": 32, "endian": "little", "machine": 40, "floatAbi": "hard"},
             "needed": [], "deps": [], "versions": [], "size": 1, "sha256": sha256
         }))
         .unwrap()

@@ -110,7 +110,13 @@ impl CredentialStore {
         }
         let bad = |why: String| format!("{}: {why}", path.display());
         let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-        let file: AuthFile = serde_json::from_slice(&text).map_err(|e| bad(format!("not an auth file: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| bad(format!("not an auth file: {e}")))?;
+        // serde would take a JSON array for the struct: only an object is one.
+        if !value.is_object() {
+            return Err(bad("not an auth file: a JSON object is expected".into()));
+        }
+        let file: AuthFile = serde_json::from_value(value).map_err(|e| bad(format!("not an auth file: {e}")))?;
         for (host, entry) in file.auths {
             let credentials = match (entry.auth, entry.username, entry.password) {
                 (Some(auth), _, _) => {
