@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::agent::Agent;
-use crate::agent::{ErrorKind, LaunchError};
+use crate::agent::{ErrorKind, InstallError, LaunchError};
 use crate::download::ROOM_CHECK_INTERVAL;
 use crate::store::NoRoom;
 
@@ -166,11 +166,8 @@ async fn handle(agent: Arc<Agent>, token: &str, pushes: &Arc<Semaphore>, request
 async fn receive(agent: &Agent, request: Request<Incoming>) -> Result<(tempfile::NamedTempFile, u64), Reply> {
     let storage = |e: std::io::Error| unread(error(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string()));
     let no_room = |e: NoRoom| {
-        let kind = match e {
-            NoRoom::Space { .. } => ErrorKind::NoSpace,
-            NoRoom::Quota { .. } => ErrorKind::QuotaExceeded,
-        };
-        unread(error(status_of(kind), kind.as_str(), e.to_string()))
+        let e = InstallError::NoRoom(e);
+        unread(error(status_of(e.kind()), e.kind().as_str(), e.to_string()))
     };
     let room = agent.room();
     let announced = request

@@ -77,9 +77,7 @@ impl ServiceConfig {
             bundle_store_dir: None,
         }
     }
-}
 
-impl ServiceConfig {
     /// Each setting in force that weakens the service's defences, logged
     /// at start so none stays on unnoticed.
     pub fn weak_settings(&self) -> Vec<String> {
