@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use bundlegen_core::generate;
 use bundlegen_protocol::config::app::AppMetadata;
 use bundlegen_protocol::config::operator::OperatorConfig;
+use bundlegen_protocol::config::platform::name_mismatch;
 use bundlegen_protocol::config::{Parsed, Validate, load};
 use clap::Args;
 
@@ -38,10 +39,16 @@ fn validate_file<T: serde::de::DeserializeOwned + Validate>(
 
 pub fn run(args: &ValidateArgs) -> Result<(), Failure> {
     let platform = match &args.templates.platform {
-        Some(_) => {
+        Some(name) => {
             let parsed = load_template(&args.templates)?;
             warn_all(&parsed.warnings);
-            println!("platform {}: ok", parsed.value.platform_name);
+            if let Some(mismatch) = name_mismatch(name, &parsed.value) {
+                tracing::warn!("{mismatch}");
+            }
+            match parsed.value.platform_name.as_str() {
+                inside if inside == name => println!("platform {name}: ok"),
+                inside => println!("platform {name} (platformName {inside}): ok"),
+            }
             Some(parsed.value)
         }
         None => None,

@@ -214,6 +214,41 @@ fn validate_checks_files_without_an_image() {
 }
 
 #[test]
+fn validate_says_what_a_template_lacks_and_which_name_it_carries() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A copy of a template under another name, without its library list.
+    let original = fs::read(conformance().join("bundlegen/templates/rpi3_reference.json")).unwrap();
+    fs::write(tmp.path().join("mybox.json"), original).unwrap();
+    let output = run(bundlegen().args(["validate", "-p", "mybox", "-s"]).arg(tmp.path()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains("platform mybox (platformName rpi3_reference): ok"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("says platformName \"rpi3_reference\""), "{stderr}");
+    assert!(stderr.contains("the box's libraries are unknown"), "{stderr}");
+    // generate says so too: every library stays in the image.
+    let (_, stderr) = stderr_of(
+        bundlegen()
+            .args(["generate", "-y", "-p", "mybox", "-s"])
+            .arg(tmp.path())
+            .arg(format!("{}:latest", image()))
+            .arg(tmp.path().join("out")),
+    );
+    assert!(stderr.contains("the box's libraries are unknown"), "{stderr}");
+
+    // With its library list beside it, neither is said.
+    fs::copy(
+        conformance().join("bundlegen/templates/rpi3_reference_libs.json"),
+        tmp.path().join("mybox_libs.json"),
+    )
+    .unwrap();
+    let output = run(bundlegen().args(["validate", "-p", "mybox", "-s"]).arg(tmp.path()));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("libraries are unknown"));
+}
+
+#[test]
 fn push_names_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("com.example.app.tar.gz");

@@ -182,8 +182,9 @@ pub async fn put_template(
     check_name(&name)?;
     // The name is the template's (BundleGen's file name); `platformName`
     // inside may be a family name shared by several templates.
-    let (_template, warnings, text) =
+    let (template, mut warnings, text) =
         document::<PlatformTemplate>(request, &service, "template", "invalid_template").await?;
+    warnings.extend(bundlegen_protocol::config::platform::name_mismatch(&name, &template));
     let previous = service.store.platform_version(&name, None).await?;
     let (libs, probe) = previous.map_or((None, None), |p| (p.libs, p.probe));
     let version = service

@@ -127,6 +127,25 @@ pub fn merge_platform(
         }
         parsed.value.libs = libs.value.libs;
         parsed.warnings.extend(libs.warnings);
+    } else if parsed.value.libs.is_empty() {
+        parsed.warnings.push(format!(
+            "{template_name}: the box's libraries are unknown (no probe report, no library list, no libs in the \
+             template), so every library stays in the image and nothing is mounted from the box: run \
+             platform-probe on the box and put its report beside the template as NAME_probe.json (or upload it)"
+        ));
     }
     parsed
+}
+
+/// A note when the name a template is selected by differs from the
+/// `platformName` inside it: fine for a family of templates sharing one
+/// `platformName`, a mistake when a file was copied and not edited.
+pub fn name_mismatch(selected_as: &str, template: &PlatformTemplate) -> Option<String> {
+    (template.platform_name != selected_as).then(|| {
+        format!(
+            "the template {selected_as:?} says platformName {:?}: fine for a family of templates sharing one \
+             name, a mistake if the file was copied from another platform and not edited",
+            template.platform_name
+        )
+    })
 }

@@ -409,5 +409,5 @@ impl PlatformTemplate {
 mod files;
 mod validate;
 
-pub use files::{TemplateFiles, find_template, load_platform, merge_platform};
+pub use files::{TemplateFiles, find_template, load_platform, merge_platform, name_mismatch};
 pub(crate) use validate::{validate_env, validate_mounts};

@@ -111,11 +111,17 @@ pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, entrypoint: Option<&str>)
         let init = platform.dobby().dobby_init().to_string();
         match host_program(platform.probe.as_deref(), &libs, &init) {
             Some(program) => host_programs.push(program),
-            None if !libs.is_empty() => warnings.push(format!(
-                "the platform does not describe {init} (probe the box with platform-probe): \
-                 the libraries Dobby's init needs in the container are not checked"
+            None if libs.is_empty() => {}
+            // A BundleGen library list never describes programs: expected,
+            // so said only with -v, with the fix.
+            None if platform.probe.is_none() => tracing::info!(
+                "the libraries {init} (Dobby's init) needs in the container are not checked: a library list \
+                 does not describe programs; a probe report (platform-probe, NAME_probe.json) does"
+            ),
+            None => warnings.push(format!(
+                "the platform's probe report does not describe {init} (Dobby's init): the libraries it needs in \
+                 the container are not checked; probe the box again, or set dobby.dobbyInitPath in the template"
             )),
-            None => {}
         }
     }
     let request = MatchRequest {

@@ -383,7 +383,8 @@ impl Closure<'_> {
                 ));
             }
             None => plan.problems.push(format!(
-                "{who} starts with the loader {loader}, which neither the image nor the box has"
+                "{who} starts with the loader {loader}, {}",
+                self.lacked_by_both()
             )),
         }
     }
@@ -522,8 +523,9 @@ impl Closure<'_> {
                 }
                 (None, None) => {
                     let line = format!(
-                        "{} starts with the loader {interpreter}, which neither the image nor the box provides",
-                        users[0]
+                        "{} starts with the loader {interpreter}, {}",
+                        users[0],
+                        self.lacked_by_both()
                     );
                     if users.iter().any(|user| entry_closure.contains(user)) {
                         plan.problems.push(line);
@@ -539,6 +541,9 @@ impl Closure<'_> {
     /// Checks every object left in the image against what it will load.
     pub(super) fn check_users(&mut self, plan: &mut Plan) {
         let entry_closure = self.entry_closure();
+        // Library name -> (its users the app loads, its other users): one
+        // line per library, however many objects need it.
+        let mut missing: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
         let mounted: BTreeMap<String, String> = plan
             .mounts
             .iter()
@@ -559,14 +564,10 @@ impl Closure<'_> {
                     None => plan.mount_of(&need.name).map(|m| m.source.clone()),
                 };
                 let Some(source) = provider else {
-                    let line = format!(
-                        "{path} needs {}, which neither the image nor the box provides",
-                        need.name
-                    );
-                    if entry_closure.contains(path) {
-                        plan.problems.push(line);
-                    } else {
-                        plan.unresolved.push(line);
+                    let users = missing.entry(need.name.clone()).or_default();
+                    match entry_closure.contains(path) {
+                        true => users.0.push(path.clone()),
+                        false => users.1.push(path.clone()),
                     }
                     continue;
                 };
@@ -584,6 +585,35 @@ impl Closure<'_> {
                     ));
                 }
             }
+        }
+        for (name, (in_app, others)) in missing {
+            if !in_app.is_empty() {
+                plan.problems.push(self.nobody_provides(&in_app, &name));
+            }
+            if !others.is_empty() {
+                plan.unresolved.push(self.nobody_provides(&others, &name));
+            }
+        }
+    }
+
+    /// `users` need `name` and nothing provides it: one line saying so.
+    fn nobody_provides(&self, users: &[String], name: &str) -> String {
+        let who = match users {
+            [one] => format!("{one} needs"),
+            [first, second] => format!("{first} and {second} need"),
+            [first, rest @ ..] => format!("{first} and {} more need", rest.len()),
+            [] => unreachable!("a missing library has a user"),
+        };
+        format!("{who} {name}, {}", self.lacked_by_both())
+    }
+
+    /// How to say that neither side has something: without a library list
+    /// the box's side is unknown, not empty.
+    fn lacked_by_both(&self) -> &'static str {
+        if self.libs.is_empty() {
+            "which the image lacks (the box's libraries are unknown: the platform has no probe report or library list)"
+        } else {
+            "which neither the image nor the box provides"
         }
     }
 

@@ -230,6 +230,29 @@ fn box_libraries_bring_their_dependencies_or_are_not_used() {
 }
 
 #[test]
+fn a_library_nobody_has_is_one_line_and_an_unknown_box_is_said_so() {
+    let image = Image::default()
+        .needs("/usr/bin/app", "libmissing.so.1", &[])
+        .needs("/usr/bin/a", "libother.so.2", &[])
+        .needs("/usr/bin/b", "libother.so.2", &[])
+        .needs("/usr/bin/c", "libother.so.2", &[]);
+    let plan = image.plan(&[lib("/usr/lib/libunrelated.so", &[], &[])], &request());
+    assert_eq!(
+        plan.unresolved,
+        ["/usr/bin/a and 2 more need libother.so.2, which neither the image nor the box provides"]
+    );
+    // No library list: the box is not known to lack anything.
+    let plan = image.plan(&[], &request());
+    assert_eq!(
+        plan.problems,
+        [
+            "/usr/bin/app needs libmissing.so.1, which the image lacks (the box's libraries are unknown: the \
+          platform has no probe report or library list)"
+        ]
+    );
+}
+
+#[test]
 fn what_neither_side_has_makes_the_app_incompatible() {
     let image =
         Image::default()
