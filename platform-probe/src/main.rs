@@ -16,6 +16,11 @@ use platform_probe::{ProbeOptions, formats, probe};
 /// which retrying will not fix.
 const EXIT_BAD_CONFIG: u8 = 2;
 
+/// Exit code for a box that does not meet the `--expect` template (another
+/// architecture, device nodes missing or different); the report is still
+/// written.
+const EXIT_NOT_AS_EXPECTED: u8 = 3;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
     /// Everything, in the generator's own format (it prefers this one).
@@ -68,7 +73,14 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Expected::Met) => ExitCode::SUCCESS,
+        Ok(Expected::NotMet(differences)) => {
+            eprintln!(
+                "error: the box does not meet {}: {differences} difference(s), listed above",
+                cli.expect.as_deref().unwrap_or(Path::new("the template")).display()
+            );
+            ExitCode::from(EXIT_NOT_AS_EXPECTED)
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             if error.downcast_ref::<ConfigError>().is_some() {
@@ -80,32 +92,61 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<()> {
+/// Whether the box meets the `--expect` template (met when none is given).
+enum Expected {
+    Met,
+    /// How many differences were printed.
+    NotMet(usize),
+}
+
+fn run(cli: &Cli) -> Result<Expected> {
     let mut programs = cli.programs.clone();
-    let expected_devices = match &cli.expect {
-        Some(path) => {
-            let template = load::<PlatformTemplate>(path)?.value;
-            let init = template.dobby().dobby_init().to_string();
-            if !programs.contains(&init) {
-                programs.push(init);
-            }
-            template.gpu.map(|gpu| gpu.devs).unwrap_or_default()
-        }
-        None => Vec::new(),
+    let template = match &cli.expect {
+        Some(path) => Some(load::<PlatformTemplate>(path)?.value),
+        None => None,
     };
+    if let Some(init) = template.as_ref().map(|t| t.dobby().dobby_init().to_string())
+        && !programs.contains(&init)
+    {
+        programs.push(init);
+    }
+    let expected_devices = template
+        .as_ref()
+        .and_then(|t| t.gpu.as_ref())
+        .map(|gpu| gpu.devs.clone())
+        .unwrap_or_default();
     let report = probe(&ProbeOptions {
         root: cli.root.clone(),
         expected_devices,
         programs,
     })?;
+    let mut differences: Vec<String> = report
+        .device_mismatches
+        .iter()
+        .map(|m| format!("{}: {}", m.path, m.detail))
+        .collect();
+    if let Some(template) = &template
+        && let (Some(expected), Some(probed)) = (template.abi(), report.system.abi)
+        && !expected.can_load(&probed)
+    {
+        differences.push(format!(
+            "the box is {}, the template's arch is {:?}",
+            probed.arch_name(),
+            template.arch.arch
+        ));
+    }
     if !cli.quiet {
         for warning in &report.warnings {
             eprintln!("warning: {warning}");
         }
-        for mismatch in &report.device_mismatches {
-            eprintln!("warning: {}: {}", mismatch.path, mismatch.detail);
-        }
     }
+    for difference in &differences {
+        eprintln!("not as expected: {difference}");
+    }
+    let expected = match differences.len() {
+        0 => Expected::Met,
+        n => Expected::NotMet(n),
+    };
     if let Some(url) = &cli.upload {
         let token = bundlegen_protocol::http::read_token(cli.token.as_deref().unwrap_or_else(|| Path::new("")))?;
         let report_json = serde_json::to_vec(&report).context("serialising the report")?;
@@ -136,7 +177,7 @@ fn run(cli: &Cli) -> Result<()> {
             );
         }
         if cli.output.is_none() {
-            return Ok(());
+            return Ok(expected);
         }
     }
     let mut text = match cli.format {
@@ -149,11 +190,12 @@ fn run(cli: &Cli) -> Result<()> {
     text.push('\n');
     match &cli.output {
         Some(path) => {
-            write_file_atomic(path, text.as_bytes(), 0o644).with_context(|| format!("writing {}", path.display()))
+            write_file_atomic(path, text.as_bytes(), 0o644).with_context(|| format!("writing {}", path.display()))?
         }
         None => std::io::stdout()
             .lock()
             .write_all(text.as_bytes())
-            .context("writing to standard output"),
+            .context("writing to standard output")?,
     }
+    Ok(expected)
 }

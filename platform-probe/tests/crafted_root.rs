@@ -299,7 +299,9 @@ fn expected_devices_come_from_a_template() {
         .arg(conformance_template("rpi3_reference_vc4_dunfell"))
         .output()
         .unwrap();
-    assert!(output.status.success());
+    // The box does not meet the template: its own exit code, the report
+    // still written.
+    assert_eq!(output.status.code(), Some(3));
     let report: ProbeReport = serde_json::from_slice(&output.stdout).unwrap();
     let absent: Vec<&str> = report
         .device_mismatches
@@ -311,6 +313,29 @@ fn expected_devices_come_from_a_template() {
     assert!(absent.contains(&"/dev/dri/card0"));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/dev/vchiq: the template names it"), "{stderr}");
+    assert!(stderr.contains("the box does not meet"), "{stderr}");
+    // The crafted box is arm, as the template says.
+    assert!(!stderr.contains("the template's arch"), "{stderr}");
+
+    // Without the device nodes, the box meets it; for arm64, it does not.
+    let mut template: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(conformance_template("rpi3_reference_vc4_dunfell")).unwrap()).unwrap();
+    template["gpu"]["devs"] = serde_json::json!([]);
+    let met = dir.path().join("met.json");
+    std::fs::write(&met, template.to_string()).unwrap();
+    let output = probe_command(dir.path()).arg("--expect").arg(&met).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    template["arch"] = serde_json::json!({"arch": "aarch64"});
+    std::fs::write(&met, template.to_string()).unwrap();
+    let output = probe_command(dir.path()).arg("--expect").arg(&met).output().unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the template's arch is \"aarch64\""), "{stderr}");
 
     // A broken template is a configuration error: exit code 2, with the file named.
     let bad = dir.path().join("bad.json");

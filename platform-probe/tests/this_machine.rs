@@ -150,3 +150,20 @@ fn the_system_is_described_like_its_tools_describe_it() {
     assert_eq!(system.arch.as_deref(), Some(arch.trim()));
     assert_eq!(system.libraries_fingerprint.len(), 64);
 }
+
+#[test]
+fn a_box_of_another_architecture_does_not_meet_its_template() {
+    let template = bundlegen_fixtures::conformance().join("bundlegen/templates/rpi3_reference_vc4_dunfell.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_platform-probe"))
+        .args(["--root", "/", "-q", "--program", "/bin/sh", "--expect"])
+        .arg(&template)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let this_box = report().system.abi.expect("this machine's ABI").arch_name();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("the box is {this_box}, the template's arch is \"arm\"")),
+        "{stderr}"
+    );
+}

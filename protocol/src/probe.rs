@@ -48,6 +48,30 @@ pub struct Abi {
     pub float: FloatAbi,
 }
 
+/// Maps the names people write (`aarch64`, `armv7`, `x86_64`, ...) to OCI's
+/// architecture and variant; an explicit variant wins over one implied by the name.
+pub fn normalize_arch(architecture: &str, variant: Option<&str>) -> (String, Option<String>) {
+    let arch = architecture.trim().to_ascii_lowercase();
+    let variant = variant.map(|v| v.trim().to_ascii_lowercase()).filter(|v| !v.is_empty());
+    let (arch, implied): (&str, Option<&str>) = match arch.as_str() {
+        "aarch64" | "arm64" | "armv8" | "arm64v8" => ("arm64", None),
+        "armv7" | "armv7l" | "armv7a" | "armhf" | "arm32v7" => ("arm", Some("v7")),
+        "armv6" | "armv6l" | "armel" | "arm32v6" => ("arm", Some("v6")),
+        "armv5" | "armv5l" | "arm32v5" => ("arm", Some("v5")),
+        "x86_64" | "x86-64" | "amd64" => ("amd64", None),
+        "i386" | "i486" | "i586" | "i686" | "x86" | "386" => ("386", None),
+        other => (other, None),
+    };
+    let variant = variant.or(implied.map(str::to_string));
+    // arm64's only variant is v8; treat it as unset so both spellings match.
+    let variant = if arch == "arm64" && variant.as_deref() == Some("v8") {
+        None
+    } else {
+        variant
+    };
+    (arch.to_string(), variant)
+}
+
 impl Abi {
     /// Whether an object of `self` can load a library of `other`.
     pub fn can_load(&self, other: &Abi) -> bool {
@@ -61,6 +85,12 @@ impl Abi {
 
     /// The ABI of an OCI architecture name (`amd64`, `arm64`, `arm`, ...); the
     /// ARM float ABI is left unspecified.
+    /// The ABI of a platform template's `arch` (any spelling people write)
+    /// and `variant`.
+    pub fn for_arch(arch: &str, variant: Option<&str>) -> Option<Abi> {
+        Abi::for_oci_arch(&normalize_arch(arch, variant).0)
+    }
+
     pub fn for_oci_arch(arch: &str) -> Option<Abi> {
         use machine::*;
         let (machine, is_64, little_endian) = match arch {

@@ -233,8 +233,7 @@ pub async fn post_probe(
     let (report, warnings, text) = document::<ProbeReport>(request, &service, "probe report", "invalid_probe").await?;
     let template: PlatformTemplate =
         serde_json::from_str(&previous.template).map_err(|e| ApiError::internal(e.to_string()))?;
-    let expected =
-        bundlegen_core::pipeline::libraries::platform_abi(&template.arch.arch, template.arch.variant.as_deref());
+    let expected = template.abi();
     if let (Some(expected), Some(probed)) = (expected, report.system.abi)
         && !expected.can_load(&probed)
     {

@@ -392,6 +392,11 @@ impl Dobby {
 }
 
 impl PlatformTemplate {
+    /// The ABI of the box's libraries, from `arch`.
+    pub fn abi(&self) -> Option<crate::probe::Abi> {
+        crate::probe::Abi::for_arch(&self.arch.arch, self.arch.variant.as_deref())
+    }
+
     /// The journald options, wherever the template put them.
     pub fn journald_options(&self) -> Option<&JournaldOptions> {
         self.logging

@@ -49,11 +49,6 @@ pub struct LibraryReport {
     pub warnings: Vec<String>,
 }
 
-/// The ABI of a platform's libraries, from its architecture.
-pub fn platform_abi(arch: &str, variant: Option<&str>) -> Option<Abi> {
-    Abi::for_oci_arch(&crate::image::normalize_arch(arch, variant).0)
-}
-
 /// A probe report of another architecture than the template's is a
 /// mistake in the platform's files, not something to match against.
 fn check_report_abi(report: &ProbeReport, box_abi: Option<Abi>, arch: &str) -> Result<(), StageError> {
@@ -85,7 +80,7 @@ impl RootfsView for RootView<'_> {
 pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, entrypoint: Option<&str>) -> Result<LibraryReport, StageError> {
     let options = &inputs.options.libraries;
     let platform = inputs.platform;
-    let box_abi = platform_abi(&platform.arch.arch, platform.arch.variant.as_deref());
+    let box_abi = platform.abi();
     let libs = match &platform.probe {
         Some(report) => {
             check_report_abi(report, box_abi, &platform.arch.arch)?;
