@@ -133,6 +133,22 @@ fn option_bool(options: &HashMap<String, OwnedVariant>, key: &str) -> Result<boo
 
 const KNOWN_OPTIONS: &[&str] = &["signature", "format", "reinstall"];
 
+/// A state-changing call's outcome, logged with what it was about, so the
+/// journal says what was asked and why a refusal was made.
+fn logged<T: std::fmt::Debug>(method: &str, subject: &str, result: Result<T, AgentError>) -> Result<T, AgentError> {
+    match &result {
+        Ok(value) => tracing::info!(method, subject, "accepted: {value:?}"),
+        Err(error) => tracing::warn!(
+            method,
+            subject,
+            "refused: {}: {}",
+            zbus::DBusError::name(error),
+            zbus::DBusError::description(error).unwrap_or("")
+        ),
+    }
+    result
+}
+
 #[interface(name = "org.rdk.dac.BundleAgent1")]
 impl BundleAgent {
     /// Installs `version` of `app` from `source` (an http(s) URL, or
@@ -147,35 +163,40 @@ impl BundleAgent {
         sha256: &str,
         options: HashMap<String, OwnedVariant>,
     ) -> Result<String, AgentError> {
-        if let Some(unknown) = options.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
-            return Err(InvalidParams(format!("unknown option {unknown:?}")).into());
+        let result = async {
+            if let Some(unknown) = options.keys().find(|k| !KNOWN_OPTIONS.contains(&k.as_str())) {
+                return Err(InvalidParams(format!("unknown option {unknown:?}")).into());
+            }
+            Ok(self
+                .agent
+                .install(InstallRequest {
+                    app: app.to_string(),
+                    version: version.to_string(),
+                    source: match source {
+                        "" | "service" => Source::Service,
+                        url => Source::Url(url.to_string()),
+                    },
+                    sha256: Some(sha256.to_ascii_lowercase()).filter(|s| !s.is_empty()),
+                    signature: option_string(&options, "signature")?,
+                    format: option_string(&options, "format")?,
+                    reinstall: option_bool(&options, "reinstall")?,
+                })
+                .await?)
         }
-        Ok(self
-            .agent
-            .install(InstallRequest {
-                app: app.to_string(),
-                version: version.to_string(),
-                source: match source {
-                    "" | "service" => Source::Service,
-                    url => Source::Url(url.to_string()),
-                },
-                sha256: Some(sha256.to_ascii_lowercase()).filter(|s| !s.is_empty()),
-                signature: option_string(&options, "signature")?,
-                format: option_string(&options, "format")?,
-                reinstall: option_bool(&options, "reinstall")?,
-            })
-            .await?)
+        .await;
+        logged("Install", &format!("{app} {version} from {source:?}"), result)
     }
 
     /// `mode` is `full` (data too, once no version is left) or `upgrade`
     /// (the app's data stays). Returns the operation's handle.
     async fn uninstall(&self, app: &str, version: &str, mode: &str) -> Result<String, AgentError> {
-        Ok(self.agent.uninstall(app, version, mode)?)
+        let result = self.agent.uninstall(app, version, mode).map_err(AgentError::from);
+        logged("Uninstall", &format!("{app} {version} ({mode})"), result)
     }
 
     /// Cancels an install while it downloads or verifies.
     fn cancel(&self, handle: &str) -> Result<(), AgentError> {
-        Ok(self.agent.cancel(handle)?)
+        logged("Cancel", handle, self.agent.cancel(handle).map_err(AgentError::from))
     }
 
     /// (status, percent, stage, error) of an operation.
@@ -203,12 +224,22 @@ impl BundleAgent {
     }
 
     async fn set_metadata(&self, app: &str, version: &str, key: &str, value: &str) -> Result<(), AgentError> {
-        Ok(self.agent.set_metadata(app, version, key, Some(value)).await?)
+        let result = self.agent.set_metadata(app, version, key, Some(value)).await;
+        logged(
+            "SetMetadata",
+            &format!("{app} {version} {key}"),
+            result.map_err(AgentError::from),
+        )
     }
 
     /// Clears a key, or every key when `key` is empty.
     async fn clear_metadata(&self, app: &str, version: &str, key: &str) -> Result<(), AgentError> {
-        Ok(self.agent.set_metadata(app, version, key, None).await?)
+        let result = self.agent.set_metadata(app, version, key, None).await;
+        logged(
+            "ClearMetadata",
+            &format!("{app} {version} {key}"),
+            result.map_err(AgentError::from),
+        )
     }
 
     /// (used, quota, free) bytes.
@@ -219,11 +250,20 @@ impl BundleAgent {
     /// Locks a version against uninstall and upgrade; locks count (each
     /// has its handle) and survive restarts.
     async fn lock(&self, app: &str, version: &str, reason: &str, owner: &str) -> Result<String, AgentError> {
-        Ok(self.agent.lock(app, version, reason, owner).await?)
+        let result = self.agent.lock(app, version, reason, owner).await;
+        logged(
+            "Lock",
+            &format!("{app} {version} for {owner}"),
+            result.map_err(AgentError::from),
+        )
     }
 
     async fn unlock(&self, handle: &str) -> Result<(), AgentError> {
-        Ok(self.agent.unlock(handle).await?)
+        logged(
+            "Unlock",
+            handle,
+            self.agent.unlock(handle).await.map_err(AgentError::from),
+        )
     }
 
     /// (count, [(handle, reason, owner)]).
@@ -238,11 +278,17 @@ impl BundleAgent {
     /// Starts `version` (empty: the current one) of `app` with Dobby; returns
     /// Dobby's descriptor.
     async fn launch(&self, app: &str, version: &str) -> Result<i32, AgentError> {
-        Ok(self.agent.launch(app, version).await?)
+        let result = self.agent.launch(app, version).await;
+        logged("Launch", &format!("{app} {version}"), result.map_err(AgentError::from))
     }
 
     async fn stop(&self, app: &str, force: bool) -> Result<(), AgentError> {
-        Ok(self.agent.stop(app, force).await?)
+        let result = self.agent.stop(app, force).await;
+        logged(
+            "Stop",
+            &format!("{app} (force {force})"),
+            result.map_err(AgentError::from),
+        )
     }
 
     #[zbus(signal)]

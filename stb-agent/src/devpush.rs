@@ -33,8 +33,11 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Reply {
         .expect("a valid response")
 }
 
+/// An error answer, logged: every refused push says why in the journal.
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
-    reply(status, json!({"error": {"code": code, "message": message.into()}}))
+    let message = message.into();
+    tracing::warn!(status = status.as_u16(), code, "push refused: {message}");
+    reply(status, json!({"error": {"code": code, "message": message}}))
 }
 
 /// A refusal before the body was read: the connection cannot be reused.
@@ -152,6 +155,7 @@ async fn handle(agent: Arc<Agent>, token: &str, pushes: &Arc<Semaphore>, request
         Ok(received) => received,
         Err(refusal) => return refusal,
     };
+    tracing::info!(app, bytes = received, launch, "push received");
     match agent.install_pushed(&app, archive.path().to_path_buf(), launch).await {
         Ok(descriptor) => reply(
             StatusCode::OK,

@@ -33,7 +33,7 @@ impl Agent {
         }
         let bundle = self.store.bundle_dir(app, &version);
         let bundle = std::fs::canonicalize(&bundle).map_err(io(&bundle))?;
-        tracing::info!("launching {app} {version} from {}", bundle.display());
+        tracing::info!(app, version, bundle = %bundle.display(), "launching");
         let descriptor = self.containers.start(app, &bundle).await?;
         if descriptor < 0 {
             return Err(LaunchError::Refused {

@@ -68,15 +68,27 @@ impl Agent {
 
     /// Reports how far an operation is; an event only when it changed.
     pub(super) fn progress(&self, handle: &str, percent: u32, stage: &str) {
-        let mut changed = false;
-        self.update(handle, |op| {
+        let (mut changed, mut new_stage) = (false, false);
+        let Some(op) = self.update(handle, |op| {
             changed = op.percent != percent || op.stage != stage;
+            new_stage = op.stage != stage;
             op.percent = percent;
             op.stage = stage.to_string();
             op.status = Status::Progress;
-        });
+        }) else {
+            return;
+        };
+        if new_stage {
+            tracing::info!(
+                handle,
+                operation = op.kind,
+                app = op.app,
+                version = op.version,
+                "{stage}"
+            );
+        }
         if changed {
-            tracing::debug!("{handle}: {percent}% {stage}");
+            tracing::debug!(handle, "{percent}% {stage}");
             self.emit(Event::Progress {
                 handle: handle.to_string(),
                 percent,
@@ -101,12 +113,22 @@ impl Agent {
             return;
         };
         match &result {
-            Ok(details) => tracing::info!("{handle}: {} {} {}: {details}", op.kind, op.app, op.version),
+            Ok(details) => tracing::info!(
+                handle,
+                operation = op.kind,
+                app = op.app,
+                version = op.version,
+                "{}: {details}",
+                status.as_str()
+            ),
             Err(e) => tracing::warn!(
-                "{handle}: {} {} {}: {}",
-                op.kind,
-                op.app,
-                op.version,
+                handle,
+                operation = op.kind,
+                app = op.app,
+                version = op.version,
+                "{}: {}: {}",
+                status.as_str(),
+                e.kind().as_str(),
                 bundlegen_protocol::error_chain(e.as_ref())
             ),
         }
@@ -158,7 +180,7 @@ impl Agent {
                 cancel,
             },
         );
-        tracing::info!("{handle}: {kind} {app} {version}: queued");
+        tracing::info!(handle, operation = kind, app, version, "queued");
         self.emit(Event::Status {
             handle: handle.clone(),
             operation: kind.to_string(),

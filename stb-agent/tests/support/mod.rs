@@ -474,12 +474,22 @@ pub struct AgentProcess {
 
 impl AgentProcess {
     pub fn start(config_file: &Path) -> AgentProcess {
+        AgentProcess::spawn(config_file, "warn", Stdio::inherit())
+    }
+
+    /// Logging at info into `log` (what the journal would hold).
+    pub fn start_logging_to(config_file: &Path, log: &Path) -> AgentProcess {
+        let log = std::fs::File::create(log).unwrap();
+        AgentProcess::spawn(config_file, "info", Stdio::from(log))
+    }
+
+    fn spawn(config_file: &Path, level: &str, stderr: Stdio) -> AgentProcess {
         let child = Command::new(env!("CARGO_BIN_EXE_stb-agent"))
             .arg("--config")
             .arg(config_file)
-            .env("STB_AGENT_LOG", "warn")
+            .env("STB_AGENT_LOG", level)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("stb-agent runs");
         AgentProcess {
