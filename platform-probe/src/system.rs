@@ -37,6 +37,13 @@ fn main_program(root: &mut RootDir) -> Option<ElfInfo> {
     })
 }
 
+/// The ABI of the box's own programs under `root` (`/` on a box): what
+/// its bundles must be built for.
+pub fn box_abi(root: &Path) -> Option<Abi> {
+    let mut root = RootDir::open(root, bundlegen_protocol::root::Symlinks::FollowInRoot).ok()?;
+    main_program(&mut root).map(|program| program.abi)
+}
+
 /// `2.31` from `GLIBC_2.31`; the newest of a libc's version definitions.
 fn glibc_version(versions: &[String]) -> Option<String> {
     versions

@@ -83,14 +83,68 @@ impl Abi {
                 || other.float == FloatAbi::Unspecified)
     }
 
-    /// The ABI of an OCI architecture name (`amd64`, `arm64`, `arm`, ...); the
-    /// ARM float ABI is left unspecified.
-    /// The ABI of a platform template's `arch` (any spelling people write)
-    /// and `variant`.
+    /// The ABI of an architecture as people write it (`aarch64`, `armv7`,
+    /// `x86_64`, OCI's names, ...) and a variant.
     pub fn for_arch(arch: &str, variant: Option<&str>) -> Option<Abi> {
         Abi::for_oci_arch(&normalize_arch(arch, variant).0)
     }
 
+    /// The ABI of the machine this program was built for.
+    pub fn of_this_program() -> Option<Abi> {
+        Abi::for_arch(std::env::consts::ARCH, None)
+    }
+
+    /// The ABI an ELF file's header (its first 64 bytes) says; `None` for
+    /// anything else.
+    pub fn from_elf_header(header: &[u8]) -> Option<Abi> {
+        if header.len() < 52 || !header.starts_with(b"\x7fELF") {
+            return None;
+        }
+        let is_64 = match header[4] {
+            1 => false,
+            2 if header.len() >= 64 => true,
+            _ => return None,
+        };
+        let little_endian = match header[5] {
+            1 => true,
+            2 => false,
+            _ => return None,
+        };
+        let half = |at: usize| {
+            let bytes = [header[at], header[at + 1]];
+            if little_endian {
+                u16::from_le_bytes(bytes)
+            } else {
+                u16::from_be_bytes(bytes)
+            }
+        };
+        let word = |at: usize| {
+            let bytes = [header[at], header[at + 1], header[at + 2], header[at + 3]];
+            if little_endian {
+                u32::from_le_bytes(bytes)
+            } else {
+                u32::from_be_bytes(bytes)
+            }
+        };
+        let machine = half(18);
+        let flags = word(if is_64 { 48 } else { 36 });
+        const EF_ARM_ABI_FLOAT_SOFT: u32 = 0x200;
+        const EF_ARM_ABI_FLOAT_HARD: u32 = 0x400;
+        let float = match machine {
+            machine::EM_ARM if flags & EF_ARM_ABI_FLOAT_HARD != 0 => FloatAbi::Hard,
+            machine::EM_ARM if flags & EF_ARM_ABI_FLOAT_SOFT != 0 => FloatAbi::Soft,
+            _ => FloatAbi::Unspecified,
+        };
+        Some(Abi {
+            is_64,
+            little_endian,
+            machine,
+            float,
+        })
+    }
+
+    /// The ABI of an OCI architecture name (`amd64`, `arm64`, `arm`, ...); the
+    /// ARM float ABI is left unspecified.
     pub fn for_oci_arch(arch: &str) -> Option<Abi> {
         use machine::*;
         let (machine, is_64, little_endian) = match arch {
@@ -467,4 +521,58 @@ pub struct DeviceMismatch {
     pub problem: String,
     /// What the template says and what the box has.
     pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use bundlegen_fixtures::elf::ElfSpec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn elf_headers_say_their_abi() {
+        let arm = Abi::from_elf_header(&ElfSpec::arm_library("libx.so").build()).unwrap();
+        assert_eq!(
+            arm,
+            Abi {
+                is_64: false,
+                little_endian: true,
+                machine: machine::EM_ARM,
+                float: FloatAbi::Hard
+            }
+        );
+        assert!(Abi::for_arch("armv7", None).unwrap().can_load(&arm));
+        let big = ElfSpec {
+            big_endian: true,
+            machine: machine::EM_MIPS,
+            flags: 0,
+            ..ElfSpec::arm_library("libm.so")
+        };
+        let mips = Abi::from_elf_header(&big.build()).unwrap();
+        assert_eq!((mips.machine, mips.little_endian), (machine::EM_MIPS, false));
+        assert!(Abi::for_oci_arch("mips").unwrap().can_load(&mips));
+        let x86 = Abi::from_elf_header(&ElfSpec::x86_64_library("liby.so").build()).unwrap();
+        assert!(Abi::for_arch("x86_64", None).unwrap().can_load(&x86));
+        assert!(!Abi::for_arch("aarch64", None).unwrap().can_load(&x86));
+        // This machine's shell is of this program's ABI.
+        let sh = std::fs::read("/bin/sh").unwrap();
+        let sh = Abi::from_elf_header(&sh[..64]).unwrap();
+        assert!(Abi::of_this_program().unwrap().can_load(&sh));
+        for junk in [&b""[..], b"#!/bin/sh\n", &[0x7f, b'E', b'L', b'F', 9, 1, 1, 0][..]] {
+            assert_eq!(Abi::from_elf_header(junk), None);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_read_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let mut header = bytes.clone();
+            if header.len() >= 4 {
+                header[..4].copy_from_slice(b"\x7fELF");
+            }
+            let _ = Abi::from_elf_header(&bytes);
+            let _ = Abi::from_elf_header(&header);
+        }
+    }
 }

@@ -325,3 +325,69 @@ async fn a_download_of_no_stated_size_stops_at_the_quota() {
     let sent = setup.files.endless_sent();
     assert!(sent < 40 << 20, "{sent} bytes were sent");
 }
+
+/// A bundle whose config.json has `annotations` and whose program is
+/// `program`.
+fn bundle_for(annotations: serde_json::Value, program: &[u8]) -> Vec<u8> {
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2-dobby",
+        "process": {"args": ["/app/run"]},
+        "root": {"path": "rootfs"},
+        "annotations": annotations,
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    gzip(&archive(&[
+        RawEntry::file("config.json", &config),
+        RawEntry::dir("rootfs/"),
+        RawEntry::dir("rootfs/app/"),
+        RawEntry::file("rootfs/app/run", program).mode(0o755),
+    ]))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bundle_for_another_architecture_is_refused() {
+    let setup = TestBox::start(|_| {}).await;
+    let agent = setup.proxy().await;
+    let this_box = bundlegen_protocol::probe::Abi::of_this_program().unwrap();
+    let other_elf = match this_box.machine {
+        bundlegen_protocol::probe::machine::EM_ARM => bundlegen_fixtures::elf::ElfSpec::x86_64_library("run"),
+        _ => bundlegen_fixtures::elf::ElfSpec::arm_library("run"),
+    }
+    .executable("/lib/ld.so")
+    .build();
+    let other_arch = if this_box.machine == bundlegen_protocol::probe::machine::EM_MIPS {
+        "arm64"
+    } else {
+        "mips"
+    };
+    let cases = [
+        (
+            "annotated",
+            bundle_for(
+                serde_json::json!({"org.opencontainers.image.architecture": other_arch}),
+                b"#!/bin/sh\n",
+            ),
+        ),
+        ("by its program", bundle_for(serde_json::json!({}), &other_elf)),
+    ];
+    for (case, bundle) in cases {
+        let sha = sha256(&bundle);
+        let url = setup.files.add("other.tar.gz", bundle);
+        let (status, error) = try_install(&agent, "com.example.other", &url, &sha, HashMap::new()).await;
+        assert_eq!(status, "Failed", "{case}");
+        assert!(
+            error.contains("Error.Unsupported:") && error.contains("this box is"),
+            "{case}: {error}"
+        );
+        absent(&agent, &setup.root, "com.example.other").await;
+    }
+    // Its own architecture, either way, installs.
+    let own = bundle_for(
+        serde_json::json!({"org.opencontainers.image.architecture": std::env::consts::ARCH}),
+        &std::fs::read("/bin/sh").unwrap(),
+    );
+    let sha = sha256(&own);
+    let url = setup.files.add("own.tar.gz", own);
+    let (status, error) = try_install(&agent, "com.example.own", &url, &sha, HashMap::new()).await;
+    assert_eq!(status, "Success", "{error}");
+}

@@ -142,6 +142,15 @@ pub enum InstallError {
         uid: u32,
         gid: u32,
     },
+    /// The bundle is for another architecture (its `config.json`
+    /// annotation, or its program's ELF header, says which).
+    #[error("{archive}: the bundle is for {bundle} ({from}), this box is {this_box}")]
+    OtherArchitecture {
+        archive: PathBuf,
+        bundle: String,
+        from: String,
+        this_box: String,
+    },
     #[error("{0}")]
     Cancelled(&'static str),
     #[error(transparent)]
@@ -170,7 +179,7 @@ impl InstallError {
             InstallError::BadArchive { .. } | InstallError::NoConfig { .. } | InstallError::BadConfig { .. } => {
                 ErrorKind::BadArchive
             }
-            InstallError::NeedsRoot { .. } => ErrorKind::Unsupported,
+            InstallError::NeedsRoot { .. } | InstallError::OtherArchitecture { .. } => ErrorKind::Unsupported,
             InstallError::Cancelled(_) => ErrorKind::Cancelled,
             InstallError::Storage(_) | InstallError::RollbackFailed { .. } => ErrorKind::Storage,
         }

@@ -77,6 +77,9 @@ pub struct Agent {
     slots: Arc<Semaphore>,
     events: broadcast::Sender<Event>,
     trusted_keys: Vec<Vec<u8>>,
+    /// What bundles must be built for: the ABI of the box's programs (under
+    /// `probe_root`), else the agent's own.
+    box_abi: Option<bundlegen_protocol::probe::Abi>,
 }
 
 fn random_handle(prefix: &str) -> String {
@@ -110,6 +113,8 @@ impl Agent {
         Arc::new(Agent {
             slots: Arc::new(Semaphore::new(config.max_concurrent_operations)),
             trusted_keys: config.trusted_keys(),
+            box_abi: platform_probe::system::box_abi(&config.probe_root)
+                .or_else(bundlegen_protocol::probe::Abi::of_this_program),
             config,
             store,
             http,

@@ -366,6 +366,7 @@ impl Agent {
                 max_bytes: self.config.quota.bytes(),
                 ..ReadOptions::default()
             },
+            box_abi: self.box_abi,
         };
         self.blocking(move |store| staging.run(store, record, entry)).await
     }

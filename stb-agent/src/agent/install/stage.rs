@@ -1,11 +1,15 @@
 //! Step 4: the unpack into place, and what puts back the previous state if
 //! it fails.
 
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use bundlegen_protocol::archive::{CONFIG_FILE, Owners, ReadOptions, read_root_file, unpack_bundle};
 use bundlegen_protocol::idmap::IdMapping;
+use bundlegen_protocol::probe::Abi;
+use bundlegen_protocol::root::{RootDir, Symlinks};
 use serde::Deserialize;
 
 use crate::agent::{InstallError, random_handle};
@@ -17,6 +21,8 @@ pub(super) struct Staging {
     pub version: String,
     pub archive: PathBuf,
     pub options: ReadOptions,
+    /// What the box runs; `None`: not known, not checked.
+    pub box_abi: Option<Abi>,
 }
 
 impl Staging {
@@ -54,7 +60,12 @@ impl Staging {
     fn unpack(&self, storage_root: &Path, bundle_dir: &Path) -> Result<(), InstallError> {
         let apps_dir = bundle_dir.parent().expect("apps/<app>");
         std::fs::create_dir_all(apps_dir).map_err(io(apps_dir))?;
-        let user_namespace = self.user_namespace()?;
+        let config = self.read_config()?;
+        let annotated = config.annotated_abi();
+        if let Some((abi, arch)) = &annotated {
+            self.check_architecture(abi, &format!("{arch}, from its config.json"))?;
+        }
+        let user_namespace = config.user_namespace();
         let options = ReadOptions {
             owners: owners(user_namespace.as_ref())?,
             ..self.options.clone()
@@ -67,12 +78,19 @@ impl Staging {
             }
         })?;
         // A config.json that is a symlink would make Dobby read a host file.
-        let config = bundle_dir.join(CONFIG_FILE);
-        if !std::fs::symlink_metadata(&config).is_ok_and(|m| m.is_file()) {
+        let config_file = bundle_dir.join(CONFIG_FILE);
+        if !std::fs::symlink_metadata(&config_file).is_ok_and(|m| m.is_file()) {
             remove_tree(bundle_dir)?;
             return Err(InstallError::NoConfig {
                 archive: self.archive.clone(),
             });
+        }
+        if annotated.is_none()
+            && let Some((abi, program)) = config.program_abi(bundle_dir)
+            && let Err(e) = self.check_architecture(&abi, &format!("{}, from {program}", abi.arch_name()))
+        {
+            remove_tree(bundle_dir)?;
+            return Err(e);
         }
         // Dobby writes into the bundle and needs to enter it.
         std::fs::set_permissions(bundle_dir, std::fs::Permissions::from_mode(0o755)).map_err(io(bundle_dir))?;
@@ -92,9 +110,9 @@ impl Staging {
         Ok(())
     }
 
-    /// The user namespace the bundle's config.json asks for: its uid and gid
-    /// maps, `None` without one. Read before anything is unpacked.
-    fn user_namespace(&self) -> Result<Option<UserNamespace>, InstallError> {
+    /// What the agent needs of the bundle's config.json, read before
+    /// anything is unpacked.
+    fn read_config(&self) -> Result<ConfigHead, InstallError> {
         let file = std::fs::File::open(&self.archive).map_err(io(&self.archive))?;
         let config = read_root_file(std::io::BufReader::new(file), CONFIG_FILE, MAX_CONFIG_BYTES)
             .map_err(|source| InstallError::BadArchive {
@@ -104,16 +122,26 @@ impl Staging {
             .ok_or_else(|| InstallError::NoConfig {
                 archive: self.archive.clone(),
             })?;
-        let config: ConfigLinux = serde_json::from_slice(&config).map_err(|source| InstallError::BadConfig {
+        serde_json::from_slice(&config).map_err(|source| InstallError::BadConfig {
             archive: self.archive.clone(),
             source,
-        })?;
-        let linux = config.linux.unwrap_or_default();
-        let has_user_namespace = linux.namespaces.iter().any(|n| n.kind == "user");
-        Ok(has_user_namespace.then_some(UserNamespace {
-            uid_map: linux.uid_mappings,
-            gid_map: linux.gid_mappings,
-        }))
+        })
+    }
+
+    /// Refuses a bundle whose ABI this box cannot run.
+    fn check_architecture(&self, bundle: &Abi, described: &str) -> Result<(), InstallError> {
+        let Some(this_box) = self.box_abi else {
+            return Ok(());
+        };
+        if this_box.can_load(bundle) {
+            return Ok(());
+        }
+        Err(InstallError::OtherArchitecture {
+            archive: self.archive.clone(),
+            bundle: bundle.arch_name(),
+            from: described.to_string(),
+            this_box: this_box.arch_name(),
+        })
     }
 
     /// Back to how it was: the old copy (on a reinstall) and its record.
@@ -144,12 +172,70 @@ const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// What the agent reads of a config.json before unpacking.
 #[derive(Deserialize)]
-struct ConfigLinux {
+struct ConfigHead {
     #[serde(default)]
     linux: Option<Linux>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    process: Option<Process>,
+    #[serde(default)]
+    root: Option<Root>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Deserialize)]
+struct Process {
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Root {
+    path: String,
+}
+
+/// The image's architecture, as the generator copies it into annotations.
+const ARCHITECTURE_ANNOTATION: &str = "org.opencontainers.image.architecture";
+const VARIANT_ANNOTATION: &str = "org.opencontainers.image.variant";
+
+impl ConfigHead {
+    /// The user namespace the config asks for: its uid and gid maps.
+    fn user_namespace(&self) -> Option<UserNamespace> {
+        let linux = self.linux.as_ref()?;
+        linux
+            .namespaces
+            .iter()
+            .any(|n| n.kind == "user")
+            .then(|| UserNamespace {
+                uid_map: linux.uid_mappings.clone(),
+                gid_map: linux.gid_mappings.clone(),
+            })
+    }
+
+    /// The ABI the config's annotations name, and the name as written.
+    fn annotated_abi(&self) -> Option<(Abi, String)> {
+        let arch = self.annotations.get(ARCHITECTURE_ANNOTATION)?;
+        let variant = self.annotations.get(VARIANT_ANNOTATION).map(String::as_str);
+        Some((Abi::for_arch(arch, variant)?, arch.clone()))
+    }
+
+    /// The ABI of the program the container starts (an absolute
+    /// `process.args[0]`, resolved inside the unpacked rootfs), and its path.
+    fn program_abi(&self, bundle_dir: &Path) -> Option<(Abi, String)> {
+        let program = self.process.as_ref()?.args.first().filter(|p| p.starts_with('/'))?;
+        let rootfs = bundle_dir.join(self.root.as_ref().map_or("rootfs", |r| r.path.as_str()));
+        let mut root = RootDir::open(&rootfs, Symlinks::FollowInRoot).ok()?;
+        let (mut file, _) = root.open_file_follow(Path::new(program)).ok()?;
+        let mut header = Vec::with_capacity(64);
+        std::io::Read::by_ref(&mut file)
+            .take(64)
+            .read_to_end(&mut header)
+            .ok()?;
+        Some((Abi::from_elf_header(&header)?, program.clone()))
+    }
+}
+
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Linux {
     #[serde(default)]
