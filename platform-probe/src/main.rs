@@ -159,6 +159,10 @@ fn run(cli: &Cli) -> Result<Expected> {
             &token,
             report_json,
             cli.ca.as_deref(),
+            &bundlegen_protocol::tls::Remedies {
+                plain_http: "give --upload as an http:// URL",
+                trust_ca: "pass the service's CA with --ca FILE",
+            },
         ))?;
         for warning in &accepted.warnings {
             eprintln!("warning: the service says: {warning}");

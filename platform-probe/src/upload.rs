@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bundlegen_protocol::http::{HttpError, client, send_for_json};
+use bundlegen_protocol::tls::Remedies;
 
 /// What the service answered.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -22,8 +23,15 @@ pub struct Accepted {
 }
 
 /// Posts `report` (JSON) to `url`; `ca` adds a trusted CA (PEM) for a
-/// service with a private certificate.
-pub async fn upload(url: &str, token: &str, report: Vec<u8>, ca: Option<&Path>) -> Result<Accepted, HttpError> {
+/// service with a private certificate; `remedies` say, in the caller's
+/// terms, what to do about TLS trouble.
+pub async fn upload(
+    url: &str,
+    token: &str,
+    report: Vec<u8>,
+    ca: Option<&Path>,
+    remedies: &Remedies,
+) -> Result<Accepted, HttpError> {
     let client = client(
         concat!("platform-probe/", env!("CARGO_PKG_VERSION")),
         ca,
@@ -34,5 +42,5 @@ pub async fn upload(url: &str, token: &str, report: Vec<u8>, ca: Option<&Path>) 
         .bearer_auth(token)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(report);
-    send_for_json(request, url).await
+    send_for_json(request, url, remedies).await
 }

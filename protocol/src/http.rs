@@ -86,13 +86,21 @@ pub fn error_of(body: &[u8]) -> (String, String) {
 }
 
 /// Sends `request` to `url` and reads a JSON answer: a success is parsed as
-/// `T`, an error status becomes [`HttpError::Refused`] with the peer's code.
-pub async fn send_for_json<T: DeserializeOwned>(request: reqwest::RequestBuilder, url: &str) -> Result<T, HttpError> {
+/// `T`, an error status becomes [`HttpError::Refused`] with the peer's code;
+/// TLS trouble is explained with `remedies`.
+pub async fn send_for_json<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    url: &str,
+    remedies: &crate::tls::Remedies,
+) -> Result<T, HttpError> {
     let transport = |message: String| HttpError::Transport {
         url: url.to_string(),
         message,
     };
-    let response = request.send().await.map_err(|e| transport(crate::error_chain(&e)))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport(crate::tls::explain(&e, remedies)))?;
     let status = response.status();
     let body = response.bytes().await.map_err(|e| transport(e.to_string()))?;
     if !status.is_success() {

@@ -32,3 +32,93 @@ pub fn server_config(cert: &Path, key: &Path, http2: bool) -> Result<rustls::Ser
     };
     Ok(config)
 }
+
+/// What a user of a client can do about TLS trouble, in that client's
+/// words (its flags or configuration keys).
+#[derive(Debug, Clone, Copy)]
+pub struct Remedies {
+    /// For a server that speaks plain HTTP: e.g. "pass --plain-http".
+    pub plain_http: &'static str,
+    /// For a certificate from a CA not trusted here: e.g. "pass its CA with --ca FILE".
+    pub trust_ca: &'static str,
+}
+
+/// A failed request's error and causes, with what to do when TLS is what
+/// failed (rustls names the trouble; people should not have to decode it).
+pub fn explain(error: &(dyn std::error::Error + 'static), remedies: &Remedies) -> String {
+    let text = crate::error_chain(error);
+    match hint(&text, remedies) {
+        Some(hint) => format!("{text} ({hint})"),
+        None => text,
+    }
+}
+
+fn hint(text: &str, remedies: &Remedies) -> Option<String> {
+    let has = |needle: &str| text.contains(needle);
+    let hint = if has("InvalidContentType") || has("corrupt message") {
+        format!("the server answered in plain HTTP, not TLS: {}", remedies.plain_http)
+    } else if has("UnknownIssuer") {
+        format!(
+            "the server's certificate is signed by a CA this machine does not trust: {}",
+            remedies.trust_ca
+        )
+    } else if has("CaUsedAsEndEntity") {
+        "the server presents a CA certificate as its own: give the server a certificate signed by that CA \
+         (a leaf, not the CA itself)"
+            .to_string()
+    } else if has("NotValidForName") || has("not valid for name") {
+        "the server's certificate does not name this host: use a name the certificate lists, or reissue it".to_string()
+    } else if has("Expired") || has("NotValidYet") {
+        "the server's certificate is outside its validity period (or this machine's clock is wrong)".to_string()
+    } else if has("SelfSigned") {
+        format!("the server's certificate is self-signed: {}", remedies.trust_ca)
+    } else {
+        return None;
+    };
+    Some(hint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Failed(&'static str);
+
+    impl std::fmt::Display for Failed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Failed {}
+
+    #[test]
+    fn each_tls_trouble_gets_its_remedy() {
+        let remedies = Remedies {
+            plain_http: "pass --plain-http",
+            trust_ca: "pass its CA with --registry-ca FILE",
+        };
+        let cases = [
+            (
+                "received corrupt message of type InvalidContentType",
+                "pass --plain-http",
+            ),
+            ("invalid peer certificate: UnknownIssuer", "--registry-ca FILE"),
+            (
+                "invalid peer certificate: BadEncoding ... CaUsedAsEndEntity",
+                "a leaf, not the CA",
+            ),
+            ("certificate not valid for name \"x\"", "does not name this host"),
+            ("invalid peer certificate: Expired", "validity period"),
+        ];
+        for (error, remedy) in cases {
+            let explained = explain(&Failed(error), &remedies);
+            assert!(
+                explained.starts_with(error) && explained.contains(remedy),
+                "{explained}"
+            );
+        }
+        assert_eq!(explain(&Failed("connection refused"), &remedies), "connection refused");
+    }
+}

@@ -1,5 +1,6 @@
 //! Developer push (developer mode only): `POST /v1/push?app=ID[&launch=1]`
 //! with `Authorization: Bearer TOKEN` and a bundle archive as the body
+//! (`GET /v1/push` first checks the token, without a body to cut off)
 //! installs it as version `dev` of the app (replacing an earlier `dev`) and,
 //! with `launch=1`, starts it. `bundlegen push` is the client. HTTPS when a
 //! certificate is configured; plain HTTP only on loopback (checked when the
@@ -117,6 +118,12 @@ async fn handle(agent: Arc<Agent>, token: &str, pushes: &Arc<Semaphore>, request
             "unauthorized",
             "a developer token is required",
         ));
+    }
+    if request.method() == Method::GET && request.uri().path() == "/v1/push" {
+        // What a client asks before it sends a body: the token is good, and
+        // how much room there is.
+        let (used, quota, free) = agent.storage();
+        return reply(StatusCode::OK, json!({"used": used, "quota": quota, "free": free}));
     }
     if request.method() != Method::POST || request.uri().path() != "/v1/push" {
         return unread(error(

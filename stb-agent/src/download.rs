@@ -19,6 +19,14 @@ use crate::store::{NoRoom, Room};
 const PARTIAL: &str = "bundle.part";
 const COMPLETE: &str = "bundle";
 const JOURNAL: &str = "journal.json";
+/// What to do about TLS trouble with the service or a bundle's server, in
+/// agent.toml's terms.
+pub const REMEDIES: bundlegen_protocol::tls::Remedies = bundlegen_protocol::tls::Remedies {
+    plain_http: "the server speaks plain HTTP: use an http:// URL (for `server` on another host, also set \
+                 insecure_server = true)",
+    trust_ca: "set ca_file in agent.toml to the CA that signed the server's certificate",
+};
+
 /// Room is checked again each time this many more bytes have arrived.
 pub const ROOM_CHECK_INTERVAL: u64 = 1 << 20;
 /// Longest wait between attempts, whatever the server asks.
@@ -142,7 +150,7 @@ impl Http {
                     self.sleep(attempt, None, cancel).await?;
                     continue;
                 }
-                Err(e) => return Err(transfer.failed(bundlegen_protocol::error_chain(&e))),
+                Err(e) => return Err(transfer.failed(bundlegen_protocol::tls::explain(&e, &REMEDIES))),
             };
             let status = response.status();
             let retryable = status.is_server_error()

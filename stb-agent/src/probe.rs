@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::agent::Agent;
+use crate::download::REMEDIES;
 use crate::systemd;
 
 /// Longest wait between two upload attempts.
@@ -94,7 +95,7 @@ async fn probe_and_upload(agent: &Agent, url: &str, token_file: &std::path::Path
     }
     let token = bundlegen_protocol::http::read_token(token_file).map_err(|e| e.to_string())?;
     let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
-    let accepted = platform_probe::upload::upload(url, &token, body, agent.config.ca_file.as_deref())
+    let accepted = platform_probe::upload::upload(url, &token, body, agent.config.ca_file.as_deref(), &REMEDIES)
         .await
         .map_err(|e| e.to_string())?;
     let uploaded = Uploaded {

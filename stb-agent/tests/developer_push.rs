@@ -111,8 +111,12 @@ async fn developer_push_installs_and_launches_as_dev() {
     let again = bundlegen_core::push::push(&request).await.unwrap();
     assert!(again.descriptor.is_some());
 
+    // A wrong token with a large archive: the box's 401, not a broken pipe.
+    let large = dir.path().join("com.example.large.tar.gz");
+    std::fs::write(&large, bundle_archive("com.example.large", 16 << 20)).unwrap();
     let wrong_token = PushRequest {
         token: "guess".into(),
+        archive: large,
         ..request.clone()
     };
     match bundlegen_core::push::push(&wrong_token).await {

@@ -64,6 +64,14 @@ fn plain_http_registry_by_tag_digest_and_platform() {
             .arg(out);
         command
     };
+    // Without --plain-http, TLS meets plain HTTP: said so, with the flag.
+    let err = run_failing(
+        bundlegen()
+            .args(["unpack", "--format", "dir", "--arch", "amd64"])
+            .arg(format!("{repo}:1.0"))
+            .arg(tmp.path().join("tls")),
+    );
+    assert!(err.contains("plain HTTP") && err.contains("--plain-http"), "{err}");
     run(&mut pull(&format!("{repo}:1.0"), &tmp.path().join("amd"), "x86_64"));
     assert_eq!(platform_of(&tmp.path().join("amd")), "amd64");
     run(&mut pull(&format!("{repo}:1.0"), &tmp.path().join("arm"), "armv7"));
@@ -398,7 +406,10 @@ fn https_registry_with_token_authentication() {
             .arg(&image)
             .arg(pki.path("untrusted")),
     );
-    assert!(err.contains("certificate"), "{err}");
+    assert!(
+        err.contains("certificate") && err.contains("--registry-ca FILE"),
+        "{err}"
+    );
     for out in ["bad-creds", "no-creds", "untrusted"] {
         assert!(!pki.path(out).exists());
     }

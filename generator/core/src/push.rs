@@ -7,7 +7,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bundlegen_protocol::http::{HttpError, client, send_for_json};
+use bundlegen_protocol::tls::Remedies;
 use serde::Deserialize;
+
+/// What to do about TLS trouble with a box.
+const REMEDIES: Remedies = Remedies {
+    plain_http: "give --device as http://HOST:PORT (a box without developer.tls_cert listens in plain HTTP, \
+                 on loopback only)",
+    trust_ca: "pass the CA that signed the box's certificate with --ca FILE",
+};
 
 /// The agent's developer endpoint port when `--device` names none.
 pub const DEFAULT_PORT: u16 = 9443;
@@ -105,13 +113,22 @@ pub async fn push(request: &PushRequest) -> Result<Pushed, PushError> {
         // Installing (and launching) happens before the box answers.
         Duration::from_secs(600),
     )?;
+    // The token is checked before the body goes: a refusal mid-body would
+    // reach this side as a broken pipe instead of the box's answer.
+    let ready_url = format!("{}/v1/push", device_url(&request.device)?);
+    let _room: serde_json::Value = send_for_json(
+        client.get(&ready_url).bearer_auth(&request.token),
+        &ready_url,
+        &REMEDIES,
+    )
+    .await?;
     let upload = client
         .post(url.clone())
         .bearer_auth(&request.token)
         .header(reqwest::header::CONTENT_LENGTH, length)
         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
         .body(reqwest::Body::wrap_stream(crate::stream::file_stream(file, length)));
-    Ok(send_for_json(upload, url.as_str()).await?)
+    Ok(send_for_json(upload, url.as_str(), &REMEDIES).await?)
 }
 
 #[cfg(test)]

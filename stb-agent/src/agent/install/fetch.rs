@@ -137,7 +137,12 @@ impl Agent {
                 .request(reqwest::Method::GET, url.as_str())
                 .send()
                 .await
-                .map_err(|e| service(format!("{url}: {}", bundlegen_protocol::error_chain(&e))))?;
+                .map_err(|e| {
+                    service(format!(
+                        "{url}: {}",
+                        bundlegen_protocol::tls::explain(&e, &crate::download::REMEDIES)
+                    ))
+                })?;
             let status = response.status();
             let bytes = response.bytes().await.unwrap_or_default();
             match status.as_u16() {

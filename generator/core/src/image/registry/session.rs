@@ -16,6 +16,12 @@ use super::{Credentials, RegistryOptions, normalize_host};
 use crate::image::blob::{BlobCheck, MAX_DOCUMENT_BYTES};
 use crate::image::{ImageError, blob_path};
 
+/// What to do about TLS trouble with a registry, in the CLI's words.
+const REMEDIES: bundlegen_protocol::tls::Remedies = bundlegen_protocol::tls::Remedies {
+    plain_http: "a registry without TLS (a local test registry) needs --plain-http",
+    trust_ca: "pass the CA that signed the registry's certificate with --registry-ca FILE",
+};
+
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
@@ -197,7 +203,10 @@ impl Session {
                 let response = request.send().await.map_err(|e| {
                     self.error(
                         token_url.as_str(),
-                        format!("token request failed: {}", bundlegen_protocol::error_chain(&e)),
+                        format!(
+                            "token request failed: {}",
+                            bundlegen_protocol::tls::explain(&e, &REMEDIES)
+                        ),
                     )
                 })?;
                 let status = response.status();
@@ -271,7 +280,10 @@ impl Session {
                     continue;
                 }
                 Err(e) => {
-                    return Err(self.error(url, format!("request failed: {}", bundlegen_protocol::error_chain(&e))));
+                    return Err(self.error(
+                        url,
+                        format!("request failed: {}", bundlegen_protocol::tls::explain(&e, &REMEDIES)),
+                    ));
                 }
             };
             let status = response.status();
