@@ -57,6 +57,9 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         }
         ErrorKind::AppLocked | ErrorKind::AppRunning => StatusCode::CONFLICT,
         ErrorKind::NoSpace | ErrorKind::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorKind::Unsupported => StatusCode::UNPROCESSABLE_ENTITY,
+        // Dobby refused the app, or it stopped as soon as it started.
+        ErrorKind::Dobby => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

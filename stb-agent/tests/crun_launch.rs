@@ -15,16 +15,14 @@ use support::*;
 
 const APP: &str = "com.example.crun";
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_crun_mode_bundle_runs_with_real_crun_and_stops() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    std::fs::create_dir(&out).unwrap();
+/// A crun-mode bundle (a plain OCI bundle) whose app is this machine's
+/// shell running `script`, with `out` mounted at `/out`.
+fn shell_bundle(script: &str, out: &std::path::Path) -> Vec<u8> {
     // The host's /usr, read-only: the app is this machine's shell.
     let runtime_config = json!({
         "ociVersion": "1.0.2",
         "process": {
-            "args": ["/bin/sh", "-c", "echo \"hello from $(cat /proc/sys/kernel/hostname)\" > /out/hello; exec sleep 60"],
+            "args": ["/bin/sh", "-c", script],
             "cwd": "/",
             "env": ["PATH=/usr/bin:/bin"],
             "user": {"uid": 0, "gid": 0}
@@ -39,7 +37,7 @@ async fn a_crun_mode_bundle_runs_with_real_crun_and_stops() {
         "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}]}
     })
     .to_string();
-    let bundle = gzip(&archive(&[
+    gzip(&archive(&[
         RawEntry::file("config.json", runtime_config.as_bytes()),
         RawEntry::dir("rootfs/"),
         RawEntry::dir("rootfs/usr/"),
@@ -49,7 +47,18 @@ async fn a_crun_mode_bundle_runs_with_real_crun_and_stops() {
         RawEntry::symlink("rootfs/bin", "usr/bin"),
         RawEntry::symlink("rootfs/lib", "usr/lib"),
         RawEntry::symlink("rootfs/lib64", "usr/lib64"),
-    ]));
+    ]))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crun_mode_bundle_runs_with_real_crun_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let bundle = shell_bundle(
+        "echo \"hello from $(cat /proc/sys/kernel/hostname)\" > /out/hello; exec sleep 60",
+        &out,
+    );
 
     let setup = TestBox::start_at(&dir.path().join("dac"), true, |_| {}).await;
     let agent = setup.proxy().await;
@@ -80,4 +89,43 @@ async fn a_crun_mode_bundle_runs_with_real_crun_and_stops() {
         .unwrap();
     assert_eq!(signal.args().unwrap().app(), &APP);
     assert_eq!(dbus_error(agent.stop(APP, false).await).0, "NotRunning");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pushed_app_that_dies_at_once_is_a_failed_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let (setup, port) = developer_box(dir.path(), true, |_| {}).await;
+    let push = |archive: std::path::PathBuf| bundlegen_core::push::PushRequest {
+        device: format!("http://127.0.0.1:{port}"),
+        token: TOKEN.into(),
+        archive,
+        app: Some("com.example.dies".into()),
+        launch: true,
+        ca_file: None,
+    };
+    let dies = dir.path().join("dies.tar.gz");
+    std::fs::write(&dies, shell_bundle("exit 3", &out)).unwrap();
+    match bundlegen_core::push::push(&push(dies)).await {
+        Err(bundlegen_core::push::PushError::Http(bundlegen_protocol::http::HttpError::Refused {
+            status,
+            code,
+            message,
+            ..
+        })) => {
+            assert_eq!((status, code.as_str()), (502, "Dobby"), "{message}");
+            assert!(
+                message.contains("stopped right after it started: exited with code 3"),
+                "{message}"
+            );
+        }
+        other => panic!("a launch that dies is a failure: {other:?}"),
+    }
+    // One that keeps running is a launch.
+    let lives = dir.path().join("lives.tar.gz");
+    std::fs::write(&lives, shell_bundle("exec sleep 30", &out)).unwrap();
+    let pushed = bundlegen_core::push::push(&push(lives)).await.unwrap();
+    assert!(pushed.descriptor.is_some_and(|d| d > 0));
+    setup.proxy().await.stop("com.example.dies", true).await.unwrap();
 }

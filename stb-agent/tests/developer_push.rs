@@ -13,33 +13,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const TOKEN: &str = "s3cret-dev-token";
-
-/// A box in developer mode listening on a free loopback port; its port.
-async fn developer_box(dir: &Path, change: impl FnOnce(&mut stb_agent::config::AgentConfig)) -> (TestBox, u16) {
-    let token_file = dir.join("dev-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let setup = TestBox::start(|c| {
-        c.developer.enabled = true;
-        c.developer.token_file = Some(token_file);
-        c.developer.listen = ([127, 0, 0, 1], port).into();
-        change(c);
-    })
-    .await;
-    for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return (setup, port);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the developer endpoint did not come up");
-}
-
 /// A push's request head sent by hand (`headers` end with the blank line
 /// only when given); the open connection.
 async fn push_head(port: u16, headers: &str) -> TcpStream {
@@ -87,7 +60,7 @@ fn downloads(root: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn developer_push_installs_and_launches_as_dev() {
     let dir = tempfile::tempdir().unwrap();
-    let (setup, port) = developer_box(dir.path(), |_| {}).await;
+    let (setup, port) = developer_box(dir.path(), false, |_| {}).await;
     let agent = setup.proxy().await;
     let archive = dir.path().join("com.example.pushed.tar.gz");
     std::fs::write(&archive, bundle_archive("com.example.pushed", 4096)).unwrap();
@@ -141,7 +114,7 @@ async fn developer_push_installs_and_launches_as_dev() {
 async fn pushes_must_fit_the_box_and_are_limited_in_number() {
     let dir = tempfile::tempdir().unwrap();
     // 16 MiB of bundles, archives unpacking to 3 times their size.
-    let (setup, port) = developer_box(dir.path(), |c| {
+    let (setup, port) = developer_box(dir.path(), false, |c| {
         c.quota = bundlegen_protocol::config::size::Size(16 << 20);
         c.unpack_factor = 3;
     })

@@ -18,7 +18,9 @@ pub struct PushArgs {
     /// The app id; default: the archive's name without its extension.
     #[arg(long)]
     pub app: Option<String>,
-    /// Launch the app once it is installed (a running one is stopped first).
+    /// Launch the app once it is installed (a running one is stopped first);
+    /// an app that stops within 2 seconds is a failed launch (exit 1, with
+    /// its status and the start of its log).
     #[arg(long)]
     pub launch: bool,
     /// A CA certificate (PEM) to trust for the box's certificate.
@@ -40,7 +42,7 @@ pub fn run(args: &PushArgs) -> Result<(), Failure> {
     let pushed = runtime()?.block_on(bundlegen_core::push::push(&request))?;
     match pushed.descriptor {
         Some(descriptor) => println!(
-            "{} {}: installed ({} bytes) and launched (descriptor {descriptor})",
+            "{} {}: installed ({} bytes) and launched (descriptor {descriptor}); running after 2 s",
             pushed.app, pushed.version, pushed.bytes
         ),
         None => println!("{} {}: installed ({} bytes)", pushed.app, pushed.version, pushed.bytes),

@@ -235,6 +235,13 @@ pub enum LaunchError {
     NotRunning { app: String },
     #[error("Dobby refused {app} {version} (it answers -1 without a reason: see its log)")]
     Refused { app: String, version: String },
+    /// Started, then stopped before the launch was reported as done.
+    #[error("{app} stopped right after it started: {status}{}", log_lines(.log))]
+    Exited {
+        app: String,
+        status: String,
+        log: Vec<String>,
+    },
     #[error(transparent)]
     Containers(#[from] ContainerError),
     #[error(transparent)]
@@ -244,13 +251,21 @@ pub enum LaunchError {
     Install(Arc<OperationError>),
 }
 
+/// The first lines of an app's log, for an error message.
+fn log_lines(lines: &[String]) -> String {
+    match lines {
+        [] => String::new(),
+        lines => format!("; its log begins: {}", lines.join(" | ")),
+    }
+}
+
 impl LaunchError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             LaunchError::Version(e) => e.kind(),
             LaunchError::Running { .. } => ErrorKind::AppRunning,
             LaunchError::NotRunning { .. } => ErrorKind::NotRunning,
-            LaunchError::Refused { .. } | LaunchError::Containers(_) => ErrorKind::Dobby,
+            LaunchError::Refused { .. } | LaunchError::Exited { .. } | LaunchError::Containers(_) => ErrorKind::Dobby,
             LaunchError::Storage(_) => ErrorKind::Storage,
             LaunchError::Install(e) => e.kind(),
         }

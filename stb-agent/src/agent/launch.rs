@@ -1,10 +1,13 @@
 //! Starting and stopping apps through [`super::Containers`] (Dobby), and
 //! developer pushes (install as `dev`, then launch).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{Agent, InstallError, InstallRequest, LaunchError, Source, VersionError, check_app};
+use tokio::sync::broadcast;
+
+use super::{Agent, Event, InstallError, InstallRequest, LaunchError, Source, VersionError, check_app};
 use crate::store::io;
 
 impl Agent {
@@ -88,8 +91,96 @@ impl Agent {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
-            return Ok(Some(self.launch(app, "dev").await?));
+            // Subscribed first: a container that dies at once is not missed.
+            let mut events = self.subscribe();
+            let descriptor = self.launch(app, "dev").await?;
+            if let Some(status) = stopped_within(&mut events, app, LAUNCH_WATCH).await {
+                return Err(LaunchError::Exited {
+                    app: app.to_string(),
+                    status: describe_wait_status(status),
+                    log: self.first_log_lines(app, "dev"),
+                });
+            }
+            return Ok(Some(descriptor));
         }
         Ok(None)
+    }
+
+    /// The first lines of the log the bundle's logging plugin writes to a
+    /// file (`rdkPlugins.logging.data.fileOptions.path`), if it does.
+    fn first_log_lines(&self, app: &str, version: &str) -> Vec<String> {
+        let config = self.store.bundle_dir(app, version).join("config.json");
+        let Some(path) = std::fs::read(&config)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .and_then(|config| {
+                config["rdkPlugins"]["logging"]["data"]["fileOptions"]["path"]
+                    .as_str()
+                    .map(PathBuf::from)
+            })
+        else {
+            return Vec::new();
+        };
+        first_lines(&path, LOG_LINES)
+    }
+}
+
+/// How long a pushed app must keep running for its launch to count.
+const LAUNCH_WATCH: Duration = Duration::from_secs(2);
+
+/// Lines of the app's log an error carries.
+const LOG_LINES: usize = 10;
+
+/// The status of `app` if it stops within `window`.
+async fn stopped_within(events: &mut broadcast::Receiver<Event>, app: &str, window: Duration) -> Option<i32> {
+    let stopped = async {
+        loop {
+            match events.recv().await {
+                Ok(Event::Stopped { app: stopped, status }) if stopped == app => return Some(status),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    };
+    tokio::time::timeout(window, stopped).await.ok().flatten()
+}
+
+/// A wait status as Dobby reports it: "exited with code 3", "killed by signal 9".
+fn describe_wait_status(status: i32) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let status = std::process::ExitStatus::from_raw(status);
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => format!("stopped ({status})"),
+    }
+}
+
+/// The first `count` lines of a text file (at most 8 KiB read).
+fn first_lines(path: &Path, count: usize) -> Vec<String> {
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let mut text = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::Read::take(file, 8 << 10), &mut text);
+    text.lines().take(count).map(str::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_statuses_and_log_lines_are_told_plainly() {
+        assert_eq!(describe_wait_status(3 << 8), "exited with code 3");
+        assert_eq!(describe_wait_status(9), "killed by signal 9");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let text: String = (1..=30).map(|n| format!("line {n}\n")).collect();
+        std::fs::write(&log, text).unwrap();
+        let lines = first_lines(&log, LOG_LINES);
+        assert_eq!(lines.len(), LOG_LINES);
+        assert_eq!(lines[0], "line 1");
+        assert!(first_lines(&dir.path().join("missing"), LOG_LINES).is_empty());
     }
 }

@@ -523,3 +523,36 @@ impl Drop for AgentProcess {
         self.kill();
     }
 }
+
+/// The developer token of [`developer_box`].
+pub const TOKEN: &str = "s3cret-dev-token";
+
+/// A box in developer mode (token [`TOKEN`]) listening on a free loopback
+/// port, its storage in `dir`; its port.
+pub async fn developer_box(
+    dir: &Path,
+    crun: bool,
+    change: impl FnOnce(&mut stb_agent::config::AgentConfig),
+) -> (TestBox, u16) {
+    let token_file = dir.join("dev-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let setup = TestBox::start_at(&dir.join("dac"), crun, |c| {
+        c.developer.enabled = true;
+        c.developer.token_file = Some(token_file);
+        c.developer.listen = ([127, 0, 0, 1], port).into();
+        change(c);
+    })
+    .await;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return (setup, port);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the developer endpoint did not come up");
+}
