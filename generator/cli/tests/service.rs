@@ -365,6 +365,10 @@ async fn platforms_keep_versions_and_diff_them() {
         "the arm rootfs has few libraries"
     );
     assert_eq!(libs_diff["template"], json!([]));
+    // Without `from`: the version before, to the current one.
+    let latest: Value = server.get(&at("/diff"), &device).await.json().await.unwrap();
+    assert_eq!((latest["from"].as_i64(), latest["to"].as_i64()), (Some(4), Some(5)));
+    assert_eq!(latest["template"][0]["path"], "/hardware/maxRam");
 
     let old_libs: Value = server.get(&at("/libs?version=2"), &device).await.json().await.unwrap();
     assert_eq!(old_libs["libs"].as_array().unwrap().len(), 1022);
@@ -471,10 +475,16 @@ async fn platforms_keep_versions_and_diff_them() {
             "",
         ),
         (
-            http.get(server.url(&at("/diff"))),
+            http.get(server.url(&at("/diff?from=x"))),
             StatusCode::BAD_REQUEST,
             "invalid_query",
             "from",
+        ),
+        (
+            http.delete(server.url("/v1/platforms")),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "DELETE",
         ),
         (
             http.post(server.url(&at("/probe")))

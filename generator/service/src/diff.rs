@@ -29,6 +29,37 @@ pub struct SetChanges {
     pub changed: Vec<String>,
 }
 
+/// How one library changed: what apps that use it from the box may notice.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LibraryChange {
+    pub name: String,
+    /// Symbol versions it defines now and did not before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub versions_gained: Vec<String>,
+    /// Symbol versions it no longer defines: apps needing them break.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub versions_lost: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dependencies_added: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dependencies_removed: Vec<String>,
+    /// Another SONAME (`from`, `to`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soname: Option<(Option<String>, Option<String>)>,
+    /// Other content (sha256 `from`, `to`), from probe reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LibraryChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<LibraryChange>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlatformDiff {
@@ -36,9 +67,8 @@ pub struct PlatformDiff {
     pub from: i64,
     pub to: i64,
     pub template: Vec<FieldChange>,
-    /// Library names: added, removed, or with other versions, dependencies
-    /// or (between probe reports) content.
-    pub libraries: SetChanges,
+    /// Library names added and removed, and how the others changed.
+    pub libraries: LibraryChanges,
     /// Device paths: added, removed, or with other numbers, type or class.
     pub devices: SetChanges,
 }
@@ -82,8 +112,14 @@ fn set_changes<T: PartialEq>(from: &BTreeMap<String, T>, to: &BTreeMap<String, T
 }
 
 /// What is compared of a library: its versions, dependencies and, from a
-/// probe report, its content hash.
-type LibraryFacts = (Vec<String>, Vec<String>, Option<String>);
+/// probe report, its SONAME and content hash.
+#[derive(Debug, Clone, PartialEq)]
+struct LibraryFacts {
+    versions: Vec<String>,
+    deps: Vec<String>,
+    soname: Option<String>,
+    sha256: Option<String>,
+}
 
 /// A version's libraries by name.
 fn libraries(version: &PlatformVersion) -> BTreeMap<String, LibraryFacts> {
@@ -92,18 +128,26 @@ fn libraries(version: &PlatformVersion) -> BTreeMap<String, LibraryFacts> {
         .as_deref()
         .and_then(|p| serde_json::from_str::<ProbeReport>(p).ok())
     {
-        let mut by_name = BTreeMap::new();
-        let libs = report.libs_file();
-        let hashes: BTreeMap<&str, &str> = report
+        let by_path: BTreeMap<&str, &bundlegen_protocol::probe::Library> = report
             .libraries
             .iter()
-            .flat_map(|l| l.names.iter().map(move |n| (n.as_str(), l.sha256.as_str())))
+            .flat_map(|l| l.names.iter().map(move |n| (n.as_str(), l)))
             .collect();
-        for entry in libs.libs {
-            let hash = hashes.get(entry.name.as_str()).map(|h| h.to_string());
-            by_name.insert(entry.name, (entry.apiversions, entry.deps, hash));
-        }
-        return by_name;
+        return report
+            .libs_file()
+            .libs
+            .into_iter()
+            .map(|entry| {
+                let library = by_path.get(entry.name.as_str());
+                let facts = LibraryFacts {
+                    versions: entry.apiversions,
+                    deps: entry.deps,
+                    soname: library.and_then(|l| l.soname.clone()),
+                    sha256: library.map(|l| l.sha256.clone()),
+                };
+                (entry.name, facts)
+            })
+            .collect();
     }
     version
         .libs
@@ -112,10 +156,51 @@ fn libraries(version: &PlatformVersion) -> BTreeMap<String, LibraryFacts> {
         .map(|libs| {
             libs.libs
                 .into_iter()
-                .map(|e| (e.name, (e.apiversions, e.deps, None)))
+                .map(|e| {
+                    let facts = LibraryFacts {
+                        versions: e.apiversions,
+                        deps: e.deps,
+                        soname: None,
+                        sha256: None,
+                    };
+                    (e.name, facts)
+                })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Items of `to` not in `from`.
+fn missing_from(from: &[String], to: &[String]) -> Vec<String> {
+    to.iter().filter(|item| !from.contains(item)).cloned().collect()
+}
+
+fn library_changes(from: &BTreeMap<String, LibraryFacts>, to: &BTreeMap<String, LibraryFacts>) -> LibraryChanges {
+    let names = set_changes(from, to);
+    let changed = names
+        .changed
+        .into_iter()
+        .map(|name| {
+            let (old, new) = (&from[&name], &to[&name]);
+            LibraryChange {
+                versions_gained: missing_from(&old.versions, &new.versions),
+                versions_lost: missing_from(&new.versions, &old.versions),
+                dependencies_added: missing_from(&old.deps, &new.deps),
+                dependencies_removed: missing_from(&new.deps, &old.deps),
+                soname: (old.soname != new.soname).then(|| (old.soname.clone(), new.soname.clone())),
+                sha256: match (&old.sha256, &new.sha256) {
+                    (Some(a), Some(b)) if a != b => Some((a.clone(), b.clone())),
+                    _ => None,
+                },
+                name,
+            }
+        })
+        .collect();
+    LibraryChanges {
+        added: names.added,
+        removed: names.removed,
+        changed,
+    }
 }
 
 fn devices(version: &PlatformVersion) -> BTreeMap<String, String> {
@@ -157,7 +242,7 @@ pub fn diff(from: &PlatformVersion, to: &PlatformVersion) -> PlatformDiff {
         from: from.version,
         to: to.version,
         template,
-        libraries: set_changes(&libraries(from), &libraries(to)),
+        libraries: library_changes(&libraries(from), &libraries(to)),
         devices: set_changes(&devices(from), &devices(to)),
     }
 }
@@ -208,8 +293,54 @@ mod tests {
         assert_eq!(d.template[2].to, None);
         assert_eq!(d.libraries.added, ["/lib/libnew.so.1"]);
         assert_eq!(d.libraries.removed, ["/lib/libgone.so.1"]);
-        assert_eq!(d.libraries.changed, ["/lib/libc.so.6"]);
+        assert_eq!(
+            d.libraries.changed,
+            [LibraryChange {
+                name: "/lib/libc.so.6".into(),
+                versions_gained: vec!["GLIBC_2.5".into()],
+                ..LibraryChange::default()
+            }]
+        );
         assert_eq!(diff(&a, &a).template, vec![]);
-        assert_eq!(diff(&a, &a).libraries, SetChanges::default());
+        assert_eq!(diff(&a, &a).libraries, LibraryChanges::default());
+        // Going back: the version is lost, the one thing that breaks apps.
+        assert_eq!(diff(&b, &a).libraries.changed[0].versions_lost, ["GLIBC_2.5"]);
+    }
+
+    /// A version whose probe report has one library.
+    fn probed(number: i64, soname: &str, sha256: &str, needed: &[&str]) -> PlatformVersion {
+        let deps: Vec<Value> = needed
+            .iter()
+            .map(|n| json!({"name": n, "path": format!("/lib/{n}")}))
+            .collect();
+        let report = json!({
+            "formatVersion": 1, "tool": "test", "system": {"librariesFingerprint": "x"}, "devices": [],
+            "libraries": [{
+                "path": "/lib/libfoo.so.1.2", "names": ["/lib/libfoo.so.1"], "soname": soname,
+                "abi": {"bits": 32, "endian": "little", "machine": 40, "floatAbi": "hard"},
+                "needed": needed, "deps": deps, "versions": ["FOO_1"], "size": 1, "sha256": sha256
+            }]
+        });
+        PlatformVersion {
+            probe: Some(report.to_string()),
+            ..version(number, json!({}), None)
+        }
+    }
+
+    #[test]
+    fn a_library_from_probe_reports_says_how_it_changed() {
+        let a = probed(1, "libfoo.so.1", "aa", &["libc.so.6"]);
+        let b = probed(2, "libfoo.so.2", "bb", &["libc.so.6", "libm.so.6"]);
+        let changed = diff(&a, &b).libraries.changed;
+        assert_eq!(
+            changed,
+            [LibraryChange {
+                name: "/lib/libfoo.so.1".into(),
+                dependencies_added: vec!["/lib/libm.so.6".into()],
+                soname: Some((Some("libfoo.so.1".into()), Some("libfoo.so.2".into()))),
+                sha256: Some(("aa".into(), "bb".into())),
+                ..LibraryChange::default()
+            }]
+        );
     }
 }

@@ -149,6 +149,14 @@ async fn not_found() -> ApiError {
     ApiError::not_found("not_found", "no such endpoint")
 }
 
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not served at {}", request.method(), request.uri().path()),
+    )
+}
+
 /// Every route: method, path, handler. The router is built from this list,
 /// and the OpenAPI document is checked against it.
 fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Service>)> {
@@ -209,6 +217,7 @@ pub fn router(service: Service) -> Router {
     }
     router
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(service.clone(), count_requests))
         .with_state(service)

@@ -421,7 +421,9 @@ pub async fn versions(
 
 #[derive(Deserialize)]
 pub struct DiffQuery {
-    from: i64,
+    /// Default: the version before `to`.
+    from: Option<i64>,
+    /// Default: the current version.
     to: Option<i64>,
 }
 
@@ -432,8 +434,25 @@ pub async fn diff(
     QueryParams(query): QueryParams<DiffQuery>,
 ) -> Result<Json<crate::diff::PlatformDiff>, ApiError> {
     caller.require_platform(&name)?;
-    let from = current(&service, &name, Some(query.from)).await?;
     let to = current(&service, &name, query.to).await?;
+    let from = match query.from {
+        Some(from) => from,
+        None => service
+            .store
+            .platform_history(&name)
+            .await?
+            .iter()
+            .map(|v| v.version)
+            .filter(|v| *v < to.version)
+            .max()
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "platform_not_found",
+                    format!("platform {name} has no version before {}", to.version),
+                )
+            })?,
+    };
+    let from = current(&service, &name, Some(from)).await?;
     Ok(Json(crate::diff::diff(&from, &to)))
 }
 
