@@ -112,7 +112,9 @@ pub async fn send_for_json<T: DeserializeOwned>(
             message,
         });
     }
-    serde_json::from_slice(&body).map_err(|e| transport(format!("unexpected answer: {e}")))
+    // No body (204) reads as JSON null.
+    let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+    serde_json::from_slice(body).map_err(|e| transport(format!("unexpected answer: {e}")))
 }
 
 #[cfg(test)]

@@ -7,10 +7,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod app;
 mod args;
 mod generate;
+mod platform;
 mod push;
+mod remote;
 mod service;
+mod token;
 mod unpack;
 mod validate;
 
@@ -44,6 +48,12 @@ enum Command {
     /// Send a bundle archive to a test box in developer mode: installed as
     /// version `dev` of its app, and optionally launched.
     Push(push::PushArgs),
+    /// A service's platforms: list, show, upload, versions, diff, accept, policy.
+    Platform(platform::PlatformArgs),
+    /// A service's app versions: register, show, list, look up their bundles.
+    App(app::AppArgs),
+    /// A service's tokens (admin): create, list, revoke.
+    Token(token::TokenArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -93,6 +103,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => service::serve(&args),
         Command::Worker(args) => service::worker(&args),
         Command::Push(args) => push::run(&args),
+        Command::Platform(args) => platform::run(&args),
+        Command::App(args) => app::run(&args),
+        Command::Token(args) => token::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

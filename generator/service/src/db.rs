@@ -148,6 +148,13 @@ const MIGRATIONS: &[&[&str]] = &[
         "ALTER TABLE platforms ADD COLUMN keep_versions BIGINT NOT NULL DEFAULT 20",
         "ALTER TABLE platform_versions ADD COLUMN state TEXT NOT NULL DEFAULT 'accepted'",
     ],
+    // 3: a token in use is known by its name: names of tokens in use are
+    // unique (earlier duplicates get their id appended).
+    &[
+        "UPDATE tokens SET name = name || ' (' || id || ')' WHERE revoked_at IS NULL AND id NOT IN \
+     (SELECT MIN(id) FROM tokens WHERE revoked_at IS NULL GROUP BY name)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS tokens_name_in_use ON tokens (name) WHERE revoked_at IS NULL",
+    ],
 ];
 
 /// The advisory lock PostgreSQL migrations run under.

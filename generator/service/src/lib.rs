@@ -21,6 +21,7 @@ pub mod api;
 pub mod auth;
 pub mod blobs;
 pub mod bundlegen_queue;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod diff;

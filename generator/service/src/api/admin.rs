@@ -75,6 +75,19 @@ pub async fn create_token(
         (_, Some(_)) => return Err(invalid("platform: only device tokens belong to a platform")),
         (_, None) => {}
     }
+    if service
+        .store
+        .tokens()
+        .await?
+        .iter()
+        .any(|t| t.name == name && t.revoked_at.is_none())
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "token_name_taken",
+            format!("a token named {name:?} is in use: revoke it first, or choose another name"),
+        ));
+    }
     let device = (role == Role::Device).then(|| new.device.as_deref().unwrap_or(name).to_string());
     let expires_at = new
         .expires_in_days
