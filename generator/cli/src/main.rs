@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod app;
 mod args;
 mod generate;
+mod key;
 mod platform;
 mod push;
 mod remote;
@@ -54,6 +55,8 @@ enum Command {
     App(app::AppArgs),
     /// A service's tokens (admin): create, list, revoke.
     Token(token::TokenArgs),
+    /// The bundle signing key: generate one, show its public key.
+    Key(key::KeyArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         Command::Platform(args) => platform::run(&args),
         Command::App(args) => app::run(&args),
         Command::Token(args) => token::run(&args),
+        Command::Key(args) => key::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -167,3 +167,61 @@ fn a_platform_team_and_an_operator_use_the_service_from_the_command_line() {
         .unwrap();
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--server URL"));
 }
+
+#[test]
+fn operators_make_keys_and_a_bad_one_stops_the_start_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("signing-key.p8");
+    let made = stdout(&bundlegen().args(["key", "generate"]).arg(&key).output().unwrap());
+    assert_eq!(made.trim().len(), 44, "a base64 ed25519 public key: {made}");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let shown = stdout(&bundlegen().args(["key", "show"]).arg(&key).output().unwrap());
+    assert_eq!(shown, made);
+    let again = bundlegen().args(["key", "generate"]).arg(&key).output().unwrap();
+    assert_eq!(again.status.code(), Some(1), "a key is never replaced");
+    assert_eq!(
+        stdout(&bundlegen().args(["key", "show"]).arg(&key).output().unwrap()),
+        made
+    );
+
+    // openssl's keys serve as they are; the service signs with the one given.
+    let pem = dir.path().join("openssl.pem");
+    assert!(
+        std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "ed25519", "-out"])
+            .arg(&pem)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let from_openssl = stdout(&bundlegen().args(["key", "show"]).arg(&pem).output().unwrap());
+    let data = dir.path().join("service");
+    let server = Server::start(&data, &["--signing-key", pem.to_str().unwrap()]);
+    let admin = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let served: serde_json::Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let answer = support::service::client()
+            .get(server.url("/v1/signing-key"))
+            .bearer_auth(admin.trim())
+            .send()
+            .await
+            .unwrap();
+        answer.json().await.unwrap()
+    });
+    assert_eq!(served["publicKey"], from_openssl.trim());
+    drop(server);
+
+    // A key that is no key: exit 78 (systemd does not restart), nothing written.
+    let garbage = dir.path().join("garbage.p8");
+    std::fs::write(&garbage, "not a key").unwrap();
+    let fresh = dir.path().join("fresh");
+    let refused = bundlegen()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&fresh)
+        .arg("--signing-key")
+        .arg(&garbage)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("garbage.p8"));
+    assert!(!fresh.exists(), "no data directory, database or key was made");
+}

@@ -109,6 +109,16 @@ impl ServiceConfig {
     }
 }
 
+impl From<signing::SigningError> for ServiceError {
+    /// A key that cannot be used is a configuration to fix (exit 78).
+    fn from(error: signing::SigningError) -> ServiceError {
+        match error {
+            signing::SigningError::Invalid { .. } => ServiceError::Config(error.to_string()),
+            other => ServiceError::Signing(other),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// A configuration that cannot work (exit code 78, no restart loop).
@@ -119,7 +129,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Queue(#[from] queue::QueueError),
     #[error(transparent)]
-    Signing(#[from] signing::SigningError),
+    Signing(signing::SigningError),
     #[error("{what}: {source}")]
     Io {
         what: String,

@@ -53,18 +53,19 @@ impl Service {
         for weak in config.weak_settings() {
             tracing::warn!("{weak}");
         }
-        // Checked before anything is written: a refused start leaves nothing.
+        // Every configuration is checked before anything is written: a
+        // refused start (exit 78) leaves no database, key or directory.
         let bootstrap = match &config.bootstrap_token {
             Some(path) => read_bootstrap_token(path)?,
             None => None,
         };
-        std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
-        let database = config
-            .database
-            .clone()
-            .unwrap_or_else(|| format!("sqlite:{}", config.data_dir.join("bundlegen.db").display()));
-        let store = Store {
-            db: db::Db::open(&database).await?,
+        let operator = match &config.operator_config {
+            Some(path) => {
+                bundlegen_protocol::config::load::<OperatorConfig>(path)
+                    .map_err(|e| ServiceError::Config(e.to_string()))?
+                    .value
+            }
+            None => OperatorConfig::default(),
         };
         let blobs = match &config.bundle_registry {
             Some(spec) => {
@@ -77,20 +78,31 @@ impl Service {
             }
             None => BlobStore::Dir(config.data_dir.join("bundles")),
         };
-        let queue = Queue::open(config.queue.as_deref()).await?;
         let key_path = config
             .signing_key
             .clone()
             .unwrap_or_else(|| config.data_dir.join("signing-key.p8"));
-        let signer = Arc::new(Signer::load_or_create(&key_path)?);
-        let operator = match &config.operator_config {
-            Some(path) => {
-                bundlegen_protocol::config::load::<OperatorConfig>(path)
-                    .map_err(|e| ServiceError::Config(e.to_string()))?
-                    .value
-            }
-            None => OperatorConfig::default(),
+        let existing_key = match key_path.exists() {
+            true => Some(Signer::load(&key_path)?),
+            false => None,
         };
+        std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
+        let database = config
+            .database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", config.data_dir.join("bundlegen.db").display()));
+        let store = Store {
+            db: db::Db::open(&database).await?,
+        };
+        let queue = Queue::open(config.queue.as_deref()).await?;
+        let signer = Arc::new(match existing_key {
+            Some(signer) => signer,
+            None => {
+                let signer = Signer::generate(&key_path)?;
+                tracing::info!("a new signing key is in {}", key_path.display());
+                signer
+            }
+        });
         let worker_id = format!(
             "{}-{}-{}",
             nix::unistd::gethostname()
