@@ -66,6 +66,10 @@ pub struct CommonArgs {
     /// Probe reports one device token may upload in an hour.
     #[arg(long, value_name = "N", default_value_t = 12)]
     probe_uploads_per_hour: usize,
+    /// Also serve /metrics without a token on this address (plain HTTP; a
+    /// private one), for a scraper; workers have no other HTTP.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -116,6 +120,7 @@ fn config(common: &CommonArgs, listen: SocketAddr) -> Result<ServiceConfig, Fail
         registry,
         allowed_registries: common.allow_registry.clone(),
         probe_uploads_per_hour: common.probe_uploads_per_hour,
+        metrics_listen: common.metrics_listen,
         workers: common.workers,
         signing_key: common.signing_key.clone(),
         operator_config: common.operator_config.clone(),

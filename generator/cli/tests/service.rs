@@ -120,6 +120,19 @@ async fn tokens_roles_and_auth_failures() {
         let ok = server.get(path, token).await;
         assert_eq!(ok.status(), StatusCode::OK, "{path}");
     }
+    // A monitoring system's token reads /metrics and nothing else.
+    let metrics = server.token("metrics").await;
+    assert_eq!(server.get("/metrics", &metrics).await.status(), StatusCode::OK);
+    for path in [
+        "/v1/platforms",
+        own.as_str(),
+        "/v1/signing-key",
+        "/v1/jobs",
+        "/v1/tokens",
+    ] {
+        let refused = server.get(path, &metrics).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{path}");
+    }
     // A device token belongs to its platform: nothing of the others, no lists.
     let other = server
         .send_body(
@@ -174,7 +187,7 @@ async fn tokens_roles_and_auth_failures() {
 
     let listed: Value = server.get("/v1/tokens", &server.admin).await.json().await.unwrap();
     let tokens = listed["tokens"].as_array().unwrap();
-    assert_eq!(tokens.len(), 3);
+    assert_eq!(tokens.len(), 4, "admin, device, platform team, metrics");
     let listed_device = tokens.iter().find(|t| t["role"] == "device").unwrap();
     assert_eq!(listed_device["platform"], PLATFORM);
     assert!(listed_device["lastUsedAt"].is_i64(), "its use is recorded");

@@ -98,9 +98,15 @@ async fn an_api_and_two_workers_share_postgres_rabbitmq_and_a_registry() {
     let registry = Registry::start(&dir.path().join("registry"), "");
     let image = push_conformance_image(&registry);
     let server = api(&backends, &registry, dir.path(), "api");
+    // Each worker serves its own metrics (it has no API).
+    let metrics_ports = [free_port(), free_port()];
     let _workers: Vec<Worker> = ["w1", "w2"]
         .iter()
-        .map(|name| worker(&backends, &registry, dir.path(), name, &[]))
+        .zip(metrics_ports)
+        .map(|(name, port)| {
+            let metrics = ["--metrics-listen".to_string(), format!("127.0.0.1:{port}")];
+            worker(&backends, &registry, dir.path(), name, &metrics)
+        })
         .collect();
     put_platform(&server).await;
 
@@ -137,6 +143,26 @@ async fn an_api_and_two_workers_share_postgres_rabbitmq_and_a_registry() {
         bundles.push(done["bundleId"].as_str().unwrap().to_string());
     }
     assert_eq!(workers.len(), 2, "both workers took jobs: {workers:?}");
+    // Jobs are counted where they ran; the jobs by state come from the
+    // shared database, the same in every process.
+    let mut finished_here = 0;
+    for port in metrics_ports {
+        let text = client()
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("bundlegen_jobs{state=\"succeeded\"} 4"), "{text}");
+        finished_here += text
+            .lines()
+            .find_map(|l| l.strip_prefix("bundlegen_jobs_finished_total{outcome=\"succeeded\"} "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    assert_eq!(finished_here, 4, "the workers counted the four jobs between them");
 
     // Downloads stream from the registry, whole and in ranges.
     for id in &bundles {

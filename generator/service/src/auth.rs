@@ -34,6 +34,8 @@ pub enum Role {
     PlatformTeam,
     /// What a box does: look bundles up, download them, upload its probe.
     Device,
+    /// Reads `/metrics`, nothing else (for a monitoring system).
+    Metrics,
 }
 
 impl Role {
@@ -42,6 +44,7 @@ impl Role {
             Role::Admin => "admin",
             Role::PlatformTeam => "platform-team",
             Role::Device => "device",
+            Role::Metrics => "metrics",
         }
     }
 
@@ -50,6 +53,7 @@ impl Role {
             "admin" => Some(Role::Admin),
             "platform-team" => Some(Role::PlatformTeam),
             "device" => Some(Role::Device),
+            "metrics" => Some(Role::Metrics),
             _ => None,
         }
     }
@@ -75,8 +79,8 @@ impl Caller {
         }
     }
 
-    /// Fails for a device token of another platform; other roles may act
-    /// on every platform.
+    /// Fails for a device token of another platform, and for roles that
+    /// read no platform; admins and platform teams act on every platform.
     pub fn require_platform(&self, platform: &str) -> Result<(), AuthError> {
         match (self.role, &self.platform) {
             (Role::Device, Some(own)) if own == platform => Ok(()),
@@ -84,7 +88,8 @@ impl Caller {
                 own: own.clone().unwrap_or_else(|| "(none)".into()),
                 asked: platform.to_string(),
             }),
-            _ => Ok(()),
+            (Role::Admin | Role::PlatformTeam, _) => Ok(()),
+            (Role::Metrics, _) => Err(AuthError::Forbidden(self.role)),
         }
     }
 }
@@ -175,7 +180,20 @@ mod tests {
         assert!(caller(Role::Admin).require(&[Role::Device]).is_ok());
         assert!(caller(Role::Device).require(&[Role::Device]).is_ok());
         assert!(caller(Role::Device).require(&[Role::PlatformTeam]).is_err());
-        for role in [Role::Admin, Role::PlatformTeam, Role::Device] {
+        // A monitoring system's token reads metrics and no platform.
+        assert!(
+            caller(Role::Metrics)
+                .require(&[Role::PlatformTeam, Role::Metrics])
+                .is_ok()
+        );
+        assert!(
+            caller(Role::Metrics)
+                .require(&[Role::PlatformTeam, Role::Device])
+                .is_err()
+        );
+        assert!(caller(Role::Metrics).require_platform("rpi3").is_err());
+        assert!(caller(Role::PlatformTeam).require_platform("rpi3").is_ok());
+        for role in [Role::Admin, Role::PlatformTeam, Role::Device, Role::Metrics] {
             assert_eq!(Role::parse(role.as_str()), Some(role));
         }
     }

@@ -17,6 +17,9 @@ pub struct ServiceConfig {
     pub insecure_listen: bool,
     /// Connections held at once, and how long they may idle.
     pub connections: bundlegen_protocol::server::Limits,
+    /// Serve `/metrics` without a token here (plain HTTP), in `serve` and
+    /// `worker` alike.
+    pub metrics_listen: Option<SocketAddr>,
     /// Database, work directory, bundles and the signing key (by default).
     pub data_dir: PathBuf,
     /// `postgres://...`; default: SQLite in the data directory.
@@ -59,6 +62,7 @@ impl ServiceConfig {
             tls: None,
             insecure_listen: false,
             connections: bundlegen_protocol::server::Limits::default(),
+            metrics_listen: None,
             data_dir: data_dir.to_path_buf(),
             database: None,
             queue: None,
@@ -87,6 +91,11 @@ impl ServiceConfig {
                 "plain HTTP on {} (--insecure-listen): tokens cross the network in the clear unless a TLS proxy \
                  is in front",
                 self.listen
+            ));
+        }
+        if let Some(address) = self.metrics_listen.filter(|a| !a.ip().is_loopback()) {
+            weak.push(format!(
+                "metrics are served without a token on {address} (--metrics-listen): keep it on a private network"
             ));
         }
         if self.allowed_registries.is_empty() {

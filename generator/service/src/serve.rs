@@ -13,14 +13,29 @@ pub async fn serve(config: ServiceConfig) -> Result<(), ServiceError> {
     } else {
         service.announce_queued_jobs().await?;
     }
+    spawn_metrics(&service);
     let router = api::router(service.clone());
     api::listen(&service.config, router).await
+}
+
+/// `--metrics-listen`: `/metrics` for a scraper, beside the API (or, in a
+/// worker, instead of one).
+fn spawn_metrics(service: &Service) {
+    if let Some(address) = service.config.metrics_listen {
+        let router = api::metrics_router(service.clone());
+        tokio::spawn(async move {
+            if let Err(e) = api::listen_metrics(address, router).await {
+                tracing::error!("metrics: {e}");
+            }
+        });
+    }
 }
 
 /// `bundlegen worker`: runs jobs from RabbitMQ (and BundleGen's queue)
 /// until SIGTERM or SIGINT. Jobs cut short are redelivered by the broker.
 pub async fn worker(config: ServiceConfig) -> Result<(), ServiceError> {
     let service = Service::start(config).await?;
+    spawn_metrics(&service);
     if service.config.bundlegen_queue {
         let compat = service.clone();
         tokio::spawn(async move {

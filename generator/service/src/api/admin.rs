@@ -14,14 +14,15 @@ use crate::auth::{self, Caller, Role};
 use crate::jobs::BundleOptions;
 use crate::store::{AppRecord, NewToken, TokenRecord};
 
-pub async fn signing_key(State(service): State<Service>, _caller: Caller) -> Json<Value> {
+pub async fn signing_key(State(service): State<Service>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(&[Role::PlatformTeam, Role::Device])?;
     let key = service.signer.public_key();
-    Json(json!({
+    Ok(Json(json!({
         "algorithm": "ed25519",
         "publicKey": bundlegen_protocol::signature::base64_encode(key),
         "publicKeyHex": bundlegen_protocol::digest::to_hex(key),
         "message": "bundlegen-bundle-v1\\nsha256:<hex>\\napp:<id>\\nversion:<version>\\nplatform:<name>\\nformat:<format>\\n",
-    }))
+    })))
 }
 
 #[derive(Deserialize)]

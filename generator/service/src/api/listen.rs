@@ -35,3 +35,24 @@ pub async fn listen(config: &ServiceConfig, router: Router) -> Result<(), Servic
     bundlegen_protocol::server::serve(listener, tls, config.connections, shutdown_signal(), service).await;
     Ok(())
 }
+
+/// Serves `/metrics` without a token on `address` (plain HTTP) until a
+/// shutdown signal; the address it listens on is printed.
+pub async fn listen_metrics(address: std::net::SocketAddr, router: Router) -> Result<(), ServiceError> {
+    let listener = TcpListener::bind(address).await.map_err(|source| ServiceError::Io {
+        what: format!("listening on {address} for metrics"),
+        source,
+    })?;
+    let bound = listener.local_addr().map_err(|source| ServiceError::Io {
+        what: "metrics socket".into(),
+        source,
+    })?;
+    println!("bundlegen: metrics on http://{bound}/metrics");
+    let limits = bundlegen_protocol::server::Limits {
+        max_connections: 16,
+        ..bundlegen_protocol::server::Limits::default()
+    };
+    let service = TowerToHyperService::new(router);
+    bundlegen_protocol::server::serve(listener, None, limits, shutdown_signal(), service).await;
+    Ok(())
+}

@@ -23,7 +23,7 @@ mod listen;
 mod platforms;
 
 pub use error::ApiError;
-pub use listen::listen;
+pub use listen::{listen, listen_metrics};
 
 /// Largest request body in general.
 const BODY_LIMIT: usize = 1 << 20;
@@ -132,13 +132,30 @@ async fn healthz(State(service): State<Service>) -> Result<Json<serde_json::Valu
 }
 
 async fn metrics(State(service): State<Service>, caller: Caller) -> Result<Response, ApiError> {
-    caller.require(&[Role::PlatformTeam])?;
+    caller.require(&[Role::PlatformTeam, Role::Metrics])?;
+    metrics_text(&service).await
+}
+
+/// The exposition: this process's counters and the shared database's jobs.
+async fn metrics_text(service: &Service) -> Result<Response, ApiError> {
     let jobs = service.store.count_jobs().await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         service.metrics.render(&jobs),
     )
         .into_response())
+}
+
+/// The router of `--metrics-listen`: `/metrics` without a token, for a
+/// scraper on a private address.
+pub fn metrics_router(service: Service) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(service): State<Service>| async move { metrics_text(&service).await }),
+        )
+        .fallback(not_found)
+        .with_state(service)
 }
 
 async fn openapi(_caller: Caller) -> Response {
