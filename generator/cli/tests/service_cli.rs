@@ -225,3 +225,42 @@ fn operators_make_keys_and_a_bad_one_stops_the_start_cleanly() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("garbage.p8"));
     assert!(!fresh.exists(), "no data directory, database or key was made");
 }
+
+/// The settings file the systemd units read: every flag it shows (set or
+/// commented out) is one the commands take.
+#[test]
+fn the_shipped_unit_settings_are_accepted() {
+    let env = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/bundlegen.env")).unwrap();
+    let mut checked = 0;
+    for line in env.lines().map(|l| l.trim_start_matches('#')) {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let command = match key {
+            "BUNDLEGEN_SERVE_ARGS" => "serve",
+            "BUNDLEGEN_WORKER_ARGS" => "worker",
+            _ => continue,
+        };
+        let output = bundlegen()
+            .arg(command)
+            .args(value.split_whitespace())
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{key}={value}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 4);
+    for unit in ["bundlegen-serve", "bundlegen-worker"] {
+        let text =
+            std::fs::read_to_string(format!("{}/../systemd/{unit}.service", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let exec = text.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+        let flags: Vec<&str> = exec.split_whitespace().skip(1).filter(|w| !w.starts_with('$')).collect();
+        let output = bundlegen().args(&flags).arg("--help").output().unwrap();
+        assert!(output.status.success(), "{unit}: {exec}");
+    }
+}
