@@ -57,6 +57,10 @@ pub struct AgentConfig {
     pub probe: bool,
     /// The root the probe reads (`/` on a box).
     pub probe_root: PathBuf,
+    /// This box's architecture (`arm`, `arm64`, `amd64`, ...), which
+    /// bundles must be built for; default: that of its programs (`/bin/sh`
+    /// under `probe_root`). For a stand-in box on a developer's machine.
+    pub arch: Option<String>,
     /// How often to look for software changes (a new probe is uploaded
     /// only when something changed).
     pub probe_interval_seconds: u64,
@@ -102,6 +106,7 @@ impl Default for AgentConfig {
             max_concurrent_operations: 2,
             probe: true,
             probe_root: PathBuf::from("/"),
+            arch: None,
             probe_interval_seconds: 3600,
             download_attempts: 6,
             unpack_factor: 3,
@@ -167,6 +172,11 @@ impl AgentConfig {
         }
         if self.developer.enabled && self.developer.tls_cert.is_none() && !self.developer.listen.ip().is_loopback() {
             return Err("developer.listen is not a loopback address: give developer.tls_cert and tls_key".into());
+        }
+        if let Some(arch) = &self.arch
+            && bundlegen_protocol::probe::Abi::for_arch(arch, None).is_none()
+        {
+            return Err(format!("arch {arch:?}: not an architecture (arm, arm64, amd64, 386, mips, ...)"));
         }
         if self.max_concurrent_operations == 0 || self.download_attempts == 0 {
             return Err("max_concurrent_operations and download_attempts must be at least 1".into());
@@ -268,6 +278,7 @@ mod tests {
                 "insecure_server",
             ),
             ("server = \"ftp://s\"\ntoken_file = \"/t\"", "scheme"),
+            ("arch = \"z80\"", "arch"),
             ("[developer]\nenabled = true", "developer.token_file"),
             (
                 "[developer]\nenabled = true\ntoken_file = \"/t\"\nlisten = \"0.0.0.0:1\"",

@@ -77,8 +77,8 @@ pub struct Agent {
     slots: Arc<Semaphore>,
     events: broadcast::Sender<Event>,
     trusted_keys: Vec<Vec<u8>>,
-    /// What bundles must be built for: the ABI of the box's programs (under
-    /// `probe_root`), else the agent's own.
+    /// What bundles must be built for: the configured `arch`, else the ABI
+    /// of the box's programs (under `probe_root`), else the agent's own.
     box_abi: Option<bundlegen_protocol::probe::Abi>,
 }
 
@@ -113,7 +113,11 @@ impl Agent {
         Arc::new(Agent {
             slots: Arc::new(Semaphore::new(config.max_concurrent_operations)),
             trusted_keys: config.trusted_keys(),
-            box_abi: platform_probe::system::box_abi(&config.probe_root)
+            box_abi: config
+                .arch
+                .as_deref()
+                .and_then(|arch| bundlegen_protocol::probe::Abi::for_arch(arch, None))
+                .or_else(|| platform_probe::system::box_abi(&config.probe_root))
                 .or_else(bundlegen_protocol::probe::Abi::of_this_program),
             config,
             store,

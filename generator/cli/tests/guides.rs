@@ -1,0 +1,135 @@
+//! Every guide works as written: its `sh` blocks run in order, as one
+//! shell script, in a fresh directory holding what the guide says the
+//! reader brings (an image, templates), with the workspace's binaries on
+//! the PATH. A block right after `<!-- not run: WHY -->` is skipped (a
+//! command for a real box). A guide that rots fails here.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+/// The `sh` blocks of a guide, in order, without the ones marked not run.
+fn shell_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut lines = markdown.lines().peekable();
+    let mut skip_next = false;
+    while let Some(line) = lines.next() {
+        if line.trim_start().starts_with("<!-- not run:") {
+            skip_next = true;
+            continue;
+        }
+        if line.trim() == "```sh" {
+            let mut block = String::new();
+            for inner in lines.by_ref() {
+                if inner.trim() == "```" {
+                    break;
+                }
+                block.push_str(inner);
+                block.push('\n');
+            }
+            if !std::mem::take(&mut skip_next) {
+                blocks.push(block);
+            }
+        } else if !line.trim().is_empty() && !line.trim_start().starts_with("```") {
+            // Only a marker right before a block counts.
+            skip_next &= line.trim().is_empty();
+        }
+    }
+    blocks
+}
+
+/// The directory of the workspace's binaries, with the on-box ones built
+/// (the generator's are built for its tests).
+fn binaries() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_bundlegen")).parent().unwrap().to_path_buf();
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "stb-agent",
+            "-p",
+            "dobby-double",
+            "-p",
+            "platform-probe",
+            "--features",
+            "platform-probe/cli",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "the on-box binaries build");
+    dir
+}
+
+/// Runs `guide`'s blocks in `dir`; returns its output, failing with it.
+fn run_guide(guide: &str, dir: &Path) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/guides").join(guide);
+    let script = shell_blocks(&std::fs::read_to_string(&path).unwrap()).join("\n");
+    let path_var = format!("{}:{}", binaries().display(), std::env::var("PATH").unwrap_or_default());
+    // Its own session, so whatever it leaves running is ended with it.
+    let child = Command::new("setsid")
+        .args(["bash", "-euo", "pipefail", "-c", &script])
+        .current_dir(dir)
+        .env("PATH", path_var)
+        .env("HOME", dir)
+        .env_remove("BUNDLEGEN_LOG")
+        .env_remove("RDK_PLATFORM")
+        .env_remove("RDK_PLATFORM_SEARCHPATH")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let session = child.id() as i32;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    let output = receiver.recv_timeout(Duration::from_secs(900));
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(session), nix::sys::signal::Signal::SIGKILL);
+    let output = output.expect("the guide finished within 15 minutes").unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{guide} failed:\n{text}");
+    text
+}
+
+/// What a reader of a guide brings: BundleGen's reference templates in
+/// `./templates`, an app image in `./my-image`.
+fn reader_files(dir: &Path) {
+    let templates = dir.join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    for name in ["rpi3_reference_vc4_dunfell.json", "rpi3_reference_vc4_dunfell_libs.json"] {
+        std::fs::copy(conformance().join("bundlegen/templates").join(name), templates.join(name)).unwrap();
+    }
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(conformance().join("bundlegen/images/dac-image-wayland-egl-test-oci"))
+        .arg(dir.join("my-image"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn blocks_marked_not_run_are_skipped() {
+    let markdown = "text\n```sh\none\n```\n<!-- not run: on a box -->\n```sh\ntwo\n```\n```toml\nx\n```\n```sh\nthree\n```\n";
+    assert_eq!(shell_blocks(markdown), ["one\n", "three\n"]);
+}
+
+#[test]
+fn the_app_developer_guide_works_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    reader_files(dir.path());
+    let output = run_guide("app-developer.md", dir.path());
+    assert!(output.contains("com.example.hello can run on"), "{output}");
+    assert!(output.contains("installed") && output.contains("launched"), "{output}");
+    assert!(dir.path().join("out/com.example.hello.tar.gz").exists());
+}
