@@ -176,7 +176,9 @@ impl AgentConfig {
         if let Some(arch) = &self.arch
             && bundlegen_protocol::probe::Abi::for_arch(arch, None).is_none()
         {
-            return Err(format!("arch {arch:?}: not an architecture (arm, arm64, amd64, 386, mips, ...)"));
+            return Err(format!(
+                "arch {arch:?}: not an architecture (arm, arm64, amd64, 386, mips, ...)"
+            ));
         }
         if self.max_concurrent_operations == 0 || self.download_attempts == 0 {
             return Err("max_concurrent_operations and download_attempts must be at least 1".into());

@@ -45,7 +45,10 @@ fn shell_blocks(markdown: &str) -> Vec<String> {
 /// The directory of the workspace's binaries, with the on-box ones built
 /// (the generator's are built for its tests).
 fn binaries() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_bundlegen")).parent().unwrap().to_path_buf();
+    let dir = Path::new(env!("CARGO_BIN_EXE_bundlegen"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let status = Command::new(env!("CARGO"))
         .args([
             "build",
@@ -68,7 +71,9 @@ fn binaries() -> PathBuf {
 
 /// Runs `guide`'s blocks in `dir`; returns its output, failing with it.
 fn run_guide(guide: &str, dir: &Path) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/guides").join(guide);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/guides")
+        .join(guide);
     let script = shell_blocks(&std::fs::read_to_string(&path).unwrap()).join("\n");
     let path_var = format!("{}:{}", binaries().display(), std::env::var("PATH").unwrap_or_default());
     // Its own session, so whatever it leaves running is ended with it.
@@ -102,25 +107,36 @@ fn run_guide(guide: &str, dir: &Path) -> String {
 }
 
 /// What a reader of a guide brings: BundleGen's reference templates in
-/// `./templates`, an app image in `./my-image`.
+/// `./templates`, an app image in `./my-image` and a box's firmware image
+/// in `./mybox-image` (the conformance image serves as both).
 fn reader_files(dir: &Path) {
     let templates = dir.join("templates");
     std::fs::create_dir(&templates).unwrap();
-    for name in ["rpi3_reference_vc4_dunfell.json", "rpi3_reference_vc4_dunfell_libs.json"] {
-        std::fs::copy(conformance().join("bundlegen/templates").join(name), templates.join(name)).unwrap();
-    }
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(conformance().join("bundlegen/images/dac-image-wayland-egl-test-oci"))
-        .arg(dir.join("my-image"))
-        .status()
+    for name in [
+        "rpi3_reference_vc4_dunfell.json",
+        "rpi3_reference_vc4_dunfell_libs.json",
+    ] {
+        std::fs::copy(
+            conformance().join("bundlegen/templates").join(name),
+            templates.join(name),
+        )
         .unwrap();
-    assert!(status.success());
+    }
+    for image in ["my-image", "mybox-image"] {
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(conformance().join("bundlegen/images/dac-image-wayland-egl-test-oci"))
+            .arg(dir.join(image))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
 }
 
 #[test]
 fn blocks_marked_not_run_are_skipped() {
-    let markdown = "text\n```sh\none\n```\n<!-- not run: on a box -->\n```sh\ntwo\n```\n```toml\nx\n```\n```sh\nthree\n```\n";
+    let markdown =
+        "text\n```sh\none\n```\n<!-- not run: on a box -->\n```sh\ntwo\n```\n```toml\nx\n```\n```sh\nthree\n```\n";
     assert_eq!(shell_blocks(markdown), ["one\n", "three\n"]);
 }
 
@@ -132,4 +148,14 @@ fn the_app_developer_guide_works_as_written() {
     assert!(output.contains("com.example.hello can run on"), "{output}");
     assert!(output.contains("installed") && output.contains("launched"), "{output}");
     assert!(dir.path().join("out/com.example.hello.tar.gz").exists());
+}
+
+#[test]
+fn the_platform_team_guide_works_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    reader_files(dir.path());
+    let output = run_guide("platform-team.md", dir.path());
+    assert!(output.contains("mybox is now version 2"), "{output}");
+    assert!(output.contains("mybox: version 1 to 2"), "{output}");
+    assert!(output.contains("bundle b-"), "{output}");
 }

@@ -259,7 +259,11 @@ fn the_shipped_unit_settings_are_accepted() {
         let text =
             std::fs::read_to_string(format!("{}/../systemd/{unit}.service", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let exec = text.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
-        let flags: Vec<&str> = exec.split_whitespace().skip(1).filter(|w| !w.starts_with('$')).collect();
+        let flags: Vec<&str> = exec
+            .split_whitespace()
+            .skip(1)
+            .filter(|w| !w.starts_with('$'))
+            .collect();
         let output = bundlegen().args(&flags).arg("--help").output().unwrap();
         assert!(output.status.success(), "{unit}: {exec}");
     }
