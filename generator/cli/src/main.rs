@@ -57,6 +57,8 @@ enum Command {
     Token(token::TokenArgs),
     /// The bundle signing key: generate one, show its public key.
     Key(key::KeyArgs),
+    /// A deployment's records and key: export them, import them elsewhere.
+    Service(service::TransferArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
         Command::App(args) => app::run(&args),
         Command::Token(args) => token::run(&args),
         Command::Key(args) => key::run(&args),
+        Command::Service(args) => service::transfer(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

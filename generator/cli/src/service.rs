@@ -16,9 +16,10 @@ use crate::args::RegistryArgs;
 /// `RestartPreventExitStatus=78` so systemd does not restart-loop on it.
 pub const EXIT_BAD_CONFIG: u8 = 78;
 
-/// What `serve` and `worker` share.
+/// Where a deployment keeps its records and key (`serve`, `worker`,
+/// `service export|import`).
 #[derive(Args)]
-pub struct CommonArgs {
+pub struct StoreArgs {
     /// Database, work files, bundles and the signing key live here.
     #[arg(
         long,
@@ -30,6 +31,26 @@ pub struct CommonArgs {
     /// PostgreSQL for the records (postgres://USER:PASS@HOST/DB); default: SQLite in --data-dir.
     #[arg(long, value_name = "URL", env = "BUNDLEGEN_DATABASE", hide_env_values = true)]
     database: Option<String>,
+    /// The bundle signing key (ed25519 PKCS#8; created if missing); default: in --data-dir.
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn config(&self) -> ServiceConfig {
+        ServiceConfig {
+            database: self.database.clone(),
+            signing_key: self.signing_key.clone(),
+            ..ServiceConfig::embedded(&self.data_dir, SocketAddr::from(([127, 0, 0, 1], 0)))
+        }
+    }
+}
+
+/// What `serve` and `worker` share.
+#[derive(Args)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    store: StoreArgs,
     /// RabbitMQ for the jobs (amqp://USER:PASS@HOST:5672/%2f); default: in this process.
     #[arg(long, value_name = "URL", env = "BUNDLEGEN_QUEUE", hide_env_values = true)]
     queue: Option<String>,
@@ -42,9 +63,6 @@ pub struct CommonArgs {
     /// Jobs this process runs at once.
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// The bundle signing key (ed25519 PKCS#8; created if missing); default: in --data-dir.
-    #[arg(long, value_name = "FILE")]
-    signing_key: Option<PathBuf>,
     /// Operator policy applied to every bundle.
     #[arg(long, value_name = "FILE")]
     operator_config: Option<PathBuf>,
@@ -114,7 +132,6 @@ fn config(common: &CommonArgs, listen: SocketAddr) -> Result<ServiceConfig, Fail
         error,
     })?;
     Ok(ServiceConfig {
-        database: common.database.clone(),
         queue: common.queue.clone(),
         bundle_registry: common.bundle_registry.clone(),
         registry,
@@ -122,17 +139,18 @@ fn config(common: &CommonArgs, listen: SocketAddr) -> Result<ServiceConfig, Fail
         probe_uploads_per_hour: common.probe_uploads_per_hour,
         metrics_listen: common.metrics_listen,
         workers: common.workers,
-        signing_key: common.signing_key.clone(),
         operator_config: common.operator_config.clone(),
         local_images: common.local_images.clone(),
         template_dir: common.template_dir.clone(),
         bootstrap_token: common.bootstrap_token.clone(),
         max_attempts: common.max_attempts.max(1),
-        ..ServiceConfig::embedded(&common.data_dir, listen)
+        listen,
+        ..common.store.config()
     })
 }
 
-fn run(future: impl Future<Output = Result<(), ServiceError>>) -> Result<(), Failure> {
+/// Runs `future` to its end; a configuration error exits 78.
+fn run<T>(future: impl Future<Output = Result<T, ServiceError>>) -> Result<T, Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -164,4 +182,75 @@ pub fn worker(args: &WorkerArgs) -> Result<(), Failure> {
     config.bundlegen_queue = args.bundlegen_queue;
     config.bundle_store_dir = args.bundle_store_dir.clone();
     run(service::worker(config))
+}
+
+#[derive(Args)]
+pub struct TransferArgs {
+    #[command(subcommand)]
+    command: TransferCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum TransferCommand {
+    /// Writes a deployment's platforms (every version), apps, tokens (their
+    /// hashes) and signing key to FILE (mode 0600), to move it elsewhere.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Reads an export into a new, empty deployment (its database, and the
+    /// key where it keeps one). Bundles are made again on the first lookup.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        file: PathBuf,
+    },
+}
+
+pub fn transfer(args: &TransferArgs) -> Result<(), Failure> {
+    match &args.command {
+        TransferCommand::Export { store, out } => {
+            let config = store.config();
+            let deployment = run(service::transfer::export(&config))?;
+            let text = serde_json::to_vec_pretty(&deployment).map_err(anyhow::Error::from)?;
+            bundlegen_protocol::fsutil::write_file_atomic(out, &text, 0o600)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            let records = &deployment.records;
+            println!(
+                "{}: {} platforms, {} apps, {} tokens{}",
+                out.display(),
+                records.platforms.len(),
+                records.apps.len(),
+                records.tokens.len(),
+                if deployment.signing_key.is_some() {
+                    ", the signing key"
+                } else {
+                    ""
+                }
+            );
+        }
+        TransferCommand::Import { store, file } => {
+            let text = std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let deployment: service::transfer::Deployment = serde_json::from_slice(&text).map_err(|e| Failure {
+                code: EXIT_BAD_CONFIG,
+                error: anyhow::anyhow!("{}: not an export: {e}", file.display()),
+            })?;
+            let imported = run(service::transfer::import(&store.config(), &deployment))?;
+            println!(
+                "imported {} platforms ({} versions), {} apps, {} tokens{}",
+                imported.platforms,
+                imported.versions,
+                imported.apps,
+                imported.tokens,
+                if imported.key_written {
+                    "; the signing key written"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
 }

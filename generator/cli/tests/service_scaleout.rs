@@ -416,3 +416,118 @@ async fn bundlegens_rabbitmq_protocol_is_served() {
     );
     assert!(refused.get("bundle_path").is_none_or(Value::is_null));
 }
+
+/// Moving an embedded deployment to PostgreSQL: export, import, and the
+/// same service answers with the same tokens, versions and key.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_embedded_deployment_moves_to_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = dir.path().join("embedded");
+    let mut server = Server::start(&embedded, &[]);
+    put_platform(&server).await;
+    let libs =
+        std::fs::read_to_string(conformance().join(format!("bundlegen/templates/{PLATFORM}_libs.json"))).unwrap();
+    let put = server
+        .send_body(
+            reqwest::Method::PUT,
+            &format!("/v1/platforms/{PLATFORM}/libs"),
+            &server.admin,
+            libs,
+        )
+        .await;
+    assert_eq!(put.status(), StatusCode::OK);
+    let app = json!({"image": "docker://registry.example/app:1"});
+    let registered = server
+        .put_json("/v1/apps/com.example.moved/versions/1.0", &server.admin, &app)
+        .await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let team = server.token("platform-team").await;
+    let device = server.device_token(PLATFORM).await;
+    let tokens = get_json(&server, "/v1/tokens").await;
+    let device_id = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "device")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        server
+            .delete(&format!("/v1/tokens/{device_id}"), &server.admin)
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let key_before = get_json(&server, "/v1/signing-key").await["publicKey"].clone();
+    server.kill();
+
+    let export = dir.path().join("deployment.json");
+    let exported = run(bundlegen()
+        .args(["service", "export", "--data-dir"])
+        .arg(&embedded)
+        .arg("--out")
+        .arg(&export));
+    assert!(String::from_utf8_lossy(&exported.stdout).contains("1 platforms, 1 apps, 3 tokens, the signing key"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&export).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let backends = Backends::create().await;
+    let moved = dir.path().join("moved");
+    let import = |data: &Path| {
+        bundlegen()
+            .args(["service", "import", "--database", &backends.database, "--data-dir"])
+            .arg(data)
+            .arg(&export)
+            .output()
+            .unwrap()
+    };
+    let imported = import(&moved);
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&imported.stdout)
+            .contains("imported 1 platforms (2 versions), 1 apps, 3 tokens; the signing key written")
+    );
+    // Into a database that holds records already: refused, as a configuration.
+    let again = import(&dir.path().join("elsewhere"));
+    assert_eq!(again.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("import into a new one"));
+
+    let server = Server::start(&moved, &["--database", &backends.database]);
+    assert_eq!(server.admin, "", "no new admin token: the moved one serves");
+    let admin = std::fs::read_to_string(embedded.join("admin.token")).unwrap();
+    let admin = admin.trim();
+    assert_eq!(
+        server
+            .get("/v1/signing-key", admin)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["publicKey"],
+        key_before
+    );
+    let versions: Value = server
+        .get(&format!("/v1/platforms/{PLATFORM}/versions"), &team)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(versions["versions"].as_array().unwrap().len(), 2);
+    let app: Value = server
+        .get("/v1/apps/com.example.moved/versions/1.0", &team)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(app["image"], "docker://registry.example/app:1");
+    assert_eq!(
+        server.get(&format!("/v1/platforms/{PLATFORM}"), &device).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "revoked stays revoked"
+    );
+}

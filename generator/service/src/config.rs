@@ -82,6 +82,20 @@ impl ServiceConfig {
         }
     }
 
+    /// The database: `--database`, else SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("bundlegen.db").display()))
+    }
+
+    /// The signing key's file: `--signing-key`, else in the data directory.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.signing_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("signing-key.p8"))
+    }
+
     /// Each setting in force that weakens the service's defences, logged
     /// at start so none stays on unnoticed.
     pub fn weak_settings(&self) -> Vec<String> {

@@ -35,6 +35,7 @@ pub mod service;
 mod signals;
 pub mod signing;
 pub mod store;
+pub mod transfer;
 pub mod workers;
 
 pub use config::{ServiceConfig, ServiceError};

@@ -78,21 +78,14 @@ impl Service {
             }
             None => BlobStore::Dir(config.data_dir.join("bundles")),
         };
-        let key_path = config
-            .signing_key
-            .clone()
-            .unwrap_or_else(|| config.data_dir.join("signing-key.p8"));
+        let key_path = config.signing_key_path();
         let existing_key = match key_path.exists() {
             true => Some(Signer::load(&key_path)?),
             false => None,
         };
         std::fs::create_dir_all(&config.data_dir).map_err(io(&config.data_dir))?;
-        let database = config
-            .database
-            .clone()
-            .unwrap_or_else(|| format!("sqlite:{}", config.data_dir.join("bundlegen.db").display()));
         let store = Store {
-            db: db::Db::open(&database).await?,
+            db: db::Db::open(&config.database_url()).await?,
         };
         let queue = Queue::open(config.queue.as_deref()).await?;
         let signer = Arc::new(match existing_key {

@@ -3,7 +3,7 @@
 //! any number of workers can share a PostgreSQL database.
 //!
 //! One file per kind of record: [`tokens`], [`platforms`], [`apps`],
-//! [`jobs`], [`bundles`].
+//! [`jobs`], [`bundles`]; [`transfer`] moves them all to another database.
 
 use crate::db::{Db, Value};
 
@@ -12,12 +12,14 @@ mod bundles;
 mod jobs;
 mod platforms;
 mod tokens;
+mod transfer;
 
 pub use apps::AppRecord;
 pub use bundles::BundleRecord;
 pub use jobs::{JobRecord, JobState, NewJob};
 pub use platforms::{NewVersion, PlatformPolicy, PlatformSummary, PlatformVersion};
 pub use tokens::{NewToken, TokenRecord};
+pub use transfer::{FORMAT as RECORDS_FORMAT, PlatformRecords, Records, TokenRow, VersionRow};
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
