@@ -101,8 +101,8 @@ pub async fn push(request: &PushRequest) -> Result<Pushed, PushError> {
         .await
         .map_err(|e| archive_error(e.to_string()))?;
     let length = file.metadata().await.map_err(|e| archive_error(e.to_string()))?.len();
-    let mut url = reqwest::Url::parse(&format!("{}/v1/push", device_url(&request.device)?))
-        .map_err(|e| archive_error(e.to_string()))?;
+    let endpoint = format!("{}/v1/push", device_url(&request.device)?);
+    let mut url = reqwest::Url::parse(&endpoint).map_err(|e| archive_error(e.to_string()))?;
     url.query_pairs_mut().append_pair("app", &app);
     if request.launch {
         url.query_pairs_mut().append_pair("launch", "1");
@@ -115,13 +115,8 @@ pub async fn push(request: &PushRequest) -> Result<Pushed, PushError> {
     )?;
     // The token is checked before the body goes: a refusal mid-body would
     // reach this side as a broken pipe instead of the box's answer.
-    let ready_url = format!("{}/v1/push", device_url(&request.device)?);
-    let _room: serde_json::Value = send_for_json(
-        client.get(&ready_url).bearer_auth(&request.token),
-        &ready_url,
-        &REMEDIES,
-    )
-    .await?;
+    let _room: serde_json::Value =
+        send_for_json(client.get(&endpoint).bearer_auth(&request.token), &endpoint, &REMEDIES).await?;
     let upload = client
         .post(url.clone())
         .bearer_auth(&request.token)
