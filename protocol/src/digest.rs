@@ -21,6 +21,14 @@ impl Sha256Digest {
         Sha256Digest(Sha256::digest(data).into())
     }
 
+    pub fn from_bytes(bytes: [u8; 32]) -> Sha256Digest {
+        Sha256Digest(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The 64 hex digits, without the algorithm prefix.
     pub fn hex(&self) -> String {
         to_hex(&self.0)

@@ -12,6 +12,7 @@ pub mod idmap;
 pub mod manifest;
 pub mod plugins;
 pub mod probe;
+pub mod ralf;
 pub mod root;
 pub mod runtime;
 #[cfg(feature = "server")]

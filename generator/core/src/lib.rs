@@ -6,6 +6,7 @@
 //! and its archives.
 
 pub mod bundle;
+pub mod erofs;
 pub mod generate;
 pub mod image;
 
