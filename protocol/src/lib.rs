@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod cdi;
+pub mod civil;
 pub mod config;
 pub mod digest;
 pub mod fsutil;

@@ -68,6 +68,11 @@ impl Manifest {
         self.nodes.get(path)
     }
 
+    /// Every recorded node, by path.
+    pub fn nodes(&self) -> impl Iterator<Item = (&Path, &SpecialNode)> {
+        self.nodes.iter().map(|(path, node)| (path.as_path(), node))
+    }
+
     /// Recorded nodes directly inside `dir`, as (name, node).
     pub fn nodes_in<'a>(&'a self, dir: &'a Path) -> impl Iterator<Item = (&'a OsStr, &'a SpecialNode)> + 'a {
         below(&self.nodes, dir).filter_map(move |(path, node)| {

@@ -11,6 +11,7 @@ mod app;
 mod args;
 mod generate;
 mod key;
+mod package;
 mod platform;
 mod push;
 mod remote;
@@ -59,6 +60,12 @@ enum Command {
     Key(key::KeyArgs),
     /// A deployment's records and key: export them, import them elsewhere.
     Service(service::TransferArgs),
+    /// Make a RALF package (RDK's signed OCI-artifact app package) of IMAGE.
+    Package(Box<package::PackageArgs>),
+    /// Verify a RALF package: signature, certificate chain, every blob, dm-verity.
+    VerifyPackage(package::VerifyArgs),
+    /// Show what a RALF package holds.
+    PackageInfo(package::InfoArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -113,6 +120,9 @@ fn main() -> ExitCode {
         Command::Token(args) => token::run(&args),
         Command::Key(args) => key::run(&args),
         Command::Service(args) => service::transfer(&args),
+        Command::Package(args) => package::run(&args),
+        Command::VerifyPackage(args) => package::verify_package(&args),
+        Command::PackageInfo(args) => package::package_info(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

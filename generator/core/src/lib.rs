@@ -11,6 +11,7 @@ pub mod generate;
 pub mod image;
 
 pub mod output;
+pub mod package;
 pub mod pipeline;
 pub mod push;
 pub mod runtime_config;

@@ -137,6 +137,18 @@ fn varied_tree(dir: &Path) {
         })
         .collect();
     write("usr/share/log.txt", &text, 0o644);
+    // Compressible and incompressible runs in one file (as in ELF files):
+    // plain and compressed extents side by side, a plain one last.
+    let mut mixed = Vec::new();
+    for (i, run) in [9000usize, 5000, 3000, 7000, 3100].iter().enumerate() {
+        if i % 2 == 0 {
+            mixed.extend(text[..*run].iter());
+        } else {
+            mixed.extend(noise[i * 10_000..i * 10_000 + run].iter());
+        }
+    }
+    mixed.extend(noise[..3500].iter());
+    write("usr/lib/mixed.so", &mixed, 0o755);
     write("usr/lib/random.bin", &noise, 0o644);
     write("usr/bin/tool", &text[..40_000], 0o4755);
     write("empty", b"", 0o600);

@@ -65,6 +65,27 @@ pub fn write_bundle<W: Write>(
     options: &ArchiveOptions,
     out: W,
 ) -> Result<(W, ArchiveSummary), ArchiveError> {
+    write_walk(bundle, None, manifest, options, out)
+}
+
+/// Writes the contents of a root filesystem (`manifest` keyed by paths in
+/// it) as a tar stream, its entries at the archive root: a package's content.
+pub fn write_rootfs<W: Write>(
+    rootfs: &Path,
+    manifest: &Manifest,
+    options: &ArchiveOptions,
+    out: W,
+) -> Result<(W, ArchiveSummary), ArchiveError> {
+    write_walk(rootfs, Some(Path::new("")), manifest, options, out)
+}
+
+fn write_walk<W: Write>(
+    dir: &Path,
+    rootfs_dir: Option<&Path>,
+    manifest: &Manifest,
+    options: &ArchiveOptions,
+    out: W,
+) -> Result<(W, ArchiveSummary), ArchiveError> {
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(false);
     let mut writer = Writer {
@@ -74,11 +95,11 @@ pub fn write_bundle<W: Write>(
         links: HashMap::new(),
         summary: ArchiveSummary::default(),
     };
-    writer.walk(bundle, Path::new(""), None)?;
+    writer.walk(dir, Path::new(""), rootfs_dir)?;
     let out = writer
         .tar
         .into_inner()
-        .map_err(ArchiveError::io("finish archive of", bundle))?;
+        .map_err(ArchiveError::io("finish archive of", dir))?;
     Ok((out, writer.summary))
 }
 

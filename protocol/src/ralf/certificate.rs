@@ -100,16 +100,6 @@ fn name(content: &[u8]) -> Option<String> {
     Some(parts.join(", "))
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
 /// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
 fn time(e: &Element<'_>) -> Option<i64> {
     let text = std::str::from_utf8(e.content).ok()?.strip_suffix('Z')?;
@@ -125,7 +115,7 @@ fn time(e: &Element<'_>) -> Option<i64> {
         return None;
     }
     let field = |i: usize| rest[i..i + 2].parse::<i64>().unwrap();
-    let days = days_from_civil(year, field(0), field(2));
+    let days = crate::civil::days_from_civil(year, field(0), field(2));
     Some(days * 86_400 + field(4) * 3600 + field(6) * 60 + field(8))
 }
 
@@ -184,13 +174,6 @@ pub fn to_pem(der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_days_match_known_dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2038, 1, 19), 24_855);
-    }
 
     #[test]
     fn utc_and_generalized_times() {

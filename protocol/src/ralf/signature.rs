@@ -110,8 +110,8 @@ pub fn parse_payload(bytes: &[u8]) -> Result<Payload, SignatureError> {
 #[derive(Debug, Clone)]
 pub enum Trust {
     /// CA roots; the signer's certificate must chain to one. Without
-    /// `check_time`, validity periods are checked at the signer's
-    /// certificate's own start instead of now (`--no-check-time`).
+    /// `check_time` (`--no-check-time`), the chain need only have been valid
+    /// at some moment, not now.
     Roots {
         roots: Vec<CertificateDer<'static>>,
         check_time: bool,
@@ -167,23 +167,35 @@ pub fn verify(
                 .map_err(|e| SignatureError::Untrusted(format!("a CA root cannot be used: {e:?}")))?;
             let end_entity =
                 EndEntityCert::try_from(&der).map_err(|e| SignatureError::Certificate(format!("{e:?}")))?;
-            let time = match (check_time, &info) {
-                (true, _) | (false, None) => now,
-                (false, Some(info)) => {
-                    UnixTime::since_unix_epoch(std::time::Duration::from_secs(info.not_before.max(0) as u64))
+            // Without time checks, any moment inside every validity period
+            // will do: try each certificate's start and end.
+            let mut times = vec![now];
+            if !check_time {
+                for der in std::iter::once(&der).chain(&chain).chain(roots) {
+                    if let Ok(info) = certificate::describe(der) {
+                        times.push(unix_time(info.not_before));
+                        times.push(unix_time(info.not_after - 1));
+                    }
                 }
-            };
-            end_entity
-                .verify_for_usage(
-                    ALGORITHMS,
-                    &anchors,
-                    &chain,
-                    time,
-                    KeyUsage::required_if_present(CODE_SIGNING),
-                    None,
-                    None,
-                )
-                .map_err(|e| SignatureError::Untrusted(untrusted_reason(&e)))?;
+            }
+            let mut result = Err(webpki::Error::UnknownIssuer);
+            for time in times {
+                result = end_entity
+                    .verify_for_usage(
+                        ALGORITHMS,
+                        &anchors,
+                        &chain,
+                        time,
+                        KeyUsage::required_if_present(CODE_SIGNING),
+                        None,
+                        None,
+                    )
+                    .map(drop);
+                if result.is_ok() {
+                    break;
+                }
+            }
+            result.map_err(|e| SignatureError::Untrusted(untrusted_reason(&e)))?;
             ALGORITHMS
                 .iter()
                 .any(|alg| end_entity.verify_signature(*alg, payload, signature).is_ok())
@@ -191,6 +203,10 @@ pub fn verify(
                 .ok_or(SignatureError::Invalid("the signer's certificate"))
         }
     }
+}
+
+fn unix_time(seconds: i64) -> UnixTime {
+    UnixTime::since_unix_epoch(std::time::Duration::from_secs(seconds.max(0) as u64))
 }
 
 fn untrusted_reason(error: &webpki::Error) -> String {

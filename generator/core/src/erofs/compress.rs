@@ -31,6 +31,7 @@ pub struct Segment {
     pub inode: usize,
     pub start: u64,
     pub len: u64,
+    pub file_size: u64,
 }
 
 /// One physical cluster's worth of a file.
@@ -130,8 +131,9 @@ fn zstd_fill(
     }
 }
 
-/// Compresses one segment's bytes (`data`, starting at file offset `start`).
-fn compress_segment(codec: &mut Codec, data: &[u8], start: u64) -> Result<Compressed, ErofsError> {
+/// Compresses one segment's bytes (`data`, starting at file offset `start`
+/// of a file of `file_size` bytes).
+fn compress_segment(codec: &mut Codec, data: &[u8], start: u64, file_size: u64) -> Result<Compressed, ErofsError> {
     if let Codec::Lz4(lz4) = codec {
         lz4.begin();
     }
@@ -153,7 +155,16 @@ fn compress_segment(codec: &mut Codec, data: &[u8], start: u64) -> Result<Compre
             });
             at += consumed;
         } else {
-            let len = (data.len() - at).min(BLOCK as usize);
+            let mut len = (data.len() - at).min(BLOCK as usize);
+            // The kernel maps a plain extent to the end of the logical
+            // cluster being read; at the end of the file that must not run
+            // past one block, so a last plain extent never crosses a
+            // logical cluster boundary (the rest gets a block of its own).
+            let offset = start + at as u64;
+            let in_cluster = (offset % BLOCK) as usize;
+            if offset + len as u64 == file_size && in_cluster + len > BLOCK as usize {
+                len = BLOCK as usize - in_cluster;
+            }
             blocks.extend_from_slice(&data[at..at + len]);
             blocks.resize(block_start + BLOCK as usize, 0);
             extents.push(Extent {
@@ -228,7 +239,7 @@ pub fn compress_all(
                     }
                     let segment = &segments[index];
                     let result = read_segment(&source(segment.inode), segment)
-                        .and_then(|data| compress_segment(&mut codec, &data, segment.start));
+                        .and_then(|data| compress_segment(&mut codec, &data, segment.start, segment.file_size));
                     if sender.send((index, result)).is_err() {
                         return;
                     }
@@ -266,7 +277,7 @@ mod tests {
 
     fn lz4_segment(data: &[u8]) -> Compressed {
         let mut codec = Codec::new(&Compression::Lz4 { depth: 16 }).unwrap();
-        compress_segment(&mut codec, data, 0).unwrap()
+        compress_segment(&mut codec, data, 0, data.len() as u64).unwrap()
     }
 
     #[test]
@@ -293,12 +304,27 @@ mod tests {
     }
 
     #[test]
+    fn a_last_plain_extent_stays_in_its_logical_cluster() {
+        let mut state = 7u32;
+        let mut data: Vec<u8> = b"compressible ".repeat(700);
+        data.extend((0..6000).map(|_| {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (state >> 16) as u8
+        }));
+        let out = lz4_segment(&data);
+        let last = out.extents.last().unwrap();
+        assert!(last.plain);
+        assert!(last.start % BLOCK + last.len <= BLOCK, "{:?}", out.extents);
+        assert_eq!(last.start + last.len, data.len() as u64);
+    }
+
+    #[test]
     fn zstd_frames_fit_a_block_and_decode() {
         let text: Vec<u8> = (0..200_000u32)
             .map(|i| b"abcdefghij"[(i * 7 % 10) as usize] ^ (i / 4096) as u8)
             .collect();
         let mut codec = Codec::new(&Compression::Zstd { level: 3 }).unwrap();
-        let out = compress_segment(&mut codec, &text, 0).unwrap();
+        let out = compress_segment(&mut codec, &text, 0, text.len() as u64).unwrap();
         let mut decoded = Vec::new();
         for (extent, block) in out.extents.iter().zip(out.blocks.chunks(BLOCK as usize)) {
             if extent.plain {

@@ -262,6 +262,7 @@ pub fn write_file_data(tree: &Tree, links: &Links, options: &Options, out: &File
                         inode: index,
                         start,
                         len,
+                        file_size: size,
                     });
                     start += len;
                 }
