@@ -114,6 +114,13 @@ pub struct PackageArgs {
     /// Sign with a certificate that expires within 3 years.
     #[arg(long)]
     pub skip_certificate_expiry_check: bool,
+    /// A package this one is layered on (base, runtime; repeatable): what it
+    /// provides is left out, and it becomes a dependency.
+    #[arg(long, value_name = "PKG.ralf")]
+    pub depends_on: Vec<PathBuf>,
+    /// The constraint written for each dependency: ^ (^MAJOR.MINOR), ~, =, >= or *.
+    #[arg(long, default_value = "^", value_name = "FORM")]
+    pub dep_constraint: bundlegen_core::package::dependency::ConstraintForm,
     /// Operating system to pick from a multi-platform image.
     #[arg(long, default_value = "linux")]
     pub os: String,
@@ -198,6 +205,8 @@ pub fn run(args: &PackageArgs) -> Result<(), Failure> {
         },
         verity_salt,
         signer: signer.as_ref(),
+        depends_on: &args.depends_on,
+        dependency_constraint: args.dep_constraint,
         registry: &args.source.registry.options(reference.registry_host())?,
         unpack: &unpack_options(&args.source),
         replace: args.yes,
@@ -205,6 +214,24 @@ pub fn run(args: &PackageArgs) -> Result<(), Failure> {
     };
     let packaged = runtime()?.block_on(package::package(&request, layer_progress()))?;
     warn_all(&packaged.warnings);
+    if let Some(dedup) = &packaged.dedup {
+        for note in &dedup.notes {
+            tracing::debug!("{note}");
+        }
+        let dependencies: Vec<String> = packaged
+            .config
+            .dependencies
+            .iter()
+            .map(|(id, range)| format!("{id} {range}"))
+            .collect();
+        println!(
+            "left out {} files and {} libraries the dependencies provide ({} bytes); depends on {}",
+            dedup.files,
+            dedup.libraries,
+            dedup.bytes,
+            dependencies.join(", ")
+        );
+    }
     println!(
         "{} {} {} bytes",
         packaged.path.display(),

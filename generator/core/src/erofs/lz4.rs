@@ -237,18 +237,19 @@ impl Lz4Compressor {
     }
 }
 
-/// Decodes one LZ4 block that must produce exactly `size` bytes (what the
-/// kernel's `LZ4_decompress_safe` checks); for tests.
-#[cfg(test)]
-pub fn decompress(block: &[u8], size: usize) -> Result<Vec<u8>, String> {
+/// Decodes an LZ4 block until it has produced `size` bytes, as the kernel's
+/// `LZ4_decompress_safe_partial` does (older images may hold more in a
+/// cluster than the extent uses). Every offset and length is checked: a
+/// hostile block is an error, never a read outside what was decoded.
+pub fn decompress(block: &[u8], size: usize) -> Result<Vec<u8>, &'static str> {
     let mut out = Vec::with_capacity(size);
     let mut i = 0;
-    let read_len = |i: &mut usize, mut n: usize| -> Result<usize, String> {
+    let read_len = |i: &mut usize, mut n: usize| -> Result<usize, &'static str> {
         if n == 15 {
             loop {
                 let b = *block.get(*i).ok_or("truncated length")?;
                 *i += 1;
-                n += b as usize;
+                n = n.checked_add(b as usize).ok_or("length overflow")?;
                 if b != 255 {
                     break;
                 }
@@ -256,32 +257,34 @@ pub fn decompress(block: &[u8], size: usize) -> Result<Vec<u8>, String> {
         }
         Ok(n)
     };
-    loop {
+    while out.len() < size {
         let token = *block.get(i).ok_or("truncated token")?;
         i += 1;
         let literals = read_len(&mut i, (token >> 4) as usize)?;
-        out.extend_from_slice(block.get(i..i + literals).ok_or("truncated literals")?);
+        let run = block
+            .get(i..i.checked_add(literals).ok_or("length overflow")?)
+            .ok_or("truncated literals")?;
+        let take = run.len().min(size - out.len());
+        out.extend_from_slice(&run[..take]);
         i += literals;
-        if i == block.len() {
+        if out.len() >= size || i >= block.len() {
             break;
         }
         let distance =
             u16::from_le_bytes([*block.get(i).ok_or("no offset")?, *block.get(i + 1).ok_or("no offset")?]) as usize;
         i += 2;
         if distance == 0 || distance > out.len() {
-            return Err("bad offset".into());
+            return Err("a match reaches before the block");
         }
         let len = read_len(&mut i, (token & 15) as usize)? + MIN_MATCH;
-        if out.len() + len + LAST_LITERALS > size {
-            return Err("a match reaches into the last 5 bytes".into());
-        }
+        let len = len.min(size - out.len());
         let from = out.len() - distance;
         for k in 0..len {
             out.push(out[from + k]);
         }
     }
     if out.len() != size {
-        return Err(format!("decoded {} bytes, expected {size}", out.len()));
+        return Err("decodes to fewer bytes than the extent holds");
     }
     Ok(out)
 }
@@ -308,12 +311,65 @@ mod tests {
         out
     }
 
+    /// The block format's end rules the kernel's full decoder relies on:
+    /// it ends with literals, the last 5 bytes are literals and the last
+    /// match starts at least 12 bytes before the end.
+    fn end_rules_hold(block: &[u8], size: usize) -> bool {
+        let (mut i, mut out) = (0usize, 0usize);
+        let length = |i: &mut usize, mut n: usize| {
+            if n == 15 {
+                loop {
+                    let b = block[*i];
+                    *i += 1;
+                    n += b as usize;
+                    if b != 255 {
+                        break;
+                    }
+                }
+            }
+            n
+        };
+        loop {
+            let token = block[i];
+            i += 1;
+            let literals = length(&mut i, (token >> 4) as usize);
+            i += literals;
+            out += literals;
+            if i == block.len() {
+                return out == size;
+            }
+            i += 2;
+            let len = length(&mut i, (token & 15) as usize) + MIN_MATCH;
+            if out + MF_LIMIT > size || out + len + LAST_LITERALS > size {
+                return false;
+            }
+            out += len;
+        }
+    }
+
     fn round_trip(input: &[u8], capacity: usize) {
         let mut decoded = Vec::new();
         for (consumed, block) in blocks(input, capacity, 16) {
+            assert!(end_rules_hold(&block, consumed), "end rules broken");
             decoded.extend(decompress(&block, consumed).unwrap());
         }
         assert_eq!(decoded, input);
+    }
+
+    #[test]
+    fn hostile_blocks_are_errors() {
+        assert!(decompress(&[0x10], 1).is_err(), "truncated literals");
+        assert!(decompress(&[0x0f, 0x05, 0x00], 40).is_err(), "match before the start");
+        assert!(
+            decompress(&[0x10, b'a', 0x09, 0x00], 20).is_err(),
+            "offset past the output"
+        );
+        assert!(decompress(&[0xf0, 0xff, 0xff], 10).is_err(), "length runs off the end");
+        assert_eq!(
+            decompress(&[0x30, b'a', b'b', b'c'], 2).unwrap(),
+            b"ab",
+            "stops at the size asked"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod data;
 mod format;
 mod lz4;
 mod meta;
+pub mod read;
 mod tree;
 
 pub use format::BLOCK;

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use bundlegen_protocol::config::ConfigError;
-use bundlegen_protocol::config::app::AppMetadata;
+use bundlegen_protocol::config::app::{AppMetadata, LibraryHints};
 use bundlegen_protocol::digest::Sha256Digest;
 use bundlegen_protocol::ralf::ContentKind;
 use bundlegen_protocol::ralf::config::PackageConfig;
@@ -28,6 +28,8 @@ use crate::unpack::{DeviceNodes, UnpackOptions, UnpackStats};
 pub mod assemble;
 pub mod config;
 pub mod content;
+pub mod dedup;
+pub mod dependency;
 pub mod sign;
 
 pub use assemble::PackageFormat;
@@ -65,6 +67,8 @@ pub enum PackageError {
     DeviceNodes { count: usize, first: String },
     #[error("content: {0}")]
     Content(String),
+    #[error("dependency {0}")]
+    Dependency(String),
 }
 
 /// Which content layer: a kind, or ralfpack's default (EROFS lz4 for content
@@ -93,6 +97,9 @@ pub struct Request<'a> {
     pub format: PackageFormat,
     pub verity_salt: Option<Vec<u8>>,
     pub signer: Option<&'a SigningIdentity>,
+    /// `--depends-on`: base and runtime packages this one is layered on.
+    pub depends_on: &'a [PathBuf],
+    pub dependency_constraint: dependency::ConstraintForm,
     pub registry: &'a RegistryOptions,
     pub unpack: &'a UnpackOptions,
     pub replace: bool,
@@ -112,6 +119,8 @@ pub struct Packaged {
     pub signed: bool,
     pub warnings: Vec<String>,
     pub unpacked: UnpackStats,
+    /// What the dependencies made unnecessary.
+    pub dedup: Option<dedup::DedupReport>,
 }
 
 fn check_destination(request: &Request<'_>) -> Result<(), PackageError> {
@@ -157,33 +166,36 @@ fn metadata_in_image(bundle: &mut Bundle) -> Result<Option<AppMetadata>, Package
     Ok(Some(parsed.value))
 }
 
-/// The package config: `--config` as given, or derived from the metadata.
+/// The package config (`--config` as given, or derived from the metadata)
+/// and the app's library hints.
 fn package_config(
     request: &Request<'_>,
     bundle: &mut Bundle,
     image: &Image,
     warnings: &mut Vec<String>,
-) -> Result<PackageConfig, PackageError> {
+) -> Result<(PackageConfig, LibraryHints), PackageError> {
     let in_image = metadata_in_image(bundle)?;
-    let mut config = match request.config {
+    let app = match request.app_metadata {
         Some(file) => {
+            let parsed = bundlegen_protocol::config::load::<AppMetadata>(file)?;
+            warnings.extend(parsed.warnings);
+            Some(parsed.value)
+        }
+        None => in_image,
+    };
+    let hints = app.as_ref().and_then(|a| a.libraries.clone()).unwrap_or_default();
+    let mut config = match (request.config, app) {
+        (Some(file), _) => {
             let parsed = bundlegen_protocol::config::load::<PackageConfig>(file)?;
             warnings.extend(parsed.warnings);
             parsed.value
         }
-        None => {
-            let app = match request.app_metadata {
-                Some(file) => {
-                    let parsed = bundlegen_protocol::config::load::<AppMetadata>(file)?;
-                    warnings.extend(parsed.warnings);
-                    parsed.value
-                }
-                None => in_image.ok_or(PackageError::NoMetadata)?,
-            };
+        (None, Some(app)) => {
             let image_config = image.config.config().clone().unwrap_or_default();
             config::derive(&app, &image_config, &image.platform(), &request.overrides)
                 .map_err(PackageError::PackageConfig)?
         }
+        (None, None) => return Err(PackageError::NoMetadata),
     };
     if let Some(id) = request.app_id {
         config.id = id.to_string();
@@ -196,7 +208,7 @@ fn package_config(
         let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
         return Err(PackageError::PackageConfig(lines.join("; ")));
     }
-    Ok(config)
+    Ok((config, hints))
 }
 
 fn content_kind(request: &Request<'_>, content_bytes: u64) -> Result<ContentKind, PackageError> {
@@ -252,13 +264,38 @@ pub fn build(
             request.image, request.platform
         ));
     }
-    let config = package_config(request, &mut bundle, image, &mut warnings)?;
+    let (mut config, hints) = package_config(request, &mut bundle, image, &mut warnings)?;
     if config.version.parse::<Version>().is_err() {
         return Err(PackageError::PackageConfig(format!(
             "version {:?} is not a package version",
             config.version
         )));
     }
+    let dedup = if request.depends_on.is_empty() {
+        None
+    } else {
+        let dependencies = dependency::load(request.depends_on, bundle.path())?;
+        for dependency in &dependencies.packages {
+            let version = dependency
+                .config
+                .version
+                .parse::<Version>()
+                .map_err(|e| PackageError::Dependency(format!("{}: {e}", dependency.path.display())))?;
+            config
+                .dependencies
+                .entry(dependency.config.id.clone())
+                .or_insert_with(|| request.dependency_constraint.of(&version));
+        }
+        let abi =
+            bundlegen_protocol::probe::Abi::for_arch(&image_platform.architecture, image_platform.variant.as_deref());
+        Some(dedup::dedup(
+            &mut bundle,
+            &dependencies,
+            &hints,
+            abi,
+            Some(&config.entry_point),
+        )?)
+    };
     let kind = content_kind(request, unpacked.file_bytes)?;
     let options = content::ContentOptions {
         kind,
@@ -318,6 +355,7 @@ pub fn build(
         signed: request.signer.is_some(),
         warnings,
         unpacked,
+        dedup,
     })
 }
 
