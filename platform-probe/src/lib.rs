@@ -14,6 +14,7 @@ use bundlegen_protocol::root::{RootDir, RootError, Symlinks};
 pub mod devices;
 pub mod elf;
 pub mod formats;
+pub mod gpu_layer;
 pub mod ldcache;
 pub mod libraries;
 pub mod loader;

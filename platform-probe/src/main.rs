@@ -31,6 +31,9 @@ enum Format {
     Cdi,
     /// Device nodes for a BundleGen template's `gpu.devs`.
     GpuDevs,
+    /// The GPU layer RALF apps are overlaid with: `-o DIR` gets `rootfs/`
+    /// (the graphics libraries' closure) and `config.json` (vendorGpuSupport).
+    GpuLayer,
 }
 
 /// Inventories a set-top box's shared libraries and device nodes.
@@ -65,6 +68,9 @@ struct Cli {
     /// Trust this CA (PEM) for the service, besides the system's.
     #[arg(long, value_name = "FILE", requires = "upload")]
     ca: Option<PathBuf>,
+    /// With --format gpu-layer: copy the libraries instead of hard-linking them.
+    #[arg(long)]
+    copy: bool,
     /// Do not print warnings on standard error (they stay in the report).
     #[arg(short, long)]
     quiet: bool,
@@ -184,7 +190,23 @@ fn run(cli: &Cli) -> Result<Expected> {
             return Ok(expected);
         }
     }
+    if let Format::GpuLayer = cli.format {
+        let out = cli
+            .output
+            .as_deref()
+            .context("--format gpu-layer writes a directory: pass -o DIR")?;
+        let layer = platform_probe::gpu_layer::write(&report, &cli.root, out, cli.copy)
+            .with_context(|| format!("writing the GPU layer {}", out.display()))?;
+        eprintln!(
+            "GPU layer {}: {} libraries, {} device nodes",
+            out.display(),
+            layer.libraries.len(),
+            layer.config.vendor_gpu_support.dev_nodes.len()
+        );
+        return Ok(expected);
+    }
     let mut text = match cli.format {
+        Format::GpuLayer => unreachable!("written above"),
         Format::Full => serde_json::to_string_pretty(&report),
         Format::BundlegenLibs => serde_json::to_string_pretty(&report.libs_file()),
         Format::Cdi => serde_json::to_string_pretty(&formats::cdi(&report)),

@@ -215,35 +215,7 @@ pub fn plan(inventory: &Inventory, libs: &BoxLibraries, view: &mut dyn RootfsVie
     plan
 }
 
-/// glibc's libraries by SONAME, wherever they live (BundleGen only knew
-/// `/lib` and `/usr/lib`, not multiarch directories).
-pub fn is_glibc_soname(name: &str) -> bool {
-    const MEMBERS: [&str; 16] = [
-        "libc.so.6",
-        "libm.so.6",
-        "libmvec.so.1",
-        "libpthread.so.0",
-        "libdl.so.2",
-        "librt.so.1",
-        "libresolv.so.2",
-        "libutil.so.1",
-        "libanl.so.1",
-        "libnsl.so.1",
-        "libBrokenLocale.so.1",
-        "libthread_db.so.1",
-        "libc_malloc_debug.so.0",
-        "ld.so.1",
-        "ld64.so.1",
-        "ld64.so.2",
-    ];
-    // glibc's own name service modules (not systemd's libnss_myhostname and kin).
-    const NSS: [&str; 7] = ["files", "dns", "compat", "db", "hesiod", "nis", "nisplus"];
-    let nss = name
-        .strip_prefix("libnss_")
-        .and_then(|rest| rest.strip_suffix(".so.2"))
-        .is_some_and(|module| NSS.contains(&module));
-    MEMBERS.contains(&name) || name.starts_with("ld-linux") || nss
-}
+pub use bundlegen_protocol::probe::is_glibc_soname;
 
 /// Libraries no program of the image needs: outside the DT_NEEDED closure
 /// of its executables and of the libraries listed as `dlopen`ed, and not
