@@ -66,6 +66,10 @@ enum Command {
     VerifyPackage(package::VerifyArgs),
     /// Show what a RALF package holds.
     PackageInfo(package::InfoArgs),
+    /// Push a RALF package to an OCI registry (its signature under the cosign tag).
+    PackagePush(package::PushArgs),
+    /// Pull a RALF package from an OCI registry into a .ralf file.
+    PackagePull(package::PullArgs),
 }
 
 fn init_logging(verbose: u8) {
@@ -123,6 +127,8 @@ fn main() -> ExitCode {
         Command::Package(args) => package::run(&args),
         Command::VerifyPackage(args) => package::verify_package(&args),
         Command::PackageInfo(args) => package::package_info(&args),
+        Command::PackagePush(args) => package::package_push(&args),
+        Command::PackagePull(args) => package::package_pull(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

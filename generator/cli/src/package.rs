@@ -387,3 +387,97 @@ pub fn package_info(args: &InfoArgs) -> Result<(), Failure> {
     warn_all(&layout.warnings);
     Ok(())
 }
+
+/// A `docker://HOST/REPO:TAG` (or `@sha256:...`) reference: host, repository, tag or digest.
+fn registry_reference(text: &str) -> Result<(ImageReference, String, String, String), Failure> {
+    let reference: ImageReference = text.parse()?;
+    let ImageReference::Registry {
+        host,
+        repository,
+        selector,
+    } = &reference
+    else {
+        return Err(anyhow::anyhow!("{text}: packages go to registries: give docker://HOST/REPO:TAG").into());
+    };
+    let tag = match selector {
+        bundlegen_core::image::Selector::Tag(tag) => tag.clone(),
+        bundlegen_core::image::Selector::Digest(digest) => digest.to_string(),
+    };
+    let (host, repository) = (host.clone(), repository.clone());
+    Ok((reference, host, repository, tag))
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// The package.
+    pub package: PathBuf,
+    /// Where: docker://HOST[:PORT]/REPO:TAG.
+    pub destination: String,
+    #[command(flatten)]
+    pub registry: crate::args::RegistryArgs,
+}
+
+pub fn package_push(args: &PushArgs) -> Result<(), Failure> {
+    let (reference, host, repository, tag) = registry_reference(&args.destination)?;
+    let options = args.registry.options(reference.registry_host())?;
+    let pushed = runtime()?.block_on(bundlegen_core::package::registry::push(
+        &args.package,
+        &host,
+        &repository,
+        &tag,
+        &options,
+    ))?;
+    println!(
+        "{} {} pushed as {}",
+        args.package.display(),
+        pushed.manifest,
+        args.destination
+    );
+    if let Some(signature) = pushed.signature_tag {
+        println!("signature: docker://{host}/{repository}:{signature}");
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// What: docker://HOST[:PORT]/REPO:TAG or @sha256:DIGEST.
+    pub source: String,
+    /// The package file to write.
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub registry: crate::args::RegistryArgs,
+    /// The container: zip or tar.
+    #[arg(long, value_enum, default_value = "zip")]
+    pub package_format: FormatArg,
+    /// Replace the output if it exists.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+pub fn package_pull(args: &PullArgs) -> Result<(), Failure> {
+    let (reference, host, repository, tag) = registry_reference(&args.source)?;
+    let options = args.registry.options(reference.registry_host())?;
+    let format = match args.package_format {
+        FormatArg::Zip => PackageFormat::Zip,
+        FormatArg::Tar => PackageFormat::Tar,
+    };
+    let pulled = runtime()?.block_on(bundlegen_core::package::registry::pull(
+        &host,
+        &repository,
+        &tag,
+        &args.output,
+        format,
+        args.yes,
+        &options,
+    ))?;
+    println!(
+        "{} {} {} bytes ({}; manifest {})",
+        args.output.display(),
+        pulled.sha256,
+        pulled.size,
+        if pulled.signed { "signed" } else { "unsigned" },
+        pulled.manifest
+    );
+    Ok(())
+}

@@ -124,26 +124,46 @@ pub fn layout(
         };
         let signature_bytes = to_json(&signature_manifest);
         let mut signature_descriptor = Descriptor::of(media::MANIFEST, &signature_bytes);
-        signature_descriptor.annotations.insert(
-            media::REF_NAME.into(),
-            format!("sha256-{}.sig", manifest_descriptor.digest.hex()),
-        );
+        signature_descriptor_of(&mut signature_descriptor, &manifest_descriptor.digest);
         blobs.push((signature_config_descriptor.digest, signature_config));
         blobs.push((payload_descriptor.digest, payload));
         blobs.push((signature_descriptor.digest, signature_bytes));
         manifests.push(signature_descriptor);
     }
-    let index = Index {
+    Ok(Layout {
+        index: index(manifests),
+        blobs,
+        content: content_descriptor,
+        manifest: manifest_descriptor.digest,
+    })
+}
+
+/// The index entry of a package manifest: the artifact type, the package id
+/// as its name (what ralfpack and bolt write).
+pub fn package_descriptor(descriptor: &mut Descriptor, id: &str) {
+    descriptor.artifact_type = Some(media::ARTIFACT_TYPE.into());
+    descriptor.annotations.insert(media::REF_NAME.into(), id.to_string());
+}
+
+/// The index entry of a signature manifest: named `sha256-<package manifest hex>.sig`.
+pub fn signature_descriptor_of(descriptor: &mut Descriptor, manifest: &Sha256Digest) {
+    descriptor
+        .annotations
+        .insert(media::REF_NAME.into(), signature_tag(manifest));
+}
+
+/// The tag cosign gives the signature of `manifest`.
+pub fn signature_tag(manifest: &Sha256Digest) -> String {
+    format!("sha256-{}.sig", manifest.hex())
+}
+
+/// `index.json` over these manifest entries.
+pub fn index(manifests: Vec<Descriptor>) -> Vec<u8> {
+    to_json(&Index {
         schema_version: 2,
         media_type: Some(media::INDEX.into()),
         manifests,
         annotations: Default::default(),
-    };
-    Ok(Layout {
-        index: to_json(&index),
-        blobs,
-        content: content_descriptor,
-        manifest: manifest_descriptor.digest,
     })
 }
 

@@ -30,6 +30,7 @@ pub mod config;
 pub mod content;
 pub mod dedup;
 pub mod dependency;
+pub mod registry;
 pub mod sign;
 
 pub use assemble::PackageFormat;
@@ -69,6 +70,8 @@ pub enum PackageError {
     Content(String),
     #[error("dependency {0}")]
     Dependency(String),
+    #[error("registry: {0}")]
+    Registry(String),
 }
 
 /// Which content layer: a kind, or ralfpack's default (EROFS lz4 for content
@@ -307,43 +310,9 @@ pub fn build(
     let mut content = content::write_content(&rootfs, &bundle.manifest, &options, bundle.path())?;
     let layout = assemble::layout(&config, &content, request.signer)?;
 
-    let parent = request
-        .output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = request
-        .output
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let io_error = |what| move |source| PackageError::Io { what, source };
-    let partial = tempfile::Builder::new()
-        .prefix(&format!(".{name}.partial-"))
-        .tempfile_in(parent)
-        .map_err(io_error("creating the package file"))?;
-    assemble::write_container(&layout, &mut content, request.format, partial.as_file())?;
-    let file = partial.as_file();
-    file.set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(io_error("writing the package"))?;
-    file.sync_all().map_err(io_error("writing the package"))?;
-    let (sha256, size) = digest_of(partial.path()).map_err(io_error("reading the package back"))?;
-    let persisted = if request.replace {
-        partial.persist(request.output)
-    } else {
-        partial.persist_noclobber(request.output)
-    };
-    persisted.map_err(|e| {
-        if e.error.kind() == io::ErrorKind::AlreadyExists {
-            PackageError::Exists(request.output.to_path_buf())
-        } else {
-            io_error("placing the package")(e.error)
-        }
+    let (sha256, size) = write_package_file(request.output, request.replace, |file| {
+        assemble::write_container(&layout, &mut content, request.format, file)
     })?;
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("syncing the package's directory"))?;
     Ok(Packaged {
         path: request.output.to_path_buf(),
         sha256,
@@ -357,6 +326,48 @@ pub fn build(
         unpacked,
         dedup,
     })
+}
+
+/// Writes a package file through `write` into a temporary file next to
+/// `output`, syncs it and renames it into place (replacing only with
+/// `replace`). Returns its sha256 and size.
+pub fn write_package_file(
+    output: &Path,
+    replace: bool,
+    write: impl FnOnce(&File) -> Result<(), PackageError>,
+) -> Result<(Sha256Digest, u64), PackageError> {
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = output.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let io_error = |what| move |source| PackageError::Io { what, source };
+    let partial = tempfile::Builder::new()
+        .prefix(&format!(".{name}.partial-"))
+        .tempfile_in(parent)
+        .map_err(io_error("creating the package file"))?;
+    write(partial.as_file())?;
+    let file = partial.as_file();
+    file.set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(io_error("writing the package"))?;
+    file.sync_all().map_err(io_error("writing the package"))?;
+    let (sha256, size) = digest_of(partial.path()).map_err(io_error("reading the package back"))?;
+    let persisted = if replace {
+        partial.persist(output)
+    } else {
+        partial.persist_noclobber(output)
+    };
+    persisted.map_err(|e| {
+        if e.error.kind() == io::ErrorKind::AlreadyExists {
+            PackageError::Exists(output.to_path_buf())
+        } else {
+            io_error("placing the package")(e.error)
+        }
+    })?;
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("syncing the package's directory"))?;
+    Ok((sha256, size))
 }
 
 fn digest_of(path: &Path) -> io::Result<(Sha256Digest, u64)> {

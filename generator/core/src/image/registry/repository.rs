@@ -1,4 +1,5 @@
-//! A registry repository the service keeps bundles in.
+//! A registry repository artifacts are kept in: the service's bundles, and
+//! RALF packages (`bundlegen package-push`/`package-pull`).
 
 use std::path::Path;
 
@@ -9,8 +10,8 @@ use super::RegistryOptions;
 use super::session::Session;
 use crate::image::ImageError;
 
-/// A registry repository the service keeps bundles in: blobs pushed and
-/// read back by digest, manifests pushed by tag.
+/// A registry repository of artifacts: blobs pushed and read back by
+/// digest, manifests pushed and read by tag or digest.
 pub struct Repository {
     session: Session,
 }
@@ -106,6 +107,16 @@ impl Repository {
             .await?;
         self.session.check_status(&url, response, "manifest upload").await?;
         Ok(digest)
+    }
+
+    /// A manifest by tag or digest, its digest checked.
+    pub async fn manifest(&self, reference: &str) -> Result<(Vec<u8>, Digest), ImageError> {
+        self.session.manifest(reference, None).await
+    }
+
+    /// Downloads a blob (digest and size checked) to `dir/blobs/sha256/HEX`.
+    pub async fn fetch_blob(&self, digest: &Digest, size: u64, dir: &Path) -> Result<(), ImageError> {
+        self.session.blob(digest, size, dir).await
     }
 
     /// A blob's bytes, all of them or `range` (first and last byte, inclusive)
