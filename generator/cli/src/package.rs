@@ -9,11 +9,11 @@ use bundlegen_core::image::{ImageReference, TargetPlatform};
 use bundlegen_core::package::config::Overrides;
 use bundlegen_core::package::{self, ContentChoice, PackageFormat, SigningFiles, SigningIdentity};
 use bundlegen_protocol::digest::from_hex;
+use bundlegen_protocol::ralf::ContentKind;
 use bundlegen_protocol::ralf::certificate::{self, CertificateInfo};
 use bundlegen_protocol::ralf::config::PACKAGE_TYPES;
 use bundlegen_protocol::ralf::package::{PackageFile, read_layout, verify, verity_annotations};
 use bundlegen_protocol::ralf::signature::Trust;
-use bundlegen_protocol::ralf::{ContentKind, ErofsCompression};
 use clap::{Args, ValueEnum};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{SubjectPublicKeyInfoDer, UnixTime};
@@ -21,36 +21,8 @@ use rustls::pki_types::{SubjectPublicKeyInfoDer, UnixTime};
 use crate::Failure;
 use crate::args::{SourceArgs, layer_progress, runtime, unpack_options, warn_all};
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ContentArg {
-    Tar,
-    #[value(name = "tar+gzip")]
-    TarGzip,
-    #[value(name = "tar+zstd")]
-    TarZstd,
-    #[value(name = "erofs.lz4")]
-    ErofsLz4,
-    #[value(name = "erofs.zstd")]
-    ErofsZstd,
-    #[value(name = "erofs.nocmpr")]
-    ErofsNone,
-}
-
-impl ContentArg {
-    fn kind(self) -> ContentKind {
-        let erofs = |compression| ContentKind::Erofs {
-            compression,
-            legacy: false,
-        };
-        match self {
-            ContentArg::Tar => ContentKind::Tar,
-            ContentArg::TarGzip => ContentKind::TarGzip,
-            ContentArg::TarZstd => ContentKind::TarZstd,
-            ContentArg::ErofsLz4 => erofs(ErofsCompression::Lz4),
-            ContentArg::ErofsZstd => erofs(ErofsCompression::Zstd),
-            ContentArg::ErofsNone => erofs(ErofsCompression::None),
-        }
-    }
+fn content_kind(name: &str) -> Result<ContentKind, String> {
+    ContentKind::from_name(name).ok_or_else(|| format!("{name:?}: use one of {}", ContentKind::NAMES.join(", ")))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -85,9 +57,10 @@ pub struct PackageArgs {
     /// Package name shown to people.
     #[arg(long)]
     pub name: Option<String>,
-    /// Content layer; default: erofs.lz4 over 1 MiB of content, else tar.
-    #[arg(long)]
-    pub content: Option<ContentArg>,
+    /// Content layer: tar, tar+gzip, tar+zstd, erofs.lz4, erofs.zstd or
+    /// erofs.nocmpr; default: erofs.lz4 over 1 MiB of content, else tar.
+    #[arg(long, value_parser = content_kind, value_name = "KIND")]
+    pub content: Option<ContentKind>,
     /// Label lz4 EROFS content with the deprecated `…erofs+dmverity` type,
     /// the only one libralf 1.2 (RDK's reader) mounts.
     #[arg(long)]
@@ -195,9 +168,7 @@ pub fn run(args: &PackageArgs) -> Result<(), Failure> {
             package_type: args.package_type.clone(),
             name: args.name.clone(),
         },
-        content: args
-            .content
-            .map_or(ContentChoice::Auto, |c| ContentChoice::Kind(c.kind())),
+        content: args.content.map_or(ContentChoice::Auto, ContentChoice::Kind),
         legacy_erofs_media_type: args.legacy_erofs_media_type,
         format: match args.package_format {
             FormatArg::Zip => PackageFormat::Zip,

@@ -88,6 +88,25 @@ pub struct CommonArgs {
     /// private one), for a scraper; workers have no other HTTP.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Sign RALF packages with this key (PEM, ECDSA P-256 or RSA) ...
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "BUNDLEGEN_PACKAGE_SIGNING_KEY",
+        requires = "package_signing_cert"
+    )]
+    package_signing_key: Option<PathBuf>,
+    /// ... and this certificate (valid 3 more years at least).
+    #[arg(
+        long,
+        value_name = "PEM",
+        env = "BUNDLEGEN_PACKAGE_SIGNING_CERT",
+        requires = "package_signing_key"
+    )]
+    package_signing_cert: Option<PathBuf>,
+    /// Intermediate certificates for package signatures (repeatable).
+    #[arg(long, value_name = "PEM", requires = "package_signing_cert")]
+    package_signing_chain: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -143,6 +162,16 @@ fn config(common: &CommonArgs, listen: SocketAddr) -> Result<ServiceConfig, Fail
         local_images: common.local_images.clone(),
         template_dir: common.template_dir.clone(),
         bootstrap_token: common.bootstrap_token.clone(),
+        package_signing: common
+            .package_signing_key
+            .clone()
+            .zip(common.package_signing_cert.clone())
+            .map(|(key, certificate)| bundlegen_core::package::SigningFiles {
+                key,
+                certificate: Some(certificate),
+                chain: common.package_signing_chain.clone(),
+                skip_expiry_check: false,
+            }),
         max_attempts: common.max_attempts.max(1),
         listen,
         ..common.store.config()

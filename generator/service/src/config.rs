@@ -35,6 +35,8 @@ pub struct ServiceConfig {
     /// Jobs run at once in this process.
     pub workers: usize,
     pub signing_key: Option<PathBuf>,
+    /// RALF packages are signed with this key and certificate (and chain).
+    pub package_signing: Option<bundlegen_core::package::SigningFiles>,
     pub operator_config: Option<PathBuf>,
     /// `oci:`/`oci-archive:` images are accepted from under this directory only.
     pub local_images: Option<PathBuf>,
@@ -71,6 +73,7 @@ impl ServiceConfig {
             allowed_registries: Vec::new(),
             workers: 2,
             signing_key: None,
+            package_signing: None,
             operator_config: None,
             local_images: None,
             template_dir: None,

@@ -65,9 +65,19 @@ pub struct BundleOptions {
     pub crun: bool,
     #[serde(default)]
     pub prune_unused: bool,
-    /// `tar.gz`, `tar.zst` or `ipk`.
+    /// `tar.gz`, `tar.zst`, `ipk`, or `ralf` (a RALF package).
     #[serde(default = "tar_gz")]
     pub format: String,
+    /// RALF packages: the package type (default `application`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_type: Option<String>,
+    /// RALF packages: the content layer (`tar`, `erofs.lz4`, ...; default as ralfpack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// RALF packages: the registered app versions (`APP@VERSION`, base or
+    /// runtime packages) this one is layered on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 fn normal() -> String {
@@ -87,6 +97,9 @@ impl Default for BundleOptions {
             crun: false,
             prune_unused: false,
             format: tar_gz(),
+            package_type: None,
+            content: None,
+            depends_on: Vec::new(),
         }
     }
 }
@@ -98,9 +111,14 @@ impl BundleOptions {
             .parse::<MatchMode>()
             .map_err(|e| format!("options.libMatchMode: {e}"))?;
         match self.format.as_str() {
-            "tar.gz" | "tar.zst" | "ipk" => Ok(()),
-            other => Err(format!("options.format: {other:?} is not tar.gz, tar.zst or ipk")),
+            "tar.gz" | "tar.zst" | "ipk" => {}
+            crate::package_jobs::FORMAT => return crate::package_jobs::validate(self),
+            other => return Err(format!("options.format: {other:?} is not tar.gz, tar.zst, ipk or ralf")),
         }
+        if self.package_type.is_some() || self.content.is_some() || !self.depends_on.is_empty() {
+            return Err("options.packageType, content and dependsOn are for format ralf".into());
+        }
+        Ok(())
     }
 }
 
@@ -196,18 +214,29 @@ pub fn classify(error: &GenerateError, data_dir: &Path) -> JobOutcome {
     }
     match error {
         GenerateError::Stage(StageError::Incompatible(_)) => failed("incompatible_app"),
-        GenerateError::Image(ImageError::NotFound(_)) => failed("image_not_found"),
-        GenerateError::Image(ImageError::NoMatchingPlatform { .. }) => failed("image_platform_mismatch"),
-        GenerateError::Image(ImageError::Reference { .. }) => failed("invalid_image_reference"),
-        GenerateError::Image(ImageError::Registry { .. }) => JobOutcome::Transient {
-            code: "registry_unavailable",
-            message,
-        },
-        GenerateError::Image(_) => failed("invalid_image"),
+        GenerateError::Image(error) => classify_image(error, message),
         GenerateError::Config(_) => failed("invalid_input"),
         GenerateError::NoMetadata => failed("no_app_metadata"),
         GenerateError::AppId { .. } => failed("invalid_app_id"),
         GenerateError::Bundle(_) | GenerateError::Stage(_) | GenerateError::Output(_) => failed("generation_failed"),
+    }
+}
+
+/// Sorts an image error (`message` is its chain, cleaned).
+pub fn classify_image(error: &ImageError, message: String) -> JobOutcome {
+    let failed = |code| JobOutcome::Failed {
+        code,
+        message: message.clone(),
+    };
+    match error {
+        ImageError::NotFound(_) => failed("image_not_found"),
+        ImageError::NoMatchingPlatform { .. } => failed("image_platform_mismatch"),
+        ImageError::Reference { .. } => failed("invalid_image_reference"),
+        ImageError::Registry { .. } => JobOutcome::Transient {
+            code: "registry_unavailable",
+            message,
+        },
+        _ => failed("invalid_image"),
     }
 }
 
@@ -242,11 +271,11 @@ async fn report_progress(service: Service, job: String, mut updates: tokio::sync
     }
 }
 
-fn failed(code: &'static str, message: String) -> JobOutcome {
+pub fn failed(code: &'static str, message: String) -> JobOutcome {
     JobOutcome::Failed { code, message }
 }
 
-fn transient(code: &'static str, message: String) -> JobOutcome {
+pub fn transient(code: &'static str, message: String) -> JobOutcome {
     JobOutcome::Transient { code, message }
 }
 
@@ -267,9 +296,31 @@ async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String
                 format!("platform {} version {}", job.platform, job.platform_version),
             )
         })?;
+    if request.options.format == crate::package_jobs::FORMAT {
+        let artifact = crate::package_jobs::build(service, job, &request, &version, work).await?;
+        return store_artifact(service, job, &request, artifact).await;
+    }
     let inputs = JobInputs::prepare(service, &request, &version, work).await?;
     let generated = generate(service, job, inputs).await?;
-    store_bundle(service, job, &request, generated).await
+    let archive = generated
+        .written
+        .archive
+        .ok_or_else(|| failed("generation_failed", "no archive was written".into()))?;
+    let artifact = Artifact {
+        path: archive.path,
+        sha256: archive.sha256,
+        size: archive.size,
+        app_id: generated.app_id,
+    };
+    store_artifact(service, job, &request, artifact).await
+}
+
+/// A job's product: a bundle archive or a package file.
+pub struct Artifact {
+    pub path: PathBuf,
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub app_id: String,
 }
 
 /// A job's generation inputs, owned, so the blocking part can run on a
@@ -392,17 +443,13 @@ async fn generate(service: &Service, job: &JobRecord, inputs: JobInputs) -> Resu
     generated.map_err(|e| classify(&e, &data_dir))
 }
 
-/// Signs the archive, puts it in the bundle store and records it.
-async fn store_bundle(
+/// Signs the artifact, puts it in the bundle store and records it.
+async fn store_artifact(
     service: &Service,
     job: &JobRecord,
     request: &BundleRequest,
-    generated: Generated,
+    archive: Artifact,
 ) -> Result<String, JobOutcome> {
-    let archive = generated
-        .written
-        .archive
-        .ok_or_else(|| failed("generation_failed", "no archive was written".into()))?;
     let app_version = request
         .app_version
         .clone()
@@ -417,7 +464,7 @@ async fn store_bundle(
     let format = request.options.format.clone();
     let identity = SignedIdentity {
         sha256: &sha256,
-        app_id: &generated.app_id,
+        app_id: &archive.app_id,
         app_version: app_version.as_deref().unwrap_or(""),
         platform: &job.platform,
         format: &format,
@@ -437,7 +484,7 @@ async fn store_bundle(
             &format,
             &bundle_id,
             &[
-                ("org.rdk.bundle.app", &generated.app_id),
+                ("org.rdk.bundle.app", &archive.app_id),
                 ("org.rdk.bundle.version", identity.app_version),
                 ("org.rdk.bundle.platform", &job.platform),
                 ("org.rdk.bundle.signature", &signature),
@@ -449,7 +496,7 @@ async fn store_bundle(
         id: bundle_id.clone(),
         job_id: job.id.clone(),
         key: job.key.clone(),
-        app_id: generated.app_id.clone(),
+        app_id: archive.app_id.clone(),
         app_version,
         platform: job.platform.clone(),
         platform_version: job.platform_version,

@@ -22,6 +22,9 @@ pub struct Service {
     pub blobs: BlobStore,
     pub queue: Queue,
     pub signer: Arc<Signer>,
+    /// Signs RALF packages (`--package-signing-key` and `-cert`); without
+    /// it, the service makes no packages.
+    pub package_signer: Option<Arc<bundlegen_core::package::SigningIdentity>>,
     pub metrics: Arc<Metrics>,
     pub operator: OperatorConfig,
     /// Part of every bundle's key: a new operator config makes new bundles.
@@ -78,6 +81,17 @@ impl Service {
             }
             None => BlobStore::Dir(config.data_dir.join("bundles")),
         };
+        let package_signer = match &config.package_signing {
+            Some(files) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let identity = bundlegen_core::package::SigningIdentity::load(files, now)
+                    .map_err(|e| ServiceError::Config(format!("package signing: {e}")))?;
+                Some(Arc::new(identity))
+            }
+            None => None,
+        };
         let key_path = config.signing_key_path();
         let existing_key = match key_path.exists() {
             true => Some(Signer::load(&key_path)?),
@@ -111,6 +125,7 @@ impl Service {
             blobs,
             queue,
             signer,
+            package_signer,
             metrics: Arc::new(Metrics::default()),
             operator_fingerprint: crate::jobs::operator_fingerprint(&operator),
             operator,

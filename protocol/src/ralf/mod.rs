@@ -109,6 +109,27 @@ impl ContentKind {
         format!("{}{suffix}", media::CONTENT_PREFIX)
     }
 
+    /// The content names `bundlegen package --content` and the service take.
+    pub const NAMES: &'static [&'static str] =
+        &["tar", "tar+gzip", "tar+zstd", "erofs.lz4", "erofs.zstd", "erofs.nocmpr"];
+
+    /// `tar`, `tar+gzip`, `tar+zstd`, `erofs.lz4`, `erofs.zstd` or `erofs.nocmpr`.
+    pub fn from_name(name: &str) -> Option<ContentKind> {
+        let erofs = |compression| ContentKind::Erofs {
+            compression,
+            legacy: false,
+        };
+        Some(match name {
+            "tar" => ContentKind::Tar,
+            "tar+gzip" => ContentKind::TarGzip,
+            "tar+zstd" => ContentKind::TarZstd,
+            "erofs.lz4" => erofs(ErofsCompression::Lz4),
+            "erofs.zstd" => erofs(ErofsCompression::Zstd),
+            "erofs.nocmpr" => erofs(ErofsCompression::None),
+            _ => return None,
+        })
+    }
+
     pub fn is_erofs(self) -> bool {
         matches!(self, ContentKind::Erofs { .. })
     }
@@ -149,5 +170,9 @@ mod tests {
             None
         );
         assert_eq!(ContentKind::from_media_type("application/octet-stream"), None);
+        for name in ContentKind::NAMES {
+            let kind = ContentKind::from_name(name).unwrap();
+            assert!(kind.media_type().contains(name), "{name}");
+        }
     }
 }

@@ -27,6 +27,8 @@ pub enum PackageFormat {
 
 /// Content data is aligned to this in the container.
 const ALIGN: u64 = 4096;
+/// Plain tar content up to this size is deflated in a ZIP.
+const DEFLATE_UP_TO: u64 = 16 << 20;
 
 /// A package's small blobs and its index, ready to be written.
 pub struct Layout {
@@ -194,8 +196,9 @@ pub fn write_container(
             let (config, rest) = layout.blobs.split_first().expect("a config blob");
             zip.add_stored(&blob_name(&config.0), &mut &config.1[..], config.1.len() as u64, 1)
                 .map_err(io_error)?;
-            // Plain tar is deflated, as ralfpack does (it is extracted, never mounted).
-            if content.kind == ContentKind::Tar {
+            // Small plain tar is deflated, as ralfpack does (it is extracted,
+            // never mounted); large content is stored: deflate is one thread.
+            if content.kind == ContentKind::Tar && content.size <= DEFLATE_UP_TO {
                 zip.add_deflated(&content_name, &mut content_data, content.size)
                     .map_err(io_error)?;
             } else {

@@ -15,6 +15,7 @@ use crate::Service;
 use crate::auth::{Caller, Role};
 use crate::blobs::BlobStore;
 use crate::jobs::{BundleRequest, job_key};
+use crate::package_jobs;
 use crate::store::{BundleRecord, JobRecord, JobState};
 
 fn bundle_json(service: &Service, bundle: &BundleRecord) -> Value {
@@ -135,10 +136,16 @@ pub struct LookupQuery {
     platform: String,
     #[serde(default)]
     wait: u64,
+    /// Packages the box has (`APP@VERSION`, comma-separated): RALF lookups
+    /// leave those dependencies out of the answer.
+    #[serde(default)]
+    have: String,
 }
 
 /// The bundle of an app version for a platform's current version; the
 /// first lookup starts its generation (202, poll the job or look up again).
+/// A RALF package comes with the packages it is layered on that the box
+/// does not `have`; those are built first, each lookup starting the next.
 pub async fn lookup(
     State(service): State<Service>,
     caller: Caller,
@@ -158,23 +165,53 @@ pub async fn lookup(
     })?;
     // Only a bundle of the app version's current definition will do: its
     // image, metadata and options, this platform version, this operator config.
-    let request = BundleRequest {
-        image: app.image,
-        platform: query.platform.clone(),
-        app_metadata: app.metadata,
-        app_id: Some(app.app_id),
-        app_version: Some(app.version),
-        options: serde_json::from_value(app.options).unwrap_or_default(),
-    };
+    let request = package_jobs::app_request(app, &query.platform);
+    let dependencies = package_jobs::dependencies(&service, &request, platform.version).await?;
+    let have: Vec<&str> = query.have.split(',').map(str::trim).filter(|h| !h.is_empty()).collect();
     let key = job_key(&request, platform.version, &service.operator_fingerprint);
-    if let Some(bundle) = service.store.bundle_by_key(&key).await? {
-        service.metrics.lookup(true);
-        return Ok((StatusCode::OK, Json(json!({"bundle": bundle_json(&service, &bundle)}))).into_response());
+    // Each round builds what is missing, lowest first (a runtime's base
+    // before the runtime, the app last); a round that finds everything answers.
+    for _ in 0..=dependencies.len() + 1 {
+        let mut needed = Vec::new();
+        let mut missing = None;
+        for dependency in dependencies.iter().rev() {
+            match service.store.bundle_by_key(&dependency.key).await? {
+                Some(bundle) => {
+                    let name = format!("{}@{}", dependency.app, dependency.version);
+                    if !have.contains(&name.as_str()) {
+                        let mut value = bundle_json(&service, &bundle);
+                        value["dependency"] = json!(name);
+                        needed.push(value);
+                    }
+                }
+                None => {
+                    missing = Some(dependency.request.clone());
+                    break;
+                }
+            }
+        }
+        let to_build = match missing {
+            Some(request) => request,
+            None => match service.store.bundle_by_key(&key).await? {
+                Some(bundle) => {
+                    service.metrics.lookup(true);
+                    let mut answer = json!({"bundle": bundle_json(&service, &bundle)});
+                    if request.options.format == package_jobs::FORMAT {
+                        answer["dependencies"] = json!(needed);
+                    }
+                    return Ok((StatusCode::OK, Json(answer)).into_response());
+                }
+                None => request.clone(),
+            },
+        };
+        service.metrics.lookup(false);
+        let job = service.submit(to_build).await?;
+        let job = service.wait_for(job, query.wait).await?;
+        if job.state != JobState::Succeeded {
+            return job_response(&service, job).await;
+        }
     }
-    service.metrics.lookup(false);
-    let job = service.submit(request).await?;
-    let job = service.wait_for(job, query.wait).await?;
-    job_response(&service, job).await
+    Err(ApiError::internal("the lookup did not settle"))
 }
 
 pub async fn get_job(
