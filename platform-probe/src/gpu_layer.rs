@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use bundlegen_protocol::fsutil::write_file_atomic;
 use bundlegen_protocol::probe::{DeviceClass, Library, ProbeReport, is_glibc_soname};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::formats::is_graphics_library;
 
@@ -22,13 +22,13 @@ const LAYER_CLASSES: &[DeviceClass] = &[DeviceClass::Gpu, DeviceClass::Display, 
 /// Where GLVND's EGL vendor files live.
 const EGL_VENDOR_DIRS: &[&str] = &["/usr/share/glvnd/egl_vendor.d", "/etc/glvnd/egl_vendor.d"];
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuLayerConfig {
     pub vendor_gpu_support: VendorGpuSupport,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VendorGpuSupport {
     pub dev_nodes: Vec<String>,
@@ -36,7 +36,7 @@ pub struct VendorGpuSupport {
     pub files: Vec<BindFile>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindFile {
     #[serde(rename = "type")]
     pub kind: String,

@@ -11,6 +11,10 @@
 //! trusted_keys = ["BASE64..."]             # bundle signing keys
 //! allow_unsigned = false                   # true: bundles without a signature install too
 //!
+//! [packages]
+//! ca_roots = "/etc/rdk/certs"              # CA roots RALF packages' signers chain to
+//! verity = "kernel"                        # or "userspace" (boxes without device-mapper)
+//!
 //! [developer]
 //! enabled = false                          # accept bundles pushed by developers
 //! listen = "0.0.0.0:9443"
@@ -69,8 +73,124 @@ pub struct AgentConfig {
     /// Free space needed besides the download, as a multiple of its size
     /// (unpacked bundles are larger than their archives).
     pub unpack_factor: u32,
+    /// RALF packages: trust, integrity, and how their containers are made.
+    pub packages: PackagesConfig,
     /// Developer push (`bundlegen push`): for test boxes only.
     pub developer: DeveloperConfig,
+}
+
+/// How the content of RALF packages is checked while it is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
+#[serde(rename_all = "lowercase")]
+pub enum VerityMode {
+    /// dm-verity (`veritysetup open`): the kernel checks every block as it
+    /// is read, for as long as the package is mounted.
+    Kernel,
+    /// The hash tree and every block are checked against the signed root
+    /// hash once, before the first mount after install or boot; later
+    /// changes to the stored file are not seen. For boxes without
+    /// device-mapper.
+    Userspace,
+}
+
+/// RALF packages: trust, integrity, and how their containers are made.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema, serde::Serialize))]
+#[serde(deny_unknown_fields, default)]
+pub struct PackagesConfig {
+    /// A directory of PEM files: the CA certificates a package's signing
+    /// certificate must chain to (expiry is checked).
+    pub ca_roots: PathBuf,
+    /// How EROFS content is checked against its signed root hash.
+    pub verity: VerityMode,
+    /// `veritysetup`, for `verity = "kernel"`.
+    pub veritysetup: PathBuf,
+    /// Where running instances are assembled (mounts, config.json); on a
+    /// tmpfs such as /run, so a reboot starts clean.
+    pub runtime_dir: PathBuf,
+    /// The GPU layer overlaid on top of every app: `"probe"` (the agent
+    /// makes it from its probe of the box, and again when the box
+    /// changes), a directory made by `platform-probe --format gpu-layer`,
+    /// or `"none"`.
+    pub gpu_layer: String,
+    /// The OCI runtime config every app's config.json starts from;
+    /// default: the one built in (docs/stb-agent.md shows it).
+    pub base_spec: Option<PathBuf>,
+    /// Host user and group an app's root is mapped to (a user namespace);
+    /// none: no user namespace.
+    pub app_uid: Option<u32>,
+    pub app_gid: Option<u32>,
+    /// Size of the tmpfs holding an instance's writable layer.
+    pub scratch_size: Size,
+    /// The compositor's socket, given to apps at /tmp/wayland-0.
+    pub wayland_socket: Option<PathBuf>,
+    /// Rialto's socket, given to apps at /tmp/rialto-0.
+    pub rialto_socket: Option<PathBuf>,
+}
+
+impl Default for PackagesConfig {
+    fn default() -> Self {
+        PackagesConfig {
+            ca_roots: PathBuf::from("/etc/rdk/certs"),
+            verity: VerityMode::Kernel,
+            veritysetup: PathBuf::from("veritysetup"),
+            runtime_dir: PathBuf::from("/run/stb-agent"),
+            gpu_layer: "none".into(),
+            base_spec: None,
+            app_uid: None,
+            app_gid: None,
+            scratch_size: Size(64 << 20),
+            wayland_socket: None,
+            rialto_socket: None,
+        }
+    }
+}
+
+/// Where the GPU layer comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuLayerSource {
+    None,
+    /// Made by the agent from its probe.
+    Probe,
+    /// A directory with `rootfs/` and `config.json`.
+    Dir(PathBuf),
+}
+
+impl PackagesConfig {
+    pub fn gpu_layer_source(&self) -> GpuLayerSource {
+        match self.gpu_layer.as_str() {
+            "none" | "" => GpuLayerSource::None,
+            "probe" => GpuLayerSource::Probe,
+            dir => GpuLayerSource::Dir(PathBuf::from(dir)),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (name, path) in [
+            ("packages.ca_roots", &self.ca_roots),
+            ("packages.runtime_dir", &self.runtime_dir),
+        ] {
+            if !path.is_absolute() {
+                return Err(format!("{name} must be an absolute path"));
+            }
+        }
+        if let GpuLayerSource::Dir(dir) = self.gpu_layer_source()
+            && !dir.is_absolute()
+        {
+            return Err(format!(
+                "packages.gpu_layer {:?}: \"probe\", \"none\" or an absolute directory",
+                self.gpu_layer
+            ));
+        }
+        if self.app_uid.is_some() != self.app_gid.is_some() {
+            return Err("packages.app_uid and packages.app_gid go together".into());
+        }
+        if self.scratch_size.bytes() < 1 << 20 {
+            return Err("packages.scratch_size must be at least 1M".into());
+        }
+        Ok(())
+    }
 }
 
 /// Developer push (`bundlegen push`): for test boxes only.
@@ -110,6 +230,7 @@ impl Default for AgentConfig {
             probe_interval_seconds: 3600,
             download_attempts: 6,
             unpack_factor: 3,
+            packages: PackagesConfig::default(),
             developer: DeveloperConfig::default(),
         }
     }
@@ -183,7 +304,7 @@ impl AgentConfig {
         if self.max_concurrent_operations == 0 || self.download_attempts == 0 {
             return Err("max_concurrent_operations and download_attempts must be at least 1".into());
         }
-        Ok(())
+        self.packages.check()
     }
 
     /// Each setting in force that weakens the box's defences, said once at
@@ -198,6 +319,9 @@ impl AgentConfig {
         }
         if self.insecure_server {
             weak.push("insecure_server: the device token may cross the network in the clear");
+        }
+        if self.packages.verity == VerityMode::Userspace {
+            weak.push("packages.verity = \"userspace\": package content is checked once per boot, not as it is read");
         }
         if self.developer.enabled {
             weak.push("developer.enabled: bundles pushed with the developer token are installed and launched");

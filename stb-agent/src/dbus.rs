@@ -12,7 +12,7 @@ use zbus::{OwnedVariant, interface};
 
 use crate::agent::{
     Agent, ErrorKind, Event, HandleError, InstallError, InstallRequest, InvalidParams, LaunchError, OperationError,
-    Source, VersionError,
+    PackageInfo, Source, VersionError,
 };
 
 pub const BUS_NAME: &str = "org.rdk.dac.BundleAgent";
@@ -20,6 +20,32 @@ pub const OBJECT_PATH: &str = "/org/rdk/dac/BundleAgent";
 
 /// A lock count and each lock's (handle, reason, owner).
 pub type LockInfo = (u32, Vec<(String, String, String)>);
+
+/// An installed package in `ListPackages`: (app, version, type, content,
+/// dependencies {id: version}, dependants ["app version"], signer, verity).
+pub type PackageRow = (
+    String,
+    String,
+    String,
+    String,
+    HashMap<String, String>,
+    Vec<String>,
+    String,
+    String,
+);
+
+fn package_row(info: PackageInfo) -> PackageRow {
+    (
+        info.app,
+        info.version,
+        info.package_type,
+        info.content,
+        info.dependencies.into_iter().collect(),
+        info.dependants,
+        info.signer,
+        info.verity,
+    )
+}
 
 pub struct BundleAgent {
     pub agent: Arc<Agent>,
@@ -50,6 +76,7 @@ pub enum AgentError {
     Cancelled(String),
     Storage(String),
     Unsupported(String),
+    Dependency(String),
 }
 
 impl AgentError {
@@ -74,6 +101,7 @@ impl AgentError {
             ErrorKind::Cancelled => AgentError::Cancelled(message),
             ErrorKind::Storage => AgentError::Storage(message),
             ErrorKind::Unsupported => AgentError::Unsupported(message),
+            ErrorKind::Dependency => AgentError::Dependency(message),
         }
     }
 }
@@ -217,6 +245,41 @@ impl BundleAgent {
             .into_iter()
             .map(|v| (v.app, v.version, v.current, v.sha256, v.disk_size, v.locks))
             .collect()
+    }
+
+    /// Installed RALF packages (all, or `app`'s): (app, version, type,
+    /// content, dependencies, dependants, signer, verity).
+    fn list_packages(&self, app: &str) -> Vec<PackageRow> {
+        self.agent
+            .installed_packages(Some(app).filter(|a| !a.is_empty()))
+            .into_iter()
+            .map(package_row)
+            .collect()
+    }
+
+    /// An installed package: `type`, `version`, `content`, `dependencies`
+    /// (a{ss}), `dependants` (as), `signer`, `verity` (`kernel`,
+    /// `userspace` or `none`), `verified` (b: the userspace check passed
+    /// since boot), `manifest`.
+    fn get_package_info(&self, app: &str, version: &str) -> Result<HashMap<String, OwnedVariant>, AgentError> {
+        let info = self.agent.package_info(app, version)?;
+        let mut map = HashMap::new();
+        let mut put = |key: &str, value: zbus::Variant<'_>| {
+            if let Ok(value) = value.try_to_owned() {
+                map.insert(key.to_string(), OwnedVariant::from(value));
+            }
+        };
+        put("type", info.package_type.as_str().into());
+        put("version", info.version.as_str().into());
+        put("content", info.content.as_str().into());
+        let dependencies: HashMap<String, String> = info.dependencies.into_iter().collect();
+        put("dependencies", dependencies.into());
+        put("dependants", info.dependants.into());
+        put("signer", info.signer.as_str().into());
+        put("verity", info.verity.as_str().into());
+        put("verified", info.verified.into());
+        put("manifest", info.manifest.as_str().into());
+        Ok(map)
     }
 
     fn get_metadata(&self, app: &str, version: &str) -> Result<HashMap<String, String>, AgentError> {
@@ -424,6 +487,7 @@ mod tests {
             ErrorKind::Cancelled,
             ErrorKind::Storage,
             ErrorKind::Unsupported,
+            ErrorKind::Dependency,
         ];
         for kind in kinds {
             let error = AgentError::new(kind, &InvalidParams("m".into()));

@@ -1,8 +1,9 @@
 //! Developer push (developer mode only): `POST /v1/push?app=ID[&launch=1]`
 //! with `Authorization: Bearer TOKEN` and a bundle archive as the body
 //! (`GET /v1/push` first checks the token, without a body to cut off)
-//! installs it as version `dev` of the app (replacing an earlier `dev`) and,
-//! with `launch=1`, starts it. `bundlegen push` is the client. HTTPS when a
+//! installs it as version `dev` of the app (replacing an earlier `dev`; a
+//! RALF package as its own version, verified as any package) and, with
+//! `launch=1`, starts it. `bundlegen push` is the client. HTTPS when a
 //! certificate is configured; plain HTTP only on loopback (checked when the
 //! configuration is read).
 
@@ -56,6 +57,7 @@ fn status_of(kind: ErrorKind) -> StatusCode {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         ErrorKind::AppLocked | ErrorKind::AppRunning => StatusCode::CONFLICT,
+        ErrorKind::Dependency => StatusCode::FAILED_DEPENDENCY,
         ErrorKind::NoSpace | ErrorKind::QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
         ErrorKind::Unsupported => StatusCode::UNPROCESSABLE_ENTITY,
         // Dobby refused the app, or it stopped as soon as it started.
@@ -167,9 +169,9 @@ async fn handle(agent: Arc<Agent>, token: &str, pushes: &Arc<Semaphore>, request
     };
     tracing::info!(app, bytes = received, launch, "push received");
     match agent.install_pushed(&app, archive.path().to_path_buf(), launch).await {
-        Ok(descriptor) => reply(
+        Ok((version, descriptor)) => reply(
             StatusCode::OK,
-            json!({"app": app, "version": "dev", "bytes": received, "descriptor": descriptor}),
+            json!({"app": app, "version": version, "bytes": received, "descriptor": descriptor}),
         ),
         Err(e) => refused(&e),
     }

@@ -8,6 +8,7 @@
 //! - [`agent`]: operations (install, uninstall), locks, metadata, launching;
 //!   its errors, which the D-Bus API and the push endpoint turn into replies.
 //! - [`dbus`]: the D-Bus API; [`dobby`]: the Dobby client.
+//! - [`ralf`]: RALF packages' instances: layers, mounts, config.json.
 //! - [`probe`], [`devpush`], [`systemd`].
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub mod devpush;
 pub mod dobby;
 pub mod download;
 pub mod probe;
+pub mod ralf;
 pub mod store;
 pub mod systemd;
 
@@ -81,7 +83,10 @@ pub async fn start(config: AgentConfig) -> Result<Running, RunError> {
             .map_err(|e| failed(e.to_string()))?,
     );
     let containers: Arc<dyn Containers> = dobby.clone();
-    let agent = Agent::new(config, Arc::new(store), http, containers);
+    let mounter = Arc::new(ralf::host::KernelMounter {
+        veritysetup: config.packages.veritysetup.clone(),
+    });
+    let agent = Agent::new(config, Arc::new(store), http, containers, mounter);
     let emitter = agent.clone();
     if let Err(e) = dobby.forward_signals(move |event| emitter.emit(event)).await {
         tracing::warn!("Dobby's signals: {e}");
@@ -99,6 +104,11 @@ pub async fn start(config: AgentConfig) -> Result<Running, RunError> {
         .request_name(dbus::BUS_NAME)
         .await
         .map_err(|e| failed(format!("owning {}: {e}", dbus::BUS_NAME)))?;
+    agent.watch_instances();
+    let stale = agent.reconcile_instances().await;
+    if !stale.is_empty() {
+        tracing::warn!("recovery: instances taken down (not running): {}", stale.join(", "));
+    }
     let resumed = agent.resume_interrupted().await;
     if !resumed.is_empty() {
         tracing::info!("resumed {} interrupted installs", resumed.len());

@@ -1,7 +1,9 @@
 //! Keeps the service's picture of this box current: probes the box at
 //! start, then every interval (and on SIGHUP), and uploads the report when
-//! the box's software changed since the last upload. It runs on its own and
-//! never holds up installs; failed uploads are retried with back-off.
+//! the box's software changed since the last upload; with
+//! `packages.gpu_layer = "probe"`, also remakes the GPU layer when the box
+//! changed. It runs on its own and never holds up installs; failures are
+//! retried with back-off.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::agent::Agent;
+use crate::config::GpuLayerSource;
 use crate::download::REMEDIES;
 use crate::systemd;
 
@@ -43,21 +46,34 @@ fn state_file(agent: &Agent) -> PathBuf {
     agent.store.root().join("state/probe.json")
 }
 
+/// Where reports go: the service's URL and the device token's file.
+struct Upload {
+    url: String,
+    token_file: PathBuf,
+}
+
 /// Runs the probe loop until the process ends; `reprobe` wakes it early.
 pub fn spawn(agent: Arc<Agent>, reprobe: Arc<Notify>) {
-    let (Some(server), Some(platform), Some(token_file)) = (
+    let upload = match (
         agent.config.server.clone(),
         agent.config.platform.clone(),
         agent.config.token_file.clone(),
-    ) else {
+    ) {
+        (Some(server), Some(platform), Some(token_file)) => Some(Upload {
+            url: format!("{}/v1/platforms/{platform}/probe", server.trim_end_matches('/')),
+            token_file,
+        }),
+        _ => None,
+    };
+    let gpu_layer = agent.config.packages.gpu_layer_source() == GpuLayerSource::Probe;
+    if upload.is_none() && !gpu_layer {
         tracing::info!("probe: no server, platform and token configured; not uploading");
         return;
-    };
-    let url = format!("{}/v1/platforms/{platform}/probe", server.trim_end_matches('/'));
+    }
     tokio::spawn(async move {
         let mut retry = Duration::from_secs(5);
         loop {
-            match probe_and_upload(&agent, &url, &token_file).await {
+            match probe_once(&agent, upload.as_ref(), gpu_layer).await {
                 Ok(outcome) => {
                     systemd::status(&outcome);
                     retry = Duration::from_secs(5);
@@ -74,7 +90,8 @@ pub fn spawn(agent: Arc<Agent>, reprobe: Arc<Notify>) {
     });
 }
 
-async fn probe_and_upload(agent: &Agent, url: &str, token_file: &std::path::Path) -> Result<String, String> {
+/// One round: probe, remake the GPU layer if asked, upload if configured.
+async fn probe_once(agent: &Agent, upload: Option<&Upload>, gpu_layer: bool) -> Result<String, String> {
     let options = platform_probe::ProbeOptions {
         root: agent.config.probe_root.clone(),
         expected_devices: Vec::new(),
@@ -84,7 +101,26 @@ async fn probe_and_upload(agent: &Agent, url: &str, token_file: &std::path::Path
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let fingerprint = fingerprint(&report);
+    let report = Arc::new(report);
+    if gpu_layer {
+        let (config, report, in_use) = (agent.config.clone(), report.clone(), agent.gpu_layers_in_use());
+        let made = tokio::task::spawn_blocking(move || crate::agent::gpu_layer_from(&config, &report, &in_use))
+            .await
+            .map_err(|e| e.to_string())?;
+        match made {
+            Ok(layer) => tracing::debug!("GPU layer: {}", layer.display()),
+            // A box without graphics has no layer to give; apps still run.
+            Err(e) => tracing::warn!("GPU layer: {e}"),
+        }
+    }
+    match upload {
+        Some(upload) => upload_if_changed(agent, &report, upload).await,
+        None => Ok("probe: the GPU layer is current".into()),
+    }
+}
+
+async fn upload_if_changed(agent: &Agent, report: &ProbeReport, upload: &Upload) -> Result<String, String> {
+    let fingerprint = fingerprint(report);
     let state = state_file(agent);
     let last: Uploaded = std::fs::read(&state)
         .ok()
@@ -93,11 +129,12 @@ async fn probe_and_upload(agent: &Agent, url: &str, token_file: &std::path::Path
     if last.fingerprint == fingerprint {
         return Ok(format!("probe: unchanged since version {} was uploaded", last.version));
     }
-    let token = bundlegen_protocol::http::read_token(token_file).map_err(|e| e.to_string())?;
-    let body = serde_json::to_vec(&report).map_err(|e| e.to_string())?;
-    let accepted = platform_probe::upload::upload(url, &token, body, agent.config.ca_file.as_deref(), &REMEDIES)
-        .await
-        .map_err(|e| e.to_string())?;
+    let token = bundlegen_protocol::http::read_token(&upload.token_file).map_err(|e| e.to_string())?;
+    let body = serde_json::to_vec(report).map_err(|e| e.to_string())?;
+    let accepted =
+        platform_probe::upload::upload(&upload.url, &token, body, agent.config.ca_file.as_deref(), &REMEDIES)
+            .await
+            .map_err(|e| e.to_string())?;
     let uploaded = Uploaded {
         fingerprint,
         version: accepted.version,

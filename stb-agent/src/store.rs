@@ -6,7 +6,8 @@
 //! its unpack was synced.
 //!
 //! ```text
-//! <root>/apps/<app>/<version>/     bundles (config.json, rootfs/)
+//! <root>/apps/<app>/<version>/     bundles (config.json, rootfs/), or RALF
+//!                                  packages (package.ralf, content/ of tar ones)
 //! <root>/data/<app>/               app data (kept by an upgrade uninstall)
 //! <root>/downloads/<app>@<version>/ resumable downloads and their requests
 //! <root>/state/apps/<app>.json     records
@@ -65,6 +66,26 @@ pub struct VersionRecord {
     pub installed_at: u64,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// What a RALF package is; none for a bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageRecord>,
+}
+
+/// An installed RALF package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageRecord {
+    /// `base`, `runtime`, `application`, ...
+    pub package_type: String,
+    /// The content's format (`erofs.lz4`, `tar.gz`, ...).
+    pub content: String,
+    /// What it is layered on: id → the installed version it was resolved to.
+    pub dependencies: BTreeMap<String, String>,
+    /// The signing certificate's subject (empty: unsigned, allowed by
+    /// `allow_unsigned`).
+    pub signer: String,
+    /// The package manifest's digest (`sha256:...`).
+    pub manifest: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,7 +206,8 @@ impl Store {
             let mut changed = false;
             let versions: Vec<String> = record.versions.keys().cloned().collect();
             for version in versions {
-                let present = self.bundle_dir(&record.app, &version).join("config.json").exists();
+                let dir = self.bundle_dir(&record.app, &version);
+                let present = dir.join("config.json").exists() || dir.join(crate::ralf::PACKAGE_FILE).exists();
                 let entry = record.versions.get_mut(&version).expect("listed");
                 match (present, entry.state) {
                     (true, VersionState::Installing) => {
@@ -278,6 +300,35 @@ impl Store {
 
     pub fn apps(&self) -> Vec<AppRecord> {
         self.lock().apps.values().cloned().collect()
+    }
+
+    /// Installed package versions, by id.
+    pub fn package_versions(&self) -> BTreeMap<String, Vec<String>> {
+        let state = self.lock();
+        let mut packages: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for record in state.apps.values() {
+            for (version, entry) in &record.versions {
+                if entry.package.is_some() && entry.state == VersionState::Installed {
+                    packages.entry(record.app.clone()).or_default().push(version.clone());
+                }
+            }
+        }
+        packages
+    }
+
+    /// `app version` of each package layered on `id version`.
+    pub fn dependants(&self, id: &str, version: &str) -> Vec<String> {
+        let state = self.lock();
+        let mut dependants = Vec::new();
+        for record in state.apps.values() {
+            for (v, entry) in &record.versions {
+                let pinned = entry.package.as_ref().and_then(|p| p.dependencies.get(id));
+                if pinned.is_some_and(|p| p == version) {
+                    dependants.push(format!("{} {v}", record.app));
+                }
+            }
+        }
+        dependants
     }
 
     pub fn locks_of(&self, app: &str, version: &str) -> Vec<LockRecord> {
@@ -421,6 +472,7 @@ mod tests {
             source: "test".into(),
             installed_at: 1,
             metadata: BTreeMap::new(),
+            package: None,
         }
     }
 

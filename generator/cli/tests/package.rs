@@ -11,10 +11,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use bundlegen_fixtures::pki::{self, Key, Pki, years_from_now};
 use bundlegen_protocol::ralf::package::PackageFile;
 use bundlegen_protocol::ralf::zip::ZipWriter;
 use serde_json::{Value, json};
-use support::pki::{Key, Pki, years_from_now};
 use support::*;
 
 fn image() -> String {
@@ -62,8 +62,6 @@ fn verify(package: &Path, roots: &Path, extra: &[&str]) -> (bool, String) {
     );
     (output.status.success(), text)
 }
-
-use support::pki;
 
 /// The files of a package, to take apart and put back together.
 struct Files(BTreeMap<String, Vec<u8>>);

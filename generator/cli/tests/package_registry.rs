@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use support::pki::{Key, Pki};
+use bundlegen_fixtures::pki::{Key, Pki};
 use support::*;
 
 fn image() -> String {

@@ -7,9 +7,9 @@ mod support;
 
 use std::path::Path;
 
+use bundlegen_fixtures::pki::{Key, Pki};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::pki::{Key, Pki};
 use support::service::Server;
 use support::*;
 

@@ -21,7 +21,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(other) => return Err(format!("unknown compression {other}").into()),
     };
     let tree = Tree::from_dir(source.as_ref())?;
-    let out = File::create(output)?;
+    let out = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(output)?;
     let options = Options {
         compression,
         build_time: 0,

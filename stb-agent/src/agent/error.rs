@@ -6,8 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bundlegen_protocol::archive::ArchiveError;
+use bundlegen_protocol::ralf::package::PackageError;
 
 use crate::download::DownloadError;
+use crate::ralf::dependencies::LayerError;
+use crate::ralf::gpu::GpuError;
+use crate::ralf::instance::InstanceError;
+use crate::ralf::spec::SpecError;
 use crate::store::{NoRoom, StoreError};
 
 /// What kind of failure: the error names of the agent's API.
@@ -43,6 +48,8 @@ pub enum ErrorKind {
     /// The bundle needs what this agent cannot give it (such as owners
     /// only root can set).
     Unsupported,
+    /// A package's dependencies are missing, or others still depend on it.
+    Dependency,
 }
 
 impl ErrorKind {
@@ -66,6 +73,7 @@ impl ErrorKind {
             ErrorKind::Cancelled => "Cancelled",
             ErrorKind::Storage => "Storage",
             ErrorKind::Unsupported => "Unsupported",
+            ErrorKind::Dependency => "Dependency",
         }
     }
 }
@@ -151,6 +159,30 @@ pub enum InstallError {
         from: String,
         this_box: String,
     },
+    /// A RALF package that does not verify or cannot be read.
+    #[error("{archive}")]
+    Package {
+        archive: PathBuf,
+        #[source]
+        source: PackageError,
+    },
+    /// A package that is not what the install asked for.
+    #[error("{archive}: the package's {field} is {actual:?}, the install is for {expected:?}")]
+    PackageMismatch {
+        archive: PathBuf,
+        field: &'static str,
+        expected: String,
+        actual: String,
+    },
+    /// A package boxes cannot install (its config's problems).
+    #[error("{archive}: {problems}")]
+    PackageConfig { archive: PathBuf, problems: String },
+    #[error("{package} needs {}, which {}", .missing.join(", "), .reason)]
+    MissingDependencies {
+        package: String,
+        missing: Vec<String>,
+        reason: String,
+    },
     #[error("{0}")]
     Cancelled(&'static str),
     #[error(transparent)]
@@ -180,9 +212,24 @@ impl InstallError {
                 ErrorKind::BadArchive
             }
             InstallError::NeedsRoot { .. } | InstallError::OtherArchitecture { .. } => ErrorKind::Unsupported,
+            InstallError::Package { source, .. } => package_kind(source),
+            InstallError::PackageMismatch { .. } | InstallError::PackageConfig { .. } => ErrorKind::BadArchive,
+            InstallError::MissingDependencies { .. } => ErrorKind::Dependency,
             InstallError::Cancelled(_) => ErrorKind::Cancelled,
             InstallError::Storage(_) | InstallError::RollbackFailed { .. } => ErrorKind::Storage,
         }
+    }
+}
+
+/// What kind of failure a package's verification or reading is.
+fn package_kind(error: &PackageError) -> ErrorKind {
+    match error {
+        PackageError::Signature(_) | PackageError::SignedOtherManifest { .. } | PackageError::Unsigned => {
+            ErrorKind::Signature
+        }
+        PackageError::Blob { .. } | PackageError::Verity(_) => ErrorKind::Integrity,
+        PackageError::Open { .. } => ErrorKind::Storage,
+        _ => ErrorKind::BadArchive,
     }
 }
 
@@ -199,6 +246,15 @@ pub enum VersionError {
     Running { app: String },
     #[error("no lock {0}")]
     NoSuchLock(String),
+    #[error("{app} {version} is a bundle, not a RALF package")]
+    NotAPackage { app: String, version: String },
+    /// Packages layered on this one are installed.
+    #[error("{app} {version} is what {} {} layered on: uninstall {} first", .dependants.join(", "), if .dependants.len() == 1 { "is" } else { "are" }, if .dependants.len() == 1 { "it" } else { "them" })]
+    Dependants {
+        app: String,
+        version: String,
+        dependants: Vec<String>,
+    },
     #[error(transparent)]
     Storage(#[from] StoreError),
 }
@@ -211,6 +267,8 @@ impl VersionError {
             VersionError::Locked { .. } => ErrorKind::AppLocked,
             VersionError::Running { .. } => ErrorKind::AppRunning,
             VersionError::NoSuchLock(_) => ErrorKind::WrongHandle,
+            VersionError::NotAPackage { .. } => ErrorKind::WrongParams,
+            VersionError::Dependants { .. } => ErrorKind::Dependency,
             VersionError::Storage(_) => ErrorKind::Storage,
         }
     }
@@ -246,6 +304,14 @@ pub enum LaunchError {
     Containers(#[from] ContainerError),
     #[error(transparent)]
     Storage(#[from] StoreError),
+    /// A package instance could not be made.
+    #[error("{app} {version}: {source}")]
+    Instance {
+        app: String,
+        version: String,
+        #[source]
+        source: InstanceSetupError,
+    },
     /// A developer push that did not install.
     #[error(transparent)]
     Install(Arc<OperationError>),
@@ -267,6 +333,7 @@ impl LaunchError {
             LaunchError::NotRunning { .. } => ErrorKind::NotRunning,
             LaunchError::Refused { .. } | LaunchError::Exited { .. } | LaunchError::Containers(_) => ErrorKind::Dobby,
             LaunchError::Storage(_) => ErrorKind::Storage,
+            LaunchError::Instance { source, .. } => source.kind(),
             LaunchError::Install(e) => e.kind(),
         }
     }
@@ -275,6 +342,39 @@ impl LaunchError {
 impl From<InstallError> for LaunchError {
     fn from(error: InstallError) -> LaunchError {
         LaunchError::Install(Arc::new(error.into()))
+    }
+}
+
+/// Why a package instance could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceSetupError {
+    /// A layer's package cannot be read, or its content is not what was signed.
+    #[error("{package}")]
+    Package {
+        package: String,
+        #[source]
+        source: PackageError,
+    },
+    #[error(transparent)]
+    Layers(#[from] LayerError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("{path}: {reason}")]
+    BaseSpec { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Mounts(#[from] InstanceError),
+}
+
+impl InstanceSetupError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            InstanceSetupError::Package { source, .. } => package_kind(source),
+            InstanceSetupError::Layers(_) => ErrorKind::Dependency,
+            InstanceSetupError::Spec(_) | InstanceSetupError::BaseSpec { .. } => ErrorKind::BadArchive,
+            InstanceSetupError::Gpu(_) | InstanceSetupError::Mounts(_) => ErrorKind::Unsupported,
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Starting and stopping apps through [`super::Containers`] (Dobby), and
-//! developer pushes (install as `dev`, then launch).
+//! developer pushes (install as `dev`, or a package as its own version,
+//! then launch).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,10 +35,29 @@ impl Agent {
         if self.is_running(app).await {
             return Err(LaunchError::Running { app: app.to_string() });
         }
-        let bundle = self.store.bundle_dir(app, &version);
+        let package = self.is_package(app, &version);
+        let bundle = if package {
+            let started = std::time::Instant::now();
+            let bundle = self
+                .prepare_instance(app, &version)
+                .await
+                .map_err(|source| LaunchError::Instance {
+                    app: app.to_string(),
+                    version: version.clone(),
+                    source,
+                })?;
+            tracing::info!(app, version, "instance assembled in {:?}", started.elapsed());
+            bundle
+        } else {
+            self.store.bundle_dir(app, &version)
+        };
         let bundle = std::fs::canonicalize(&bundle).map_err(io(&bundle))?;
         tracing::info!(app, version, bundle = %bundle.display(), "launching");
-        let descriptor = self.containers.start(app, &bundle).await?;
+        let started = self.containers.start(app, &bundle).await;
+        if package && !matches!(started, Ok(descriptor) if descriptor >= 0) {
+            self.tear_down_instance(app).await;
+        }
+        let descriptor = started?;
         if descriptor < 0 {
             return Err(LaunchError::Refused {
                 app: app.to_string(),
@@ -55,21 +75,24 @@ impl Agent {
         }
     }
 
-    /// Installs a file pushed by a developer as version `dev`, waiting for
-    /// the result; optionally launches it (a running one is stopped first).
+    /// Installs a file pushed by a developer as version `dev` (a package
+    /// as the version it says), waiting for the result; optionally
+    /// launches it (a running one is stopped first). Returns the version
+    /// and Dobby's descriptor.
     pub async fn install_pushed(
         self: &Arc<Self>,
         app: &str,
         archive: PathBuf,
         launch: bool,
-    ) -> Result<Option<i32>, LaunchError> {
+    ) -> Result<(String, Option<i32>), LaunchError> {
+        let version = self.pushed_version(&archive).await?;
         if launch && self.is_running(app).await {
             self.stop(app, false).await?;
         }
         let (_, result) = self
             .start_install(InstallRequest {
                 app: app.to_string(),
-                version: "dev".into(),
+                version: version.clone(),
                 source: Source::File(archive),
                 sha256: None,
                 signature: None,
@@ -93,23 +116,47 @@ impl Agent {
             }
             // Subscribed first: a container that dies at once is not missed.
             let mut events = self.subscribe();
-            let descriptor = self.launch(app, "dev").await?;
+            let descriptor = self.launch(app, &version).await?;
             if let Some(status) = stopped_within(&mut events, app, LAUNCH_WATCH).await {
                 return Err(LaunchError::Exited {
                     app: app.to_string(),
                     status: describe_wait_status(status),
-                    log: self.first_log_lines(app, "dev"),
+                    log: self.first_log_lines(app, &version),
                 });
             }
-            return Ok(Some(descriptor));
+            return Ok((version, Some(descriptor)));
         }
-        Ok(None)
+        Ok((version, None))
+    }
+
+    /// `dev` for a bundle; a package's own version (what depends on it
+    /// asks for versions).
+    async fn pushed_version(&self, archive: &Path) -> Result<String, LaunchError> {
+        let path = archive.to_path_buf();
+        let identity = self
+            .blocking(move |_| {
+                super::install::package::is_package(&path).then(|| super::install::package::package_identity(&path))
+            })
+            .await;
+        match identity {
+            None => Ok("dev".into()),
+            Some(Ok((_, version))) => Ok(version),
+            Some(Err(source)) => Err(InstallError::Package {
+                archive: archive.to_path_buf(),
+                source,
+            }
+            .into()),
+        }
     }
 
     /// The first lines of the log the bundle's logging plugin writes to a
     /// file (`rdkPlugins.logging.data.fileOptions.path`), if it does.
     fn first_log_lines(&self, app: &str, version: &str) -> Vec<String> {
-        let config = self.store.bundle_dir(app, version).join("config.json");
+        let config = if self.is_package(app, version) {
+            crate::ralf::instance::Instance::of(&self.config.packages.runtime_dir, app).config_path()
+        } else {
+            self.store.bundle_dir(app, version).join("config.json")
+        };
         let Some(path) = std::fs::read(&config)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())

@@ -6,7 +6,9 @@
 //!   a restart;
 //! - [`versions`]: uninstall, locks, metadata, storage;
 //! - [`launch`]: starting and stopping through [`Containers`] (Dobby), and
-//!   developer pushes.
+//!   developer pushes;
+//! - [`packages`]: RALF packages' instances (mounted through
+//!   [`crate::ralf::host::Mounter`]), the GPU layer, package info.
 //!
 //! Errors ([`error`]) are the agent's own; the D-Bus API and the developer
 //! endpoint turn them into their replies. Filesystem work (fsync, unpack,
@@ -20,6 +22,7 @@ use tokio::sync::{Semaphore, broadcast};
 
 use crate::config::AgentConfig;
 use crate::download::Http;
+use crate::ralf::host::Mounter;
 use crate::store::{Room, Store};
 
 mod containers;
@@ -27,6 +30,7 @@ pub mod error;
 mod install;
 mod launch;
 mod operations;
+mod packages;
 mod versions;
 
 #[cfg(test)]
@@ -34,10 +38,13 @@ mod tests;
 
 pub use containers::{BoxFuture, Containers};
 pub use error::{
-    ContainerError, ErrorKind, HandleError, InstallError, InvalidParams, LaunchError, OperationError, VersionError,
+    ContainerError, ErrorKind, HandleError, InstallError, InstanceSetupError, InvalidParams, LaunchError,
+    OperationError, VersionError,
 };
 pub use install::{InstallRequest, Source};
 pub use operations::{Operation, OperationResult, Status};
+pub use packages::PackageInfo;
+pub(crate) use packages::gpu_layer_from;
 pub use versions::InstalledVersion;
 
 /// What the agent tells its clients (as D-Bus signals).
@@ -72,6 +79,7 @@ pub struct Agent {
     pub store: Arc<Store>,
     pub http: Http,
     containers: Arc<dyn Containers>,
+    mounter: Arc<dyn Mounter>,
     operations: Mutex<operations::Registry>,
     app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     slots: Arc<Semaphore>,
@@ -108,7 +116,13 @@ pub fn check_app(app: &str) -> Result<(), InvalidParams> {
 }
 
 impl Agent {
-    pub fn new(config: AgentConfig, store: Arc<Store>, http: Http, containers: Arc<dyn Containers>) -> Arc<Agent> {
+    pub fn new(
+        config: AgentConfig,
+        store: Arc<Store>,
+        http: Http,
+        containers: Arc<dyn Containers>,
+        mounter: Arc<dyn Mounter>,
+    ) -> Arc<Agent> {
         let (events, _) = broadcast::channel(1024);
         Arc::new(Agent {
             slots: Arc::new(Semaphore::new(config.max_concurrent_operations)),
@@ -123,6 +137,7 @@ impl Agent {
             store,
             http,
             containers,
+            mounter,
             operations: Mutex::default(),
             app_locks: Mutex::default(),
             events,

@@ -93,6 +93,10 @@ impl Agent {
                     if record.current.as_deref() == Some(&version) && agent.is_running(&app).await {
                         return Err(VersionError::Running { app }.into());
                     }
+                    if agent.is_package(&app, &version) && !agent.is_running(&app).await {
+                        // What a stop the agent missed left behind.
+                        agent.tear_down_instance(&app).await;
+                    }
                     agent.progress(&handle, 50, "removing");
                     let (removed_app, removed_version) = (app.clone(), version.clone());
                     agent
@@ -127,6 +131,14 @@ impl Agent {
             return Err(VersionError::Locked {
                 app: app.to_string(),
                 version: version.to_string(),
+            });
+        }
+        let dependants = self.store.dependants(app, version);
+        if !dependants.is_empty() {
+            return Err(VersionError::Dependants {
+                app: app.to_string(),
+                version: version.to_string(),
+                dependants,
             });
         }
         Ok(record)

@@ -4,7 +4,6 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod dobby;
-pub mod pki;
 pub mod service;
 
 use std::collections::BTreeMap;

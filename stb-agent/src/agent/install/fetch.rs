@@ -10,15 +10,30 @@ use super::{InstallRequest, Source};
 use crate::agent::{Agent, InstallError};
 use crate::download::DownloadError;
 
-/// What the service says about a bundle.
+/// What the service says about a bundle or package.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ServiceBundle {
+pub(super) struct ServiceBundle {
     download_url: String,
     sha256: String,
     signature: String,
     format: String,
+    /// `APP@VERSION` of a package the looked-up one is layered on.
+    #[serde(default)]
+    pub dependency: Option<String>,
 }
+
+/// The service's answer to a lookup.
+#[derive(Debug, Clone, Deserialize)]
+struct Lookup {
+    bundle: ServiceBundle,
+    /// Packages it is layered on that the box does not have.
+    #[serde(default)]
+    dependencies: Vec<ServiceBundle>,
+}
+
+/// The format the service gives RALF packages.
+const PACKAGE_FORMAT: &str = "ralf";
 
 /// The archive on the box, and what it must be.
 pub(super) struct Fetched {
@@ -26,6 +41,24 @@ pub(super) struct Fetched {
     pub sha256: Option<String>,
     pub signature: Option<String>,
     pub format: Option<String>,
+    /// What the source offers of what a package is layered on.
+    pub dependencies: Vec<ServiceBundle>,
+}
+
+impl ServiceBundle {
+    /// An install of this dependency from the service's URL.
+    pub fn request(&self, server: &str) -> Option<InstallRequest> {
+        let (app, version) = self.dependency.as_deref()?.split_once('@')?;
+        Some(InstallRequest {
+            app: app.to_string(),
+            version: version.to_string(),
+            source: Source::Url(format!("{server}{}", self.download_url)),
+            sha256: Some(self.sha256.clone()),
+            signature: Some(self.signature.clone()).filter(|s| !s.is_empty()),
+            format: Some(self.format.clone()),
+            reinstall: false,
+        })
+    }
 }
 
 impl Agent {
@@ -37,6 +70,7 @@ impl Agent {
         cancel: &watch::Receiver<bool>,
     ) -> Result<Fetched, InstallError> {
         let (app, version) = (request.app.as_str(), request.version.as_str());
+        let mut offered = Vec::new();
         let (url, sha256, signature, format) = match &request.source {
             Source::File(path) => {
                 return Ok(Fetched {
@@ -44,6 +78,7 @@ impl Agent {
                     sha256: request.sha256.clone(),
                     signature: request.signature.clone(),
                     format: request.format.clone(),
+                    dependencies: Vec::new(),
                 });
             }
             Source::Url(url) => (
@@ -53,7 +88,8 @@ impl Agent {
                 request.format.clone(),
             ),
             Source::Service => {
-                let bundle = self.lookup(app, version, cancel).await?;
+                let Lookup { bundle, dependencies } = self.lookup(app, version, cancel).await?;
+                offered = dependencies;
                 if let Some(expected) = &request.sha256
                     && !expected.eq_ignore_ascii_case(&bundle.sha256)
                 {
@@ -72,25 +108,33 @@ impl Agent {
                 )
             }
         };
+        let package = format.as_deref() == Some(PACKAGE_FORMAT);
         Ok(Fetched {
-            archive: self.fetch(handle, app, version, &url, cancel).await?,
+            archive: self.fetch(handle, app, version, &url, package, cancel).await?,
             sha256,
             signature,
             format,
+            dependencies: offered,
         })
     }
 
-    /// Downloads with progress 0-80 %, checking space and quota first.
+    /// Downloads with progress 0-80 %, checking space and quota first (a
+    /// file known to be a package is stored as it is, not unpacked).
     async fn fetch(
         &self,
         handle: &str,
         app: &str,
         version: &str,
         url: &str,
+        package: bool,
         cancel: &watch::Receiver<bool>,
     ) -> Result<PathBuf, InstallError> {
         let dir = self.store.download_dir(app, version);
-        let room = self.room();
+        let room = if package {
+            self.store.room(self.config.quota.bytes(), 1)
+        } else {
+            self.room()
+        };
         let progress = |done: u64, total: Option<u64>| {
             if let Some(total) = total.filter(|t| *t > 0) {
                 self.progress(handle, (done.min(total) * 80 / total) as u32, "downloading");
@@ -110,13 +154,9 @@ impl Agent {
     }
 
     /// Asks the service for the app version's bundle for this platform,
-    /// waiting while it is generated.
-    async fn lookup(
-        &self,
-        app: &str,
-        version: &str,
-        cancel: &watch::Receiver<bool>,
-    ) -> Result<ServiceBundle, InstallError> {
+    /// waiting while it is generated; a package comes with what it is
+    /// layered on that the box does not have.
+    async fn lookup(&self, app: &str, version: &str, cancel: &watch::Receiver<bool>) -> Result<Lookup, InstallError> {
         let server = self.http.server().unwrap_or_default().to_string();
         let platform = self.config.platform.clone().unwrap_or_default();
         let service = |e: String| InstallError::Service(e);
@@ -132,6 +172,15 @@ impl Agent {
                 .append_pair("version", version)
                 .append_pair("platform", &platform)
                 .append_pair("wait", "30");
+            let have: Vec<String> = self
+                .store
+                .package_versions()
+                .into_iter()
+                .flat_map(|(id, versions)| versions.into_iter().map(move |v| format!("{id}@{v}")))
+                .collect();
+            if !have.is_empty() {
+                url.query_pairs_mut().append_pair("have", &have.join(","));
+            }
             let response = self
                 .http
                 .request(reqwest::Method::GET, url.as_str())
@@ -147,9 +196,7 @@ impl Agent {
             let bytes = response.bytes().await.unwrap_or_default();
             match status.as_u16() {
                 200 => {
-                    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                    return serde_json::from_value(body["bundle"].clone())
-                        .map_err(|e| service(format!("unexpected answer: {e}")));
+                    return serde_json::from_slice(&bytes).map_err(|e| service(format!("unexpected answer: {e}")));
                 }
                 202 => continue,
                 _ => {

@@ -11,6 +11,9 @@
 //!    locked or running.
 //!
 //! Steps 1-2 are in [`fetch`], step 4's unpack and rollback in [`stage`].
+//! A RALF package (told from a bundle by its content) is verified against
+//! the CA roots instead, layered on installed packages (installed first
+//! when the source offers them) and stored as it is: [`package`].
 //! The request is kept in the download directory until the install ends,
 //! so one a restart interrupted is resumed at the next start.
 
@@ -29,10 +32,12 @@ use crate::download::discard;
 use crate::store::{AppRecord, StoreError, VersionRecord, VersionState, disk_usage, io, now};
 
 mod fetch;
+pub(in crate::agent) mod package;
 mod stage;
 
-use fetch::Fetched;
-use stage::Staging;
+use fetch::{Fetched, ServiceBundle};
+use package::VerifiedPackage;
+use stage::{Staged, Staging};
 
 /// Where an install comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +71,8 @@ struct Verified {
     archive: PathBuf,
     sha256: String,
     size: u64,
+    /// What it is, if it is a RALF package.
+    package: Option<VerifiedPackage>,
 }
 
 /// The bundle format of an archive, from its first bytes.
@@ -187,7 +194,7 @@ impl Agent {
         cancel: watch::Receiver<bool>,
     ) -> Result<String, InstallError> {
         let download_dir = self.store.download_dir(&request.app, &request.version);
-        let result = self.install_steps(handle, &request, &cancel).await;
+        let result = self.install_steps(handle, &request, &cancel, &[], 0).await;
         self.blocking(move |_| match &result {
             // What was downloaded stays, so installing again resumes it; but
             // a failed install is not retried by itself after a restart.
@@ -203,18 +210,41 @@ impl Agent {
         .await
     }
 
+    /// The steps; `inherited` is what the source of a package this one is
+    /// a dependency of offered, `depth` how deep in such dependencies.
     async fn install_steps(
         self: &Arc<Self>,
         handle: &str,
         request: &InstallRequest,
         cancel: &watch::Receiver<bool>,
+        inherited: &[ServiceBundle],
+        depth: usize,
     ) -> Result<String, InstallError> {
         let record = self.check_installable(request)?;
         self.progress(handle, 0, "resolving");
         let fetched = self.resolve_and_fetch(handle, request, cancel).await?;
+        let offered = if fetched.dependencies.is_empty() {
+            inherited.to_vec()
+        } else {
+            fetched.dependencies.clone()
+        };
         self.progress(handle, 80, "verifying");
-        let verified = self.verify(request, fetched, cancel).await?;
-        self.progress(handle, 85, "unpacking");
+        let mut verified = self.verify(request, fetched, cancel).await?;
+        if let Some(package) = &mut verified.package {
+            let pinned = self
+                .resolve_dependencies(handle, request, package, &offered, cancel, depth)
+                .await?;
+            package.record.dependencies = pinned;
+        }
+        self.progress(
+            handle,
+            85,
+            if verified.package.is_some() {
+                "storing"
+            } else {
+                "unpacking"
+            },
+        );
         let bundle_dir = self.stage(request, &verified, record).await?;
         self.progress(handle, 98, "committing");
         self.commit(request, &bundle_dir).await?;
@@ -253,7 +283,8 @@ impl Agent {
     }
 
     /// Step 3: the archive's sha256 and, with trusted keys, its signature
-    /// (developer pushes are trusted by developer mode itself).
+    /// (developer pushes are trusted by developer mode itself); a package's
+    /// own signature and blobs instead of the bundle signature.
     async fn verify(
         &self,
         request: &InstallRequest,
@@ -262,12 +293,17 @@ impl Agent {
     ) -> Result<Verified, InstallError> {
         let (app, version) = (request.app.as_str(), request.version.as_str());
         let archive = fetched.archive;
-        let (actual, size, sniffed) = self
+        let (actual, size, sniffed, is_package) = self
             .blocking({
                 let archive = archive.clone();
                 move |_| -> Result<_, StoreError> {
                     let size = std::fs::metadata(&archive).map_err(io(&archive))?.len();
-                    Ok((sha256_file(&archive)?, size, sniff_format(&archive)))
+                    Ok((
+                        sha256_file(&archive)?,
+                        size,
+                        sniff_format(&archive),
+                        package::is_package(&archive),
+                    ))
                 }
             })
             .await?;
@@ -283,6 +319,19 @@ impl Agent {
         if *cancel.borrow() {
             return Err(InstallError::Cancelled("cancelled before unpacking"));
         }
+        if is_package {
+            let policy = self.package_policy();
+            let (checked, app, version) = (archive.clone(), app.to_string(), version.to_string());
+            let package = self
+                .blocking(move |_| package::verify_package(&checked, &app, &version, &policy))
+                .await?;
+            return Ok(Verified {
+                archive,
+                sha256: actual,
+                size,
+                package: Some(package),
+            });
+        }
         let format = fetched.format.or_else(|| sniffed.map(str::to_string));
         // Pushed files come through the developer token, never signed.
         if !matches!(request.source, Source::File(_)) {
@@ -292,6 +341,7 @@ impl Agent {
             archive,
             sha256: actual,
             size,
+            package: None,
         })
     }
 
@@ -357,11 +407,16 @@ impl Agent {
             },
             installed_at: now(),
             metadata: BTreeMap::new(),
+            package: verified.package.as_ref().map(|p| p.record.clone()),
         };
         let staging = Staging {
             app: request.app.clone(),
             version: request.version.clone(),
             archive: verified.archive.clone(),
+            staged: match &verified.package {
+                Some(package) => Staged::Package(package.content),
+                None => Staged::Bundle,
+            },
             options: ReadOptions {
                 max_bytes: self.config.quota.bytes(),
                 ..ReadOptions::default()
@@ -372,7 +427,7 @@ impl Agent {
     }
 
     /// Step 5: installed and current; the version it replaces goes, unless
-    /// it is locked or running.
+    /// it is locked, running or what other packages are layered on.
     async fn commit(&self, request: &InstallRequest, bundle_dir: &Path) -> Result<(), InstallError> {
         let (app, version) = (request.app.clone(), request.version.clone());
         let running = self.is_running(&app).await;
@@ -389,6 +444,7 @@ impl Agent {
             store.save_app(&record)?;
             if let Some(previous) = previous.filter(|p| *p != version)
                 && store.locks_of(&app, &previous).is_empty()
+                && store.dependants(&app, &previous).is_empty()
                 && !running
             {
                 super::versions::remove_version(store, &app, &previous)?;

@@ -1,5 +1,5 @@
-//! Step 4: the unpack into place, and what puts back the previous state if
-//! it fails.
+//! Step 4: the unpack (or, for a package, the move) into place, and what
+//! puts back the previous state if it fails.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -9,17 +9,29 @@ use std::path::{Path, PathBuf};
 use bundlegen_protocol::archive::{CONFIG_FILE, Owners, ReadOptions, read_root_file, unpack_bundle};
 use bundlegen_protocol::idmap::IdMapping;
 use bundlegen_protocol::probe::Abi;
+use bundlegen_protocol::ralf::ContentKind;
+use bundlegen_protocol::ralf::package::{self, PackageError, PackageFile};
 use bundlegen_protocol::root::{RootDir, Symlinks};
 use serde::Deserialize;
 
 use crate::agent::{InstallError, random_handle};
+use crate::ralf::{CONTENT_DIR, PACKAGE_FILE};
 use crate::store::{AppRecord, Store, StoreError, VersionRecord, io, remove_tree};
+
+/// What goes into place.
+pub(super) enum Staged {
+    /// A bundle archive, unpacked.
+    Bundle,
+    /// A RALF package, stored as it is (tar content also extracted).
+    Package(ContentKind),
+}
 
 /// An unpack into place, with what puts back the previous state if it fails.
 pub(super) struct Staging {
     pub app: String,
     pub version: String,
     pub archive: PathBuf,
+    pub staged: Staged,
     pub options: ReadOptions,
     /// What the box runs; `None`: not known, not checked.
     pub box_abi: Option<Abi>,
@@ -38,9 +50,34 @@ impl Staging {
         };
         let before = store.app(&self.app);
         let mut installing = before.clone().unwrap_or(record);
+        let pinned = entry
+            .package
+            .as_ref()
+            .map(|p| p.dependencies.clone())
+            .unwrap_or_default();
         installing.versions.insert(self.version.clone(), entry);
         store.save_app(&installing)?;
-        match self.unpack(store.root(), &bundle_dir) {
+        // Recorded now, what it is layered on can no longer be uninstalled;
+        // it must still be there.
+        let installed = store.package_versions();
+        let gone: Vec<String> = pinned
+            .iter()
+            .filter(|(id, version)| !installed.get(*id).is_some_and(|v| v.contains(version)))
+            .map(|(id, version)| format!("{id} {version}"))
+            .collect();
+        let placed = if gone.is_empty() {
+            match self.staged {
+                Staged::Bundle => self.unpack(store.root(), &bundle_dir),
+                Staged::Package(content) => self.place_package(content, &bundle_dir),
+            }
+        } else {
+            Err(InstallError::MissingDependencies {
+                package: format!("{} {}", self.app, self.version),
+                missing: gone,
+                reason: "was uninstalled while it installed".into(),
+            })
+        };
+        match placed {
             Ok(()) => {
                 if let Some(aside) = aside {
                     remove_tree(&aside)?;
@@ -107,6 +144,65 @@ impl Staging {
                 report.cleared_setuid.len()
             );
         }
+        Ok(())
+    }
+
+    /// Moves a verified package into place (with its tar content
+    /// extracted beside it), whole: built in a staging directory, synced,
+    /// then renamed.
+    fn place_package(&self, content: ContentKind, bundle_dir: &Path) -> Result<(), InstallError> {
+        let apps_dir = bundle_dir.parent().expect("apps/<app>");
+        std::fs::create_dir_all(apps_dir).map_err(io(apps_dir))?;
+        let staging = tempfile::Builder::new()
+            .prefix(&format!(".{}.package-", self.version))
+            .tempdir_in(apps_dir)
+            .map_err(io(apps_dir))?;
+        let stored = staging.path().join(PACKAGE_FILE);
+        // Downloads and pushes land in the store's filesystem: a rename.
+        if std::fs::rename(&self.archive, &stored).is_err() {
+            std::fs::copy(&self.archive, &stored).map_err(io(&stored))?;
+        }
+        std::fs::File::open(&stored)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&stored))?;
+        if matches!(content, ContentKind::Tar | ContentKind::TarGzip | ContentKind::TarZstd) {
+            let package = PackageFile::open(&stored).map_err(|source| InstallError::Package {
+                archive: self.archive.clone(),
+                source,
+            })?;
+            let layout = package::read_layout(&package).map_err(|source| InstallError::Package {
+                archive: self.archive.clone(),
+                source,
+            })?;
+            let reader = package
+                .reader(&layout.content.blob_path())
+                .ok_or_else(|| InstallError::Package {
+                    archive: self.archive.clone(),
+                    source: PackageError::Content("missing from the package".into()),
+                })?;
+            let options = ReadOptions {
+                owners: owners(None)?,
+                ..self.options.clone()
+            };
+            unpack_bundle(
+                std::io::BufReader::new(reader),
+                &staging.path().join(CONTENT_DIR),
+                &options,
+            )
+            .map_err(|source| InstallError::BadArchive {
+                archive: self.archive.clone(),
+                source,
+            })?;
+        }
+        std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755)).map_err(io(staging.path()))?;
+        std::fs::File::open(staging.path())
+            .and_then(|d| d.sync_all())
+            .map_err(io(staging.path()))?;
+        std::fs::rename(staging.path(), bundle_dir).map_err(io(bundle_dir))?;
+        let _ = staging.keep();
+        std::fs::File::open(apps_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(apps_dir))?;
         Ok(())
     }
 

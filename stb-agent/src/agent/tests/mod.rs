@@ -1,5 +1,5 @@
 //! The operations against a temp-dir store and the recording containers
-//! fake: no D-Bus, no Dobby.
+//! and mounts fakes: no D-Bus, no Dobby, no root. RALF packages: [`packages`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,13 +10,17 @@ use bundlegen_fixtures::tar::{RawEntry, archive};
 use super::containers::fake::{Call, RecordingContainers};
 use super::*;
 use crate::download::Http;
+use crate::ralf::host::fake::RecordingMounter;
 use crate::store::Store;
+
+mod packages;
 
 struct Fixture {
     _dir: tempfile::TempDir,
     root: PathBuf,
     agent: Arc<Agent>,
     containers: Arc<RecordingContainers>,
+    mounter: Arc<RecordingMounter>,
 }
 
 fn fixture() -> Fixture {
@@ -31,20 +35,24 @@ fn fixture_with(change: impl FnOnce(&mut AgentConfig)) -> Fixture {
         probe: false,
         ..AgentConfig::default()
     };
+    config.packages.runtime_dir = dir.path().join("run");
     change(&mut config);
     let (store, _) = Store::open(&root).unwrap();
     let containers = Arc::new(RecordingContainers::default());
+    let mounter = Arc::new(RecordingMounter::default());
     let agent = Agent::new(
         config,
         Arc::new(store),
         Http::new(None, None, None).unwrap(),
         containers.clone(),
+        mounter.clone(),
     );
     Fixture {
         _dir: dir,
         root,
         agent,
         containers,
+        mounter,
     }
 }
 
@@ -259,13 +267,14 @@ async fn a_pushed_bundle_replaces_the_running_dev_version() {
         .install_pushed("com.example.app", f.bundle("one.tar", "one"), true)
         .await
         .unwrap();
-    assert!(first.is_some());
+    assert_eq!(first.0, "dev");
+    assert!(first.1.is_some());
     let second = f
         .agent
         .install_pushed("com.example.app", f.bundle("two.tar", "two"), true)
         .await
         .unwrap();
-    assert!(second.is_some());
+    assert!(second.1.is_some());
     assert_eq!(f.marker("dev").as_deref(), Some("two"));
     let calls = f.containers.calls();
     assert!(
