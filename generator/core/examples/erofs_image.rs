@@ -2,7 +2,7 @@
 //! the package content step alone, for benchmarks against `mkfs.erofs` and
 //! `veritysetup format` on the same tree (`tests/bench/package_bench.py`).
 //!
-//! `cargo run --release -p bundlegen-core --example erofs_image -- DIR OUT [lz4|zstd|none]`
+//! `cargo run --release -p bundlegen-core --example erofs_image -- DIR OUT [lz4[:DEPTH]|zstd|none]`
 
 use std::fs::File;
 
@@ -12,10 +12,13 @@ use bundlegen_protocol::ralf::verity;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, source, output, rest @ ..] = &args[..] else {
-        return Err("usage: erofs_image DIR OUT [lz4|zstd|none]".into());
+        return Err("usage: erofs_image DIR OUT [lz4[:DEPTH]|zstd|none]".into());
     };
     let compression = match rest.first().map(String::as_str) {
         None | Some("lz4") => Compression::LZ4HC,
+        Some(name) if name.starts_with("lz4:") => Compression::Lz4 {
+            depth: name[4..].parse()?,
+        },
         Some("zstd") => Compression::Zstd { level: 3 },
         Some("none") => Compression::None,
         Some(other) => return Err(format!("unknown compression {other}").into()),

@@ -145,7 +145,20 @@ fn compress_segment(codec: &mut Codec, data: &[u8], start: u64, file_size: u64) 
         compressed.clear();
         let consumed = codec.fill_block(data, at, &mut compressed)?;
         let block_start = blocks.len();
-        if consumed > BLOCK as usize {
+        let rest = data.len() - at;
+        let mut len = rest.min(BLOCK as usize);
+        // The kernel maps a plain extent to the end of the logical cluster
+        // being read; at the end of the file that must not run past one
+        // block, so a last plain extent never crosses a logical cluster
+        // boundary. Where it would, the rest goes compressed if it fits in
+        // a block (as mkfs.erofs does), else the rest gets a block of its own.
+        let offset = start + at as u64;
+        let in_cluster = (offset % BLOCK) as usize;
+        let split = offset + len as u64 == file_size && in_cluster + len > BLOCK as usize;
+        if split {
+            len = BLOCK as usize - in_cluster;
+        }
+        if consumed > BLOCK as usize || (split && consumed == rest) {
             blocks.resize(block_start + BLOCK as usize - compressed.len(), 0);
             blocks.extend_from_slice(&compressed);
             extents.push(Extent {
@@ -155,16 +168,6 @@ fn compress_segment(codec: &mut Codec, data: &[u8], start: u64, file_size: u64) 
             });
             at += consumed;
         } else {
-            let mut len = (data.len() - at).min(BLOCK as usize);
-            // The kernel maps a plain extent to the end of the logical
-            // cluster being read; at the end of the file that must not run
-            // past one block, so a last plain extent never crosses a
-            // logical cluster boundary (the rest gets a block of its own).
-            let offset = start + at as u64;
-            let in_cluster = (offset % BLOCK) as usize;
-            if offset + len as u64 == file_size && in_cluster + len > BLOCK as usize {
-                len = BLOCK as usize - in_cluster;
-            }
             blocks.extend_from_slice(&data[at..at + len]);
             blocks.resize(block_start + BLOCK as usize, 0);
             extents.push(Extent {
@@ -316,6 +319,29 @@ mod tests {
         assert!(last.plain);
         assert!(last.start % BLOCK + last.len <= BLOCK, "{:?}", out.extents);
         assert_eq!(last.start + last.len, data.len() as u64);
+    }
+
+    #[test]
+    fn a_compressible_tail_is_not_split_in_two_blocks() {
+        // About 2:1 for lz4: eight-byte pieces drawn from 64 random ones,
+        // so a block holds ~8 KiB and the file's end leaves short tails.
+        let mut state = 11u32;
+        let mut next = || {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            state >> 16
+        };
+        let pieces: Vec<[u8; 8]> = (0..64).map(|_| std::array::from_fn(|_| next() as u8)).collect();
+        let text: Vec<u8> = (0..4_000).flat_map(|_| pieces[next() as usize % 64]).collect();
+        for end in (20_000..30_000).step_by(97) {
+            let out = lz4_segment(&text[..end]);
+            let (last, before) = out.extents.split_last().unwrap();
+            assert!(
+                before.iter().all(|e| e.len >= BLOCK),
+                "{end}: a short extent before the last: {:?}",
+                out.extents
+            );
+            assert_eq!(last.start + last.len, end as u64);
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The file-data phase: every regular file's bytes, from block 1 on, in
-//! inode order, compressed where that saves at least one block (or flat,
-//! with the tail kept for inlining), and how each file ended up.
+//! inode order, compressed where that takes fewer bytes than flat blocks
+//! with the tail inlined, and how each file ended up.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -31,11 +31,15 @@ pub struct PlacedData {
     pub compressed_files: u64,
 }
 
-/// Blocks a file takes stored flat: its full blocks, and its tail's block
-/// unless the tail goes inline.
-fn flat_blocks(size: u64, nlink: u64) -> u64 {
+/// Bytes a file takes stored flat: its full blocks, and its tail's block
+/// unless the tail goes inline (with its inode, in the metadata).
+fn flat_bytes(size: u64, nlink: u64) -> u64 {
     let tail = size % BLOCK;
-    size / BLOCK + u64::from(!size.is_multiple_of(BLOCK) && !tail_fits(header_len(size, nlink), tail))
+    if tail == 0 || tail_fits(header_len(size, nlink), tail) {
+        size
+    } else {
+        size - tail + BLOCK
+    }
 }
 
 /// Reads a file's bytes by offset, from disk or memory.
@@ -185,19 +189,21 @@ impl DataWriter<'_> {
         Ok(())
     }
 
-    /// Keeps a compressed file if that saved a block, else rewrites it flat
-    /// where it began.
+    /// Keeps a compressed file if it takes fewer bytes than flat (a file
+    /// of 4097 to 8191 bytes in one block beats a block and an inline
+    /// tail), else rewrites it flat where it began.
     fn finish(&mut self, file: Option<InProgress>) -> Result<(), ErofsError> {
         let Some(file) = file else { return Ok(()) };
         let InodeKind::File { size, .. } = self.tree.inodes()[file.inode].kind else {
             unreachable!("segments are of files")
         };
         let blocks = file.extents.len() as u64;
-        if blocks < flat_blocks(size, self.links.nlink[file.inode]) {
+        let index = full_index(size, &file.extents);
+        if blocks * BLOCK + (index.len() as u64) < flat_bytes(size, self.links.nlink[file.inode]) {
             self.placements.insert(
                 file.inode,
                 FilePlacement::Compressed {
-                    index: full_index(size, &file.extents),
+                    index,
                     blocks: blocks as u32,
                 },
             );
@@ -248,12 +254,12 @@ pub fn write_file_data(tree: &Tree, links: &Links, options: &Options, out: &File
         placements: BTreeMap::new(),
         compressed_files: 0,
     };
-    // Files that could save a block compressed are cut into segments.
+    // Files over a block could take less compressed: cut into segments.
     let mut segments = Vec::new();
     if options.compression != Compression::None {
         for (index, inode) in tree.inodes().iter().enumerate() {
             if let InodeKind::File { size, .. } = inode.kind
-                && flat_blocks(size, links.nlink[index]) >= 2
+                && size > BLOCK
             {
                 let mut start = 0;
                 while start < size {
