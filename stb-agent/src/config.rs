@@ -332,7 +332,7 @@ impl AgentConfig {
     /// Why no install could pass the signature policy, if none could.
     pub fn signature_policy_problem(&self) -> Option<&'static str> {
         (self.trusted_keys.is_empty() && !self.allow_unsigned)
-            .then_some("no trusted_keys are configured and allow_unsigned is false: no bundle can be verified")
+            .then_some("no trusted_keys are configured and allow_unsigned is false: no bundle can be verified (RALF packages are verified against packages.ca_roots)")
     }
 
     pub fn trusted_keys(&self) -> Vec<Vec<u8>> {

@@ -100,15 +100,17 @@ pub async fn start(config: AgentConfig) -> Result<Running, RunError> {
     dbus::forward_events(&connection, &agent)
         .await
         .map_err(|e| failed(e.to_string()))?;
-    connection
-        .request_name(dbus::BUS_NAME)
-        .await
-        .map_err(|e| failed(format!("owning {}: {e}", dbus::BUS_NAME)))?;
+    // Instances whose containers stopped while the agent was away go
+    // before clients can see the agent.
     agent.watch_instances();
     let stale = agent.reconcile_instances().await;
     if !stale.is_empty() {
         tracing::warn!("recovery: instances taken down (not running): {}", stale.join(", "));
     }
+    connection
+        .request_name(dbus::BUS_NAME)
+        .await
+        .map_err(|e| failed(format!("owning {}: {e}", dbus::BUS_NAME)))?;
     let resumed = agent.resume_interrupted().await;
     if !resumed.is_empty() {
         tracing::info!("resumed {} interrupted installs", resumed.len());

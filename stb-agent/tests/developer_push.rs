@@ -193,3 +193,77 @@ async fn pushes_must_fit_the_box_and_are_limited_in_number() {
         downloads(&setup.root)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pushed_package_installs_as_its_own_version_and_runs() {
+    use support::packages::*;
+    let dir = tempfile::tempdir().unwrap();
+    let signing = Signing::new(&dir.path().join("pki"));
+    let mut programs = host_closure("/bin/sh");
+    programs.push("/usr/bin/sleep".into());
+    let mut files = host_files(&programs);
+    files.push((
+        "/app/run.sh".into(),
+        b"#!/bin/sh\necho pushed > /data/out\nexec sleep 30\n".to_vec(),
+        0o755,
+    ));
+    let package = make_package(
+        &image(&dir.path().join("image"), &[&files], "/app/run.sh"),
+        &package_config("com.example.pushed", "1.4.0", "application", "app/run.sh"),
+        &dir.path().join("pushed.ralf"),
+        bundlegen_protocol::ralf::ContentKind::Tar,
+        &[],
+        Some(&signing.identity()),
+    )
+    .await;
+    let (ca_roots, base_spec) = (signing.ca_roots(&dir.path().join("certs")), crun_base_spec(dir.path()));
+    let (setup, port) = developer_box(dir.path(), true, |c| {
+        c.allow_unsigned = false;
+        c.packages.ca_roots = ca_roots;
+        c.packages.base_spec = Some(base_spec);
+    })
+    .await;
+    let request = PushRequest {
+        device: format!("http://127.0.0.1:{port}"),
+        token: TOKEN.into(),
+        archive: package.clone(),
+        app: None,
+        launch: is_root(),
+        ca_file: None,
+    };
+    let pushed = bundlegen_core::push::push(&request).await.unwrap();
+    assert_eq!(
+        (pushed.app.as_str(), pushed.version.as_str()),
+        ("com.example.pushed", "1.4.0")
+    );
+    let agent = setup.proxy().await;
+    let packages = agent.list_packages("com.example.pushed").await.unwrap();
+    assert_eq!(packages[0].2, "application");
+    if is_root() {
+        assert!(pushed.descriptor.is_some_and(|d| d > 0), "{pushed:?}");
+        let out = setup.root.join("data/com.example.pushed/out");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::fs::read_to_string(&out).unwrap_or_default() != "pushed\n" {
+            assert!(std::time::Instant::now() < deadline, "the pushed app did not run");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        agent.stop("com.example.pushed", true).await.unwrap();
+    }
+
+    // A package is installed as what it says it is, never under another id.
+    let other = PushRequest {
+        app: Some("com.example.other".into()),
+        launch: false,
+        ..request
+    };
+    match bundlegen_core::push::push(&other).await {
+        Err(PushError::Http(HttpError::Refused {
+            status, code, message, ..
+        })) => {
+            assert_eq!((status, code.as_str()), (422, "BadArchive"), "{message}");
+            assert!(message.contains("id is \"com.example.pushed\""), "{message}");
+        }
+        other => panic!("a package pushed as another app: {other:?}"),
+    }
+    assert!(downloads(&setup.root).is_empty(), "{:?}", downloads(&setup.root));
+}

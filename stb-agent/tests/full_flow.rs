@@ -20,11 +20,6 @@ use support::*;
 const PLATFORM: &str = "rpi3_reference_vc4_dunfell";
 const APP: &str = "com.rdk.wayland-egl-test";
 
-fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
-}
-
 /// The box the conformance platform's library list describes.
 fn reference_box(root: &Path) {
     let path = conformance().join(format!("bundlegen/templates/{PLATFORM}_libs.json"));
@@ -41,50 +36,13 @@ fn reference_box(root: &Path) {
     build_box(root, &listed);
 }
 
-/// Starts the service in this process; returns its URL and admin token.
-async fn service(data_dir: &Path) -> (String, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut config = bundlegen_service::ServiceConfig::embedded(data_dir, ([127, 0, 0, 1], port).into());
-    config.local_images = Some(conformance().join("bundlegen/images"));
-    config.bootstrap_token = Some(data_dir.join("admin.token"));
-    tokio::spawn(async move {
-        if let Err(e) = bundlegen_service::serve(config).await {
-            panic!("the service stopped: {e}");
-        }
-    });
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http()
-        .get(format!("{url}/healthz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "the service did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let admin = std::fs::read_to_string(data_dir.join("admin.token")).unwrap();
-    (url, admin.trim().to_string())
-}
-
-async fn call(method: reqwest::Method, url: String, token: &str, body: Option<String>) -> (u16, Value) {
-    let mut request = http().request(method, url).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.header("content-type", "application/json").body(body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn probe_upload_generate_install_and_launch() {
     let dir = tempfile::tempdir().unwrap();
-    let (url, admin) = service(&dir.path().join("service")).await;
+    let (url, admin) = service(&dir.path().join("service"), |config| {
+        config.local_images = Some(conformance().join("bundlegen/images"));
+    })
+    .await;
 
     // The platform team: the template (no library list: the box brings it),
     // an app version, and a device token for the box.

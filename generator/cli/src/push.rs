@@ -1,4 +1,4 @@
-//! `bundlegen push`: a bundle to a test box in developer mode.
+//! `bundlegen push`: a bundle or a RALF package to a test box in developer mode.
 
 use std::path::PathBuf;
 
@@ -15,7 +15,8 @@ pub struct PushArgs {
     /// File with the box's developer token.
     #[arg(long)]
     pub token: PathBuf,
-    /// The app id; default: the archive's name without its extension.
+    /// The app id; default: a package's own id, else the archive's name
+    /// without its extension.
     #[arg(long)]
     pub app: Option<String>,
     /// Launch the app once it is installed (a running one is stopped first);
@@ -26,7 +27,9 @@ pub struct PushArgs {
     /// A CA certificate (PEM) to trust for the box's certificate.
     #[arg(long)]
     pub ca: Option<PathBuf>,
-    /// The bundle archive (.tar.gz, .tar.zst or .ipk).
+    /// The bundle archive (.tar.gz, .tar.zst or .ipk; installed as version
+    /// `dev`) or RALF package (.ralf; installed as its own version, signed
+    /// by a CA the box trusts unless it allows unsigned ones).
     pub bundle: PathBuf,
 }
 

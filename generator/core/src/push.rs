@@ -1,7 +1,8 @@
-//! The developer's side of a push to a test box: sends a bundle archive to
-//! the agent's developer endpoint (`POST /v1/push?app=ID[&launch=1]`, see
-//! the stb-agent's `devpush`), which installs it as version `dev` of the app
-//! and, when asked, launches it.
+//! The developer's side of a push to a test box: sends a bundle archive or a
+//! RALF package to the agent's developer endpoint
+//! (`POST /v1/push?app=ID[&launch=1]`, see the stb-agent's `devpush`), which
+//! installs a bundle as version `dev` of the app (a package as its own
+//! version) and, when asked, launches it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,7 +38,8 @@ pub struct PushRequest {
     pub device: String,
     pub token: String,
     pub archive: PathBuf,
-    /// The app id; default: the archive's name without its extension.
+    /// The app id; default: a package's own id, else the archive's name
+    /// without its extension.
     pub app: Option<String>,
     pub launch: bool,
     /// A CA (PEM) to trust for the box's certificate.
@@ -57,11 +59,17 @@ pub struct Pushed {
 /// The app id a bundle archive's name gives: `com.example.app.tar.gz` → `com.example.app`.
 pub fn app_from_archive(archive: &Path) -> Option<String> {
     let name = archive.file_name()?.to_str()?;
-    let stem = [".tar.gz", ".tgz", ".tar.zst", ".ipk", ".tar"]
+    let stem = [".tar.gz", ".tgz", ".tar.zst", ".ipk", ".tar", ".ralf"]
         .iter()
         .find_map(|ext| name.strip_suffix(ext))
         .unwrap_or(name);
     Some(stem.to_string()).filter(|s| !s.is_empty())
+}
+
+/// The id a RALF package's config gives it, if `archive` is one.
+pub fn app_of_package(archive: &Path) -> Option<String> {
+    let file = bundlegen_protocol::ralf::package::PackageFile::open(archive).ok()?;
+    Some(bundlegen_protocol::ralf::package::read_layout(&file).ok()?.config.id)
 }
 
 /// The endpoint's base URL for `--device`.
@@ -94,7 +102,8 @@ pub async fn push(request: &PushRequest) -> Result<Pushed, PushError> {
     };
     let app = match &request.app {
         Some(app) => app.clone(),
-        None => app_from_archive(&request.archive)
+        None => app_of_package(&request.archive)
+            .or_else(|| app_from_archive(&request.archive))
             .ok_or_else(|| archive_error("no app id in the file name: give --app".into()))?,
     };
     let file = tokio::fs::File::open(&request.archive)
@@ -137,6 +146,7 @@ mod tests {
             ("b.tar.zst", Some("b")),
             ("x_1.0_arm.ipk", Some("x_1.0_arm")),
             ("plain", Some("plain")),
+            ("com.example.app.ralf", Some("com.example.app")),
             (".tar.gz", None),
         ] {
             assert_eq!(app_from_archive(Path::new(file)).as_deref(), app, "{file}");

@@ -214,6 +214,11 @@ fn untrusted_reason(error: &webpki::Error) -> String {
         webpki::Error::CertExpired { .. } => "it has expired".into(),
         webpki::Error::CertNotValidYet { .. } => "it is not valid yet".into(),
         webpki::Error::UnknownIssuer => "it is not issued by a trusted CA (or the chain is missing)".into(),
+        // A trusted CA (or chain certificate) has the issuer's name, but
+        // another key signed the certificate.
+        webpki::Error::InvalidSignatureForPublicKey => {
+            "it is not issued by a trusted CA (one of the same name did not sign it)".into()
+        }
         webpki::Error::RequiredEkuNotFoundContext(_) => "its extended key usage does not allow code signing".into(),
         other => format!("{other:?}"),
     }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)] // Each test file uses a part.
 
+pub mod packages;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -138,6 +140,23 @@ pub trait BundleAgent1 {
     fn unlock(&self, handle: &str) -> zbus::Result<()>;
     fn get_lock_info(&self, app: &str, version: &str) -> zbus::Result<(u32, Vec<(String, String, String)>)>;
     fn launch(&self, app: &str, version: &str) -> zbus::Result<i32>;
+    #[allow(clippy::type_complexity)]
+    fn list_packages(
+        &self,
+        app: &str,
+    ) -> zbus::Result<
+        Vec<(
+            String,
+            String,
+            String,
+            String,
+            HashMap<String, String>,
+            Vec<String>,
+            String,
+            String,
+        )>,
+    >;
+    fn get_package_info(&self, app: &str, version: &str) -> zbus::Result<HashMap<String, zbus::OwnedVariant>>;
     fn stop(&self, app: &str, force: bool) -> zbus::Result<()>;
     #[zbus(signal)]
     fn operation_status(
@@ -403,13 +422,15 @@ pub fn sha256(data: &[u8]) -> String {
 /// A configuration for a test: storage in `root`, the private bus, no
 /// probe, unsigned bundles allowed (tests of signatures set keys).
 pub fn config(bus: &Bus, root: &Path) -> AgentConfig {
-    AgentConfig {
+    let mut config = AgentConfig {
         storage_root: root.to_path_buf(),
         dbus_address: Some(bus.address.clone()),
         probe: false,
         allow_unsigned: true,
         ..AgentConfig::default()
-    }
+    };
+    config.packages.runtime_dir = root.join("run");
+    config
 }
 
 /// What most tests run: a private bus, the Dobby test double, the agent in
@@ -555,4 +576,54 @@ pub async fn developer_box(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the developer endpoint did not come up");
+}
+
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// Starts the generator service in this process (embedded database,
+/// `configure`d); returns its URL and admin token.
+pub async fn service(
+    data_dir: &Path,
+    configure: impl FnOnce(&mut bundlegen_service::ServiceConfig),
+) -> (String, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = bundlegen_service::ServiceConfig::embedded(data_dir, ([127, 0, 0, 1], port).into());
+    config.bootstrap_token = Some(data_dir.join("admin.token"));
+    configure(&mut config);
+    tokio::spawn(async move {
+        if let Err(e) = bundlegen_service::serve(config).await {
+            panic!("the service stopped: {e}");
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http()
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "the service did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = std::fs::read_to_string(data_dir.join("admin.token")).unwrap();
+    (url, admin.trim().to_string())
+}
+
+/// A call to the service: (status, JSON body).
+pub async fn call(method: reqwest::Method, url: String, token: &str, body: Option<String>) -> (u16, serde_json::Value) {
+    let mut request = http().request(method, url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.header("content-type", "application/json").body(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
 }
