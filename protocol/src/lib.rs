@@ -14,6 +14,8 @@ pub mod manifest;
 pub mod plugins;
 pub mod probe;
 pub mod ralf;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod root;
 pub mod runtime;
 #[cfg(feature = "server")]

@@ -127,6 +127,9 @@ pub struct PackagesConfig {
     pub wayland_socket: Option<PathBuf>,
     /// Rialto's socket, given to apps at /tmp/rialto-0.
     pub rialto_socket: Option<PathBuf>,
+    /// Registries (`host[:port]`) reached over plain HTTP for `docker://`
+    /// installs; for test setups only.
+    pub insecure_registries: Vec<String>,
 }
 
 impl Default for PackagesConfig {
@@ -143,6 +146,7 @@ impl Default for PackagesConfig {
             scratch_size: Size(64 << 20),
             wayland_socket: None,
             rialto_socket: None,
+            insecure_registries: Vec::new(),
         }
     }
 }

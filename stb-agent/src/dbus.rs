@@ -179,8 +179,9 @@ fn logged<T: std::fmt::Debug>(method: &str, subject: &str, result: Result<T, Age
 
 #[interface(name = "org.rdk.dac.BundleAgent1")]
 impl BundleAgent {
-    /// Installs `version` of `app` from `source` (an http(s) URL, or
-    /// "service" / "" for the generator service). `sha256` (hex, may be
+    /// Installs `version` of `app` from `source` (an http(s) URL,
+    /// "service" / "" for the generator service, or a RALF package's
+    /// `docker://HOST/REPOSITORY:TAG|@sha256:DIGEST`). `sha256` (hex, may be
     /// empty) is checked before unpacking. Options: `signature` (s, base64),
     /// `format` (s), `reinstall` (b). Returns the operation's handle.
     async fn install(
@@ -202,6 +203,7 @@ impl BundleAgent {
                     version: version.to_string(),
                     source: match source {
                         "" | "service" => Source::Service,
+                        reference if reference.starts_with("docker://") => Source::Registry(reference.to_string()),
                         url => Source::Url(url.to_string()),
                     },
                     sha256: Some(sha256.to_ascii_lowercase()).filter(|s| !s.is_empty()),

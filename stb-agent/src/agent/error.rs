@@ -113,6 +113,9 @@ pub enum InstallError {
     },
     #[error(transparent)]
     NoRoom(NoRoom),
+    /// A registry did not give the package.
+    #[error("{reference}: {message}")]
+    Registry { reference: String, message: String },
     /// The generator service's lookup failed.
     #[error("the generator service: {0}")]
     Service(String),
@@ -202,7 +205,7 @@ impl InstallError {
             InstallError::Invalid(_) => ErrorKind::WrongParams,
             InstallError::AlreadyInstalled { .. } => ErrorKind::AlreadyInstalled,
             InstallError::Locked { .. } => ErrorKind::AppLocked,
-            InstallError::Download { .. } => ErrorKind::Download,
+            InstallError::Download { .. } | InstallError::Registry { .. } => ErrorKind::Download,
             InstallError::NoRoom(NoRoom::Space { .. }) => ErrorKind::NoSpace,
             InstallError::NoRoom(NoRoom::Quota { .. }) => ErrorKind::QuotaExceeded,
             InstallError::Service(_) => ErrorKind::Service,

@@ -131,7 +131,89 @@ pub fn refresh(
 
 #[cfg(test)]
 mod tests {
+    use bundlegen_fixtures::elf::ElfSpec;
+    use bundlegen_fixtures::rootfs::RootBuilder;
+
     use super::*;
+
+    /// A box with a GPU stack (and `extra` libraries), probed.
+    fn probed_box(root: &Path, extra: &[&str]) -> ProbeReport {
+        let library = ElfSpec::x86_64_library;
+        let builder = RootBuilder::new(root);
+        builder
+            .elf(
+                "/lib64/ld-linux-x86-64.so.2",
+                &library("ld-linux-x86-64.so.2").defines(&["GLIBC_2.4"]),
+            )
+            .elf("/lib/libc.so.6", &library("libc.so.6").defines(&["GLIBC_2.4"]))
+            .elf(
+                "/usr/lib/libEGL.so.1",
+                &library("libEGL.so.1").needs(&["libmali.so.0", "libc.so.6"]),
+            )
+            .elf(
+                "/usr/lib/libGLESv2.so.2",
+                &library("libGLESv2.so.2").needs(&["libmali.so.0"]),
+            )
+            .elf("/usr/lib/libmali.so.0", &library("libmali.so.0").needs(&["libc.so.6"]));
+        for name in extra {
+            builder.elf(&format!("/usr/lib/{name}"), &library(name).needs(&["libc.so.6"]));
+        }
+        let options = platform_probe::ProbeOptions {
+            root: root.to_path_buf(),
+            expected_devices: Vec::new(),
+            programs: Vec::new(),
+        };
+        platform_probe::probe(&options).unwrap()
+    }
+
+    #[test]
+    fn a_changed_box_gets_a_new_generation_and_old_ones_go_once_unused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, generations) = (dir.path().join("box"), dir.path().join("gpu-layers"));
+        let first = refresh(&generations, &probed_box(&root, &[]), &root, "aaaa", &[]).unwrap();
+        let layer = load(&current(&generations).unwrap()).unwrap();
+        assert_eq!(layer.dir, first);
+        assert!(layer.rootfs.join("usr/lib/libmali.so.0").is_file());
+        assert!(
+            !layer.rootfs.join("lib/libc.so.6").exists(),
+            "glibc's family stays the app's"
+        );
+
+        // The box changed while an instance runs on the first generation.
+        let second = refresh(
+            &generations,
+            &probed_box(&root, &["libz.so.1"]),
+            &root,
+            "bbbb",
+            &[first.clone()],
+        )
+        .unwrap();
+        assert_eq!(load(&current(&generations).unwrap()).unwrap().dir, second);
+        assert!(first.is_dir(), "in use: kept");
+        // It stopped; the next change clears what nothing uses.
+        let third = refresh(
+            &generations,
+            &probed_box(&root, &["libz.so.1", "libffi.so.8"]),
+            &root,
+            "cccc",
+            &[],
+        )
+        .unwrap();
+        assert!(!first.exists() && !second.exists());
+        assert!(third.join("config.json").is_file());
+        // The same box again: the same generation, not made twice.
+        assert_eq!(
+            refresh(
+                &generations,
+                &probed_box(&root, &["libz.so.1", "libffi.so.8"]),
+                &root,
+                "cccc",
+                &[]
+            )
+            .unwrap(),
+            third
+        );
+    }
 
     #[test]
     fn a_layer_needs_its_rootfs_and_config() {

@@ -8,11 +8,10 @@ pub mod service;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 /// The `bundlegen` binary under test.
 pub fn bundlegen() -> Command {
@@ -47,6 +46,9 @@ pub use bundlegen_fixtures::conformance;
 
 #[allow(unused_imports)] // Not every test file builds images.
 pub use bundlegen_fixtures::oci::{Compress, LayerBuilder, LayoutBuilder, sha256, simple_layout};
+
+#[allow(unused_imports)] // Not every test file runs a registry.
+pub use bundlegen_fixtures::registry::Registry;
 
 /// What a tree holds: path -> kind, permission bits, content or link target.
 /// Hardlinked files are described by the first path of their group.
@@ -129,77 +131,6 @@ pub fn dir_names(dir: &Path) -> Vec<String> {
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A real registry (Debian's `docker-registry`) on a free port, storing
-/// under `dir`; killed on drop.
-pub struct Registry {
-    child: Child,
-    pub port: u16,
-}
-
-impl Registry {
-    /// Starts it on a free port; again on another one if the port was taken
-    /// between our probe and its bind (tests run in parallel).
-    pub fn start(dir: &Path, extra_config: &str) -> Registry {
-        for _ in 0..5 {
-            if let Some(registry) = Registry::try_start(dir, extra_config) {
-                return registry;
-            }
-        }
-        panic!("the registry did not start");
-    }
-
-    fn try_start(dir: &Path, extra_config: &str) -> Option<Registry> {
-        let port = free_port();
-        let storage = dir.join("storage");
-        fs::create_dir_all(&storage).unwrap();
-        let config = dir.join("registry.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{extra_config}",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (Debian package docker-registry)");
-        let mut registry = Registry { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            // Exited: it could not bind the port.
-            if registry.child.try_wait().unwrap().is_some() {
-                return None;
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                // Listening, and still ours a moment later.
-                std::thread::sleep(Duration::from_millis(100));
-                if registry.child.try_wait().unwrap().is_none() {
-                    return Some(registry);
-                }
-                return None;
-            }
-            assert!(Instant::now() < deadline, "the registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Copies an OCI layout's `latest` (all platforms) to a destination.

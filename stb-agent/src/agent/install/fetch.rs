@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::{InstallRequest, Source};
-use crate::agent::{Agent, InstallError};
+use crate::agent::{Agent, InstallError, InvalidParams};
 use crate::download::DownloadError;
 
 /// What the service says about a bundle or package.
@@ -78,6 +78,16 @@ impl Agent {
                     sha256: request.sha256.clone(),
                     signature: request.signature.clone(),
                     format: request.format.clone(),
+                    dependencies: Vec::new(),
+                });
+            }
+            Source::Registry(reference) => {
+                let reference = reference.parse().map_err(InvalidParams)?;
+                return Ok(Fetched {
+                    archive: self.pull_package(handle, request, &reference, cancel).await?,
+                    sha256: request.sha256.clone(),
+                    signature: None,
+                    format: Some(PACKAGE_FORMAT.into()),
                     dependencies: Vec::new(),
                 });
             }

@@ -33,6 +33,7 @@ use crate::store::{AppRecord, StoreError, VersionRecord, VersionState, disk_usag
 
 mod fetch;
 pub(in crate::agent) mod package;
+mod registry;
 mod stage;
 
 use fetch::{Fetched, ServiceBundle};
@@ -49,6 +50,8 @@ pub enum Source {
     Service,
     /// A file already on the box (a developer push).
     File(PathBuf),
+    /// A RALF package in an OCI registry (`docker://HOST/REPOSITORY:TAG`).
+    Registry(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +128,9 @@ impl Agent {
             }
             Source::Service if self.http.server().is_none() || self.config.platform.is_none() => {
                 return Err(InvalidParams("no service or platform configured".into()).into());
+            }
+            Source::Registry(reference) => {
+                reference.parse::<registry::PackageReference>().map_err(InvalidParams)?;
             }
             _ => {}
         }
@@ -401,7 +407,7 @@ impl Agent {
             archive_size: verified.size,
             disk_size: 0,
             source: match &request.source {
-                Source::Url(url) => url.clone(),
+                Source::Url(url) | Source::Registry(url) => url.clone(),
                 Source::Service => "service".into(),
                 Source::File(_) => "developer push".into(),
             },

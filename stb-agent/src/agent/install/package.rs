@@ -242,34 +242,58 @@ impl Agent {
         if depth >= MAX_LAYERS {
             return Err(unavailable(resolution.missing, "is more than layers go deep"));
         }
-        if offered.is_empty() {
-            let reason = match request.source {
-                Source::Service => "the service did not offer",
-                Source::Url(_) => "is not installed (install it first: a URL gives no dependencies)",
-                Source::File(_) => "is not installed (push or install it first)",
-            };
-            return Err(unavailable(resolution.missing, reason));
-        }
-        let server = self.http.server().unwrap_or_default().to_string();
-        for id in wanted.keys().filter(|id| !resolution.pinned.contains_key(*id)) {
-            // The service offers exactly the version it resolved.
-            let Some(offer) = offered.iter().find(|o| {
-                o.dependency
-                    .as_deref()
-                    .and_then(|d| d.split_once('@'))
-                    .is_some_and(|(app, _)| app == id)
-            }) else {
-                continue;
-            };
-            let dependency = offer
-                .request(&server)
-                .ok_or_else(|| InstallError::Service("a dependency that is not APP@VERSION".into()))?;
+        let missing: Vec<(String, String)> = wanted
+            .iter()
+            .filter(|(id, _)| !resolution.pinned.contains_key(*id))
+            .map(|(id, range)| (id.clone(), range.clone()))
+            .collect();
+        let installs = match &request.source {
+            Source::Registry(reference) => {
+                let reference = reference.parse().map_err(crate::agent::InvalidParams)?;
+                self.registry_dependencies(&reference, &missing).await?
+            }
+            _ if !offered.is_empty() => {
+                // The service offers exactly the versions it resolved.
+                let server = self.http.server().unwrap_or_default().to_string();
+                let wanted_ids: Vec<&String> = missing.iter().map(|(id, _)| id).collect();
+                offered
+                    .iter()
+                    .filter(|o| {
+                        o.dependency
+                            .as_deref()
+                            .and_then(|d| d.split_once('@'))
+                            .is_some_and(|(app, _)| wanted_ids.iter().any(|id| *id == app))
+                    })
+                    .map(|o| {
+                        o.request(&server)
+                            .ok_or_else(|| InstallError::Service("a dependency that is not APP@VERSION".into()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            Source::Service => return Err(unavailable(resolution.missing, "the service did not offer")),
+            Source::Url(_) => {
+                return Err(unavailable(
+                    resolution.missing,
+                    "is not installed (install it first: a URL gives no dependencies)",
+                ));
+            }
+            Source::File(_) => {
+                return Err(unavailable(
+                    resolution.missing,
+                    "is not installed (push or install it first)",
+                ));
+            }
+        };
+        for dependency in installs {
             self.install_dependency(handle, dependency, offered, cancel, depth + 1)
                 .await?;
         }
         resolution = dependencies::resolve(wanted, &self.store.package_versions());
         if !resolution.missing.is_empty() {
-            return Err(unavailable(resolution.missing, "the service's packages do not satisfy"));
+            return Err(unavailable(
+                resolution.missing,
+                "its source does not have in a version that satisfies",
+            ));
         }
         Ok(resolution.pinned)
     }

@@ -320,3 +320,51 @@ async fn a_launch_with_a_broken_base_spec_says_which_file() {
         "nothing is mounted for a config that cannot be made"
     );
 }
+
+#[tokio::test]
+async fn the_gpu_layer_goes_on_top_with_its_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = dir.path().join("gpu-layer");
+    std::fs::create_dir_all(layer.join("rootfs/usr/lib")).unwrap();
+    std::fs::write(
+        layer.join("config.json"),
+        r#"{"vendorGpuSupport":{"devNodes":["/dev/null"],"groupIds":[44],"files":[]}}"#,
+    )
+    .unwrap();
+    let gpu = layer.clone();
+    let f = fixture_with(move |c| {
+        c.allow_unsigned = true;
+        c.packages.gpu_layer = gpu.display().to_string();
+    });
+    f.install_package(&BASE).await.unwrap();
+    f.agent.launch("os.base", "").await.unwrap();
+    let overlay = f
+        .mounter
+        .calls()
+        .into_iter()
+        .find_map(|call| match call {
+            MountCall::Overlay { lower, .. } => Some(lower),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(overlay[0], std::fs::canonicalize(&layer).unwrap().join("rootfs"));
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            f.root
+                .parent()
+                .unwrap()
+                .join("run/instances/os.base/bundle/config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["linux"]["devices"][0]["path"], "/dev/null");
+    assert_eq!(config["process"]["user"]["additionalGids"], json!([44]));
+
+    // A layer that is not one stops the launch, saying which.
+    std::fs::remove_file(layer.join("config.json")).unwrap();
+    f.containers.running.lock().unwrap().clear();
+    let error = f.agent.launch("os.base", "").await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unsupported);
+    assert!(bundlegen_protocol::error_chain(&error).contains("gpu-layer"), "{error}");
+}

@@ -6,32 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// User name and password for a registry.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials({}:***)", self.user)
-    }
-}
-
-impl std::str::FromStr for Credentials {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.split_once(':') {
-            Some((user, password)) if !user.is_empty() => Ok(Credentials {
-                user: user.to_string(),
-                password: password.to_string(),
-            }),
-            _ => Err("credentials must be USER:PASSWORD".to_string()),
-        }
-    }
-}
+pub use bundlegen_protocol::registry::{Credentials, normalize_host};
 
 /// `--creds` as given: for a host, or (BundleGen's form) for the registry
 /// the command pulls from.
@@ -60,17 +35,6 @@ impl std::str::FromStr for CredentialsArg {
                 credentials: text.parse().map_err(|e| format!("{e}, or HOST=USER:PASSWORD"))?,
             }),
         }
-    }
-}
-
-/// A registry's name as references spell it: `docker.io` for Docker Hub
-/// (whatever alias a config file uses), `host[:port]` otherwise.
-pub fn normalize_host(name: &str) -> String {
-    let name = name.trim().trim_start_matches("https://").trim_start_matches("http://");
-    let host = name.split('/').next().unwrap_or(name).to_ascii_lowercase();
-    match host.as_str() {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io".into(),
-        _ => host,
     }
 }
 
@@ -139,15 +103,6 @@ impl CredentialStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn credentials_need_a_user_and_a_colon() {
-        let creds: Credentials = "user:pa:ss".parse().unwrap();
-        assert_eq!((creds.user.as_str(), creds.password.as_str()), ("user", "pa:ss"));
-        assert!("nocolon".parse::<Credentials>().is_err());
-        assert!(":pass".parse::<Credentials>().is_err());
-        assert_eq!(format!("{creds:?}"), "Credentials(user:***)");
-    }
 
     #[test]
     fn creds_name_their_host_or_none() {

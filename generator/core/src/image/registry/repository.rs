@@ -8,6 +8,8 @@ use reqwest::{StatusCode, header};
 
 use super::RegistryOptions;
 use super::session::Session;
+use bundlegen_protocol::registry::RegistryError;
+
 use crate::image::ImageError;
 
 /// A registry repository of artifacts: blobs pushed and read back by
@@ -68,11 +70,9 @@ impl Repository {
         );
         headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(size));
         let path = file.to_path_buf();
-        let body = move || -> Result<reqwest::Body, ImageError> {
-            let file = std::fs::File::open(&path).map_err(|source| ImageError::Io {
-                what: path.display().to_string(),
-                source,
-            })?;
+        let body = move || -> Result<reqwest::Body, RegistryError> {
+            let file =
+                std::fs::File::open(&path).map_err(|e| RegistryError::Client(format!("{}: {e}", path.display())))?;
             Ok(reqwest::Body::wrap_stream(crate::stream::file_stream(
                 tokio::fs::File::from_std(file),
                 size,
@@ -100,7 +100,7 @@ impl Repository {
             .to_string()
             .parse()
             .map_err(|e| self.session.error(&url, format!("{e}")))?;
-        let body = move || -> Result<reqwest::Body, ImageError> { Ok(reqwest::Body::from(bytes.clone())) };
+        let body = move || -> Result<reqwest::Body, RegistryError> { Ok(reqwest::Body::from(bytes.clone())) };
         let response = self
             .session
             .send(reqwest::Method::PUT, &url, headers, Some(&body))
