@@ -268,7 +268,7 @@ impl BundleAgent {
         let mut map = HashMap::new();
         let mut put = |key: &str, value: zbus::Variant<'_>| {
             if let Ok(value) = value.try_to_owned() {
-                map.insert(key.to_string(), OwnedVariant::from(value));
+                map.insert(key.to_string(), value);
             }
         };
         put("type", info.package_type.as_str().into());

@@ -273,6 +273,12 @@ fn assemble_instance(
 }
 
 impl Agent {
+    /// Forgets that a package version's content was checked: an install
+    /// (or reinstall) is checked again at its first launch.
+    pub(super) fn forget_verified(&self, app: &str, version: &str) {
+        let _ = std::fs::remove_file(verified_marker(&self.config.packages.runtime_dir, app, version));
+    }
+
     /// Whether an installed version is a RALF package.
     pub(super) fn is_package(&self, app: &str, version: &str) -> bool {
         self.store
@@ -331,6 +337,12 @@ impl Agent {
                 self.tear_down_instance(&app).await;
                 removed.push(app);
             }
+        }
+        let mounter = self.mounter.clone();
+        match self.blocking(move |_| mounter.release_stale()).await {
+            Ok(0) => {}
+            Ok(closed) => tracing::warn!("recovery: {closed} dm-verity devices nothing mounted were closed"),
+            Err(e) => tracing::warn!("recovery: dm-verity devices: {e}"),
         }
         removed
     }

@@ -185,7 +185,7 @@ mod tests {
             &probed_box(&root, &["libz.so.1"]),
             &root,
             "bbbb",
-            &[first.clone()],
+            std::slice::from_ref(&first),
         )
         .unwrap();
         assert_eq!(load(&current(&generations).unwrap()).unwrap().dir, second);

@@ -50,6 +50,9 @@ pub trait Mounter: Send + Sync {
     fn unmount_under(&self, dir: &Path) -> io::Result<usize>;
     /// Mount points at or under `dir`.
     fn mounted_under(&self, dir: &Path) -> Vec<PathBuf>;
+    /// Closes the agent's dm-verity devices nothing mounts (left by a
+    /// crash between opening one and mounting it). Returns how many.
+    fn release_stale(&self) -> io::Result<usize>;
 }
 
 /// The kernel's mounts.
@@ -151,6 +154,31 @@ impl Mounter for KernelMounter {
     fn mounted_under(&self, dir: &Path) -> Vec<PathBuf> {
         mounts::mounted_under(dir).into_iter().map(|m| m.point).collect()
     }
+
+    fn release_stale(&self) -> io::Result<usize> {
+        let Ok(entries) = std::fs::read_dir("/sys/block") else {
+            return Ok(0);
+        };
+        let mounted: Vec<PathBuf> = mounts::mounted_under(Path::new("/"))
+            .into_iter()
+            .map(|m| m.source)
+            .collect();
+        let mut closed = 0;
+        for entry in entries.flatten() {
+            let Ok(name) = std::fs::read_to_string(entry.path().join("dm/name")) else {
+                continue;
+            };
+            let name = name.trim();
+            let device = Path::new("/dev").join(entry.file_name());
+            let mapped = Path::new("/dev/mapper").join(name);
+            let held = std::fs::read_dir(entry.path().join("holders")).is_ok_and(|mut h| h.next().is_some());
+            if name.starts_with(DM_PREFIX) && !held && !mounted.contains(&mapped) && !mounted.contains(&device) {
+                self.veritysetup(&["close", name])?;
+                closed += 1;
+            }
+        }
+        Ok(closed)
+    }
 }
 
 #[cfg(test)]
@@ -241,6 +269,10 @@ pub mod fake {
         fn mounted_under(&self, dir: &Path) -> Vec<PathBuf> {
             let mounted = self.mounted.lock().unwrap();
             mounted.iter().filter(|p| p.starts_with(dir)).cloned().collect()
+        }
+
+        fn release_stale(&self) -> io::Result<usize> {
+            Ok(0)
         }
     }
 }

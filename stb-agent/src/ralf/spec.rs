@@ -8,7 +8,7 @@
 //! | `process.env` | the base spec's, then each package's `urn:rdk:config:env` from the base up (the app's win); `APP_PACKAGE_VERSION`, `CPU_MEMORY_LIMIT`, `STORAGE_LIMIT`; socket variables |
 //! | `linux.resources.memory.limit` | the app's `urn:rdk:config:memory` `system` |
 //! | `hostname` | the app's id |
-//! | mounts | app storage at `/data`; the GPU layer's files; the Wayland and Rialto sockets |
+//! | mounts | app storage at `/data` (with Dobby's plugins and a `maxLocalStorage`: a loopback image of that size through the `storage` plugin, so the quota holds); the GPU layer's files; the Wayland and Rialto sockets |
 //! | `linux.devices`, device cgroup | the GPU layer's device nodes (`rwm`) |
 //! | user namespace | container root mapped to the configured host ids, the GPU groups to themselves |
 //! | `hooks` | `DobbyPluginLauncher` for each OCI hook, when the spec has `rdkPlugins` |
@@ -27,6 +27,8 @@ const STORAGE_KEY: &str = "urn:rdk:config:storage";
 /// Dobby's hook launcher: it runs the rdkPlugins at each OCI hook.
 const PLUGIN_LAUNCHER: &str = "/usr/bin/DobbyPluginLauncher";
 const HOOKS: [&str; 4] = ["createRuntime", "createContainer", "poststart", "poststop"];
+/// `MS_NOSUID | MS_NODEV | MS_NOEXEC`, the flags BundleGen gives loopback storage.
+const LOOPBACK_FLAGS: i32 = 14;
 /// Where apps find the sockets.
 const WAYLAND_IN_CONTAINER: &str = "/tmp/wayland-0";
 const RIALTO_IN_CONTAINER: &str = "/tmp/rialto-0";
@@ -196,7 +198,8 @@ pub fn runtime_config(instance: &Instance) -> Result<Value, SpecError> {
     if let Some(bytes) = memory {
         set_env(&mut env, format!("CPU_MEMORY_LIMIT={bytes}"));
     }
-    if let Some(bytes) = size_of(app, STORAGE_KEY, "maxLocalStorage")? {
+    let storage = size_of(app, STORAGE_KEY, "maxLocalStorage")?;
+    if let Some(bytes) = storage {
         set_env(&mut env, format!("STORAGE_LIMIT={bytes}"));
     }
     if instance.wayland_socket.is_some() {
@@ -218,8 +221,39 @@ pub fn runtime_config(instance: &Instance) -> Result<Value, SpecError> {
     }
     config["hostname"] = json!(app.id);
 
+    let has_plugins = config["rdkPlugins"].as_object().is_some_and(|p| !p.is_empty());
+    match storage {
+        // Dobby's storage plugin keeps the app to its quota: an ext4 image
+        // of that size, in the app's storage directory.
+        Some(bytes) if has_plugins => {
+            let imgsize = i32::try_from(bytes).map_err(|_| {
+                package_error(
+                    app,
+                    &format!("configuration.{STORAGE_KEY}.maxLocalStorage"),
+                    "is over the 2 GiB Dobby's storage plugin takes",
+                )
+            })?;
+            let plugins = object(&mut config, "rdkPlugins");
+            let storage = plugins
+                .entry("storage")
+                .or_insert_with(|| json!({"required": true, "data": {}}));
+            if !storage["data"]["loopback"].is_array() {
+                storage["data"]["loopback"] = json!([]);
+            }
+            storage["data"]["loopback"]
+                .as_array_mut()
+                .expect("made an array")
+                .push(json!({
+                    "destination": "/data",
+                    "flags": LOOPBACK_FLAGS,
+                    "fstype": "ext4",
+                    "source": instance.data_dir.join("data.img").to_string_lossy(),
+                    "imgsize": imgsize,
+                }));
+        }
+        _ => array(&mut config, "mounts").push(bind(instance.data_dir, "/data", true)),
+    }
     let mounts = array(&mut config, "mounts");
-    mounts.push(bind(instance.data_dir, "/data", true));
     if let Some(gpu) = instance.gpu {
         for file in &gpu.files {
             mounts.push(bind(Path::new(&file.source), &file.destination, false));
@@ -273,7 +307,6 @@ pub fn runtime_config(instance: &Instance) -> Result<Value, SpecError> {
         linux["gidMappings"] = json!(gid_mappings);
     }
 
-    let has_plugins = config["rdkPlugins"].as_object().is_some_and(|p| !p.is_empty());
     if has_plugins {
         let config_path = instance.config_path.to_string_lossy().into_owned();
         let hooks = object(&mut config, "hooks");
@@ -412,13 +445,29 @@ mod tests {
         let env = config["process"]["env"].to_string();
         assert!(env.contains(&format!("CPU_MEMORY_LIMIT={}", 256u64 << 20)), "{env}");
         assert!(env.contains(&format!("STORAGE_LIMIT={}", 1u64 << 30)), "{env}");
-        let data = config["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["destination"] == "/data")
-            .unwrap();
-        assert_eq!(data["source"], "/opt/dac/data/app");
+        // With Dobby's plugins, the quota holds: a loopback image of that size.
+        let loopback = &config["rdkPlugins"]["storage"]["data"]["loopback"][0];
+        assert_eq!(loopback["destination"], "/data");
+        assert_eq!(loopback["imgsize"], json!(1u64 << 30));
+        assert_eq!(loopback["source"], "/opt/dac/data/app/data.img");
+        let data_mount = |config: &Value| {
+            config["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["destination"] == "/data")
+                .cloned()
+        };
+        assert!(data_mount(&config).is_none());
+        // Without them, a bind mount.
+        let mut plain = base();
+        plain.as_object_mut().unwrap().remove("rdkPlugins");
+        let config = runtime_config(&instance(&plain, &[&app])).unwrap();
+        assert_eq!(data_mount(&config).unwrap()["source"], "/opt/dac/data/app");
+        app.configuration
+            .insert(STORAGE_KEY.into(), json!({"maxLocalStorage": "3G"}));
+        let error = runtime_config(&instance(&spec, &[&app])).unwrap_err().to_string();
+        assert!(error.contains("2 GiB"), "{error}");
 
         app.configuration.insert(MEMORY_KEY.into(), json!({"system": "lots"}));
         let error = runtime_config(&instance(&spec, &[&app])).unwrap_err().to_string();

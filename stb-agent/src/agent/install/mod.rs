@@ -253,6 +253,9 @@ impl Agent {
         );
         let bundle_dir = self.stage(request, &verified, record).await?;
         self.progress(handle, 98, "committing");
+        if verified.package.is_some() {
+            self.forget_verified(&request.app, &request.version);
+        }
         self.commit(request, &bundle_dir).await?;
         Ok(format!("installed at {}", bundle_dir.display()))
     }

@@ -463,7 +463,9 @@ mod tests {
     #[test]
     fn references_name_host_repository_and_tag_or_digest() {
         let digest = format!("sha256:{}", "ab".repeat(32));
-        let table: Vec<(String, Option<(&str, &str, String)>)> = vec![
+        /// (input, Some((host, repository, reference)) if it parses).
+        type Case<'a> = (String, Option<(&'a str, &'a str, String)>);
+        let table: Vec<Case> = vec![
             (
                 "docker://registry.example/rdk/packages/com.example.app:1.0.0".into(),
                 Some(("registry.example", "rdk/packages/com.example.app", "1.0.0".into())),
