@@ -29,7 +29,7 @@ pub fn is_elf(head: &[u8]) -> bool {
 
 pub use bundlegen_protocol::probe::{Abi, FloatAbi};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ElfKind {
     /// `ET_EXEC`, or `ET_DYN` with an interpreter (a PIE executable).
     Executable,
@@ -42,7 +42,7 @@ pub enum ElfKind {
 pub type VersionNeeds = BTreeMap<String, BTreeSet<String>>;
 
 /// The facts of one ELF file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ElfInfo {
     pub abi: Abi,
     pub kind: ElfKind,

@@ -11,6 +11,7 @@ use bundlegen_protocol::digest::Sha256Digest;
 use bundlegen_protocol::probe::{HostProgram, ProbeReport, REPORT_FORMAT_VERSION};
 use bundlegen_protocol::root::{RootDir, RootError, Symlinks};
 
+pub mod cache;
 pub mod devices;
 pub mod elf;
 pub mod formats;
@@ -31,6 +32,9 @@ pub struct ProbeOptions {
     /// Programs of the box that bundles run inside containers (Dobby's
     /// init, [`DEFAULT_PROGRAMS`]): recorded with what they need.
     pub programs: Vec<String>,
+    /// Where what was read of each library is remembered between probes
+    /// ([`cache`]); none: every file is read.
+    pub cache: Option<PathBuf>,
 }
 
 /// What runs inside every Dobby-mode container: Dobby's init.
@@ -58,7 +62,11 @@ pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, ProbeError> {
         path: options.root.clone(),
         source,
     })?;
-    let scan = libraries::scan(&mut root);
+    let mut cache = match &options.cache {
+        Some(file) => cache::ProbeCache::load(file),
+        None => cache::ProbeCache::new(),
+    };
+    let scan = libraries::scan(&mut root, &mut cache);
     let mut system = system::describe(&mut root, &scan, is_live(&options.root));
     let mut warnings = scan.warnings.clone();
     let devices = devices::inventory(&mut devices::RootDevices(&mut root), &mut warnings);
@@ -72,6 +80,11 @@ pub fn probe(options: &ProbeOptions) -> Result<ProbeReport, ProbeError> {
     }
     let libraries: Vec<_> = scan.libraries.into_values().collect();
     system.libraries_fingerprint = fingerprint(&libraries, &programs);
+    if let Some(file) = &options.cache
+        && let Err(e) = cache.save(file)
+    {
+        warnings.push(format!("{}: the probe cache was not saved: {e}", file.display()));
+    }
     warnings.sort();
     warnings.dedup();
     Ok(ProbeReport {

@@ -8,18 +8,19 @@
 //! RUNPATH or RPATH points at. Every path is read inside the root, so an
 //! absolute symlink in a box image never reaches the build host's files.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bundlegen_protocol::digest::Sha256Digest;
 use bundlegen_protocol::probe::{Dependency, HostProgram, Library};
 use bundlegen_protocol::root::{EntryKind, RootDir};
 
-use crate::elf::{ElfInfo, ElfKind, is_elf};
+use crate::cache::{self, DirNode, FileKey, Listed, ProbeCache, ReadLibrary};
+use crate::elf::{Abi, ElfInfo, ElfKind, is_elf};
 use crate::ldcache::{self, LdCache};
 use crate::loader::{SearchPath, candidates, ld_so_conf_dirs};
 
@@ -45,8 +46,9 @@ const MAX_LIBRARY_BYTES: u64 = 1 << 30;
 pub struct LibraryScan {
     /// By real path.
     pub libraries: BTreeMap<String, Library>,
-    /// The loader's view of each library, by real path.
-    pub elf: BTreeMap<String, ElfInfo>,
+    /// The loader's view of each library, by real path (shared: the
+    /// dependency walk holds one while it adds libraries).
+    pub elf: BTreeMap<String, Arc<ElfInfo>>,
     pub cache: Option<LdCache>,
     /// The `ld.so.conf` directories.
     pub configured_dirs: Vec<String>,
@@ -93,8 +95,9 @@ struct Names {
     by_name: BTreeMap<String, String>,
 }
 
-/// Scans the libraries under `root`.
-pub fn scan(root: &mut RootDir) -> LibraryScan {
+/// Scans the libraries under `root`; files `cache` knows unchanged are not
+/// read again.
+pub fn scan(root: &mut RootDir, cache: &mut ProbeCache) -> LibraryScan {
     let mut scan = LibraryScan {
         configured_dirs: ld_so_conf_dirs(root),
         ..LibraryScan::default()
@@ -107,8 +110,9 @@ pub fn scan(root: &mut RootDir) -> LibraryScan {
         wanted.extend(cache.entries.iter().map(|e| parent_dir(&e.path).to_string()));
     }
     let tops = top_dirs(root, wanted);
+    cache.prefetch(root);
     let mut names = Names::default();
-    walk(root, &tops, &mut names, &mut scan.warnings);
+    walk(root, &tops, &mut names, &mut scan.warnings, cache);
     if let Some(cache) = &scan.cache {
         for entry in &cache.entries {
             if names.by_name.contains_key(&entry.path) {
@@ -126,14 +130,14 @@ pub fn scan(root: &mut RootDir) -> LibraryScan {
         }
     }
     let reals: BTreeSet<String> = names.by_name.values().cloned().collect();
-    read_libraries(root, reals, &mut scan);
+    read_libraries(root, reals, &mut scan, cache);
     for (name, real) in &names.by_name {
         if let Some(library) = scan.libraries.get_mut(real) {
             library.names.push(name.clone());
         }
     }
     let walked: Vec<String> = tops.iter().map(|t| t.name.clone()).collect();
-    resolve_dependencies(root, &mut scan, &walked);
+    resolve_dependencies(root, &mut scan, &walked, cache);
     for library in scan.libraries.values_mut() {
         library.names.sort();
         library.names.dedup();
@@ -188,54 +192,153 @@ fn top_dirs(root: &mut RootDir, wanted: Vec<String>) -> Vec<TopDir> {
 
 /// Walks each real directory once (merged-/usr boxes reach `/usr/lib` also
 /// as `/lib`), and names every library file under each top directory that
-/// leads to it. Symlinked subdirectories are not followed.
-fn walk(root: &mut RootDir, tops: &[TopDir], names: &mut Names, warnings: &mut Vec<String>) {
+/// leads to it. Symlinked subdirectories are not followed. Directories the
+/// cache knows unchanged are not listed again.
+fn walk(root: &mut RootDir, tops: &[TopDir], names: &mut Names, warnings: &mut Vec<String>, cache: &mut ProbeCache) {
     let mut reals: Vec<&str> = tops.iter().map(|t| t.real.as_str()).collect();
     reals.sort();
     reals.dedup();
-    let outermost: Vec<&str> = reals
+    let outermost: Vec<String> = reals
         .iter()
         .copied()
         .filter(|r| !reals.iter().any(|other| other != r && is_within(r, other)))
+        .map(str::to_string)
         .collect();
     for start in outermost {
-        let mut pending = vec![(start.to_string(), 0usize)];
-        while let Some((dir, depth)) = pending.pop() {
-            let entries = match root.read_dir(relative(&dir)) {
-                Ok(entries) => entries,
-                Err(e) => {
-                    warnings.push(format!("{dir}: cannot list it: {e}"));
-                    continue;
-                }
-            };
-            for (name, kind) in entries {
-                let name = name.to_string_lossy();
-                let path = if dir == "/" {
-                    format!("/{name}")
-                } else {
-                    format!("{dir}/{name}")
-                };
-                match kind {
-                    EntryKind::Dir if depth < MAX_DEPTH => pending.push((path, depth + 1)),
-                    EntryKind::Dir => warnings.push(format!("{path}: deeper than {MAX_DEPTH} levels, not walked")),
-                    EntryKind::File if looks_like_library(&name) => add_names(tops, &path, &path, names),
-                    EntryKind::Symlink if looks_like_library(&name) => match root.resolve_follow(relative(&path)) {
-                        Ok(real) => {
-                            let real = absolute(&real);
-                            let is_file = root
-                                .lstat(relative(&real))
-                                .ok()
-                                .flatten()
-                                .is_some_and(|st| EntryKind::from_mode(st.st_mode) == EntryKind::File);
-                            if is_file {
-                                add_names(tops, &path, &real, names);
-                            }
-                        }
-                        Err(e) => warnings.push(format!("{path}: dangling or looping symlink ({e})")),
-                    },
-                    _ => {}
-                }
+        let old = cache.take_tree(&start);
+        // Every directory the last walk saw, stat'ed up front on all cores.
+        let mut paths = Vec::new();
+        if let Some(old) = &old {
+            tree_paths(&start, old, &mut paths);
+        }
+        let keys: HashMap<String, Option<FileKey>> = cache::stat_all(root, &paths.iter().collect::<Vec<_>>())
+            .into_iter()
+            .collect();
+        let mut walk = Walk {
+            root: &mut *root,
+            tops,
+            names: &mut *names,
+            warnings: &mut *warnings,
+            cache: &mut *cache,
+            keys,
+            changed: false,
+        };
+        let tree = walk.dir(&start, 0, old);
+        let changed = walk.changed;
+        cache.put_tree(&start, tree, changed);
+    }
+}
+
+fn child_path(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// The paths of a cached tree's directories.
+fn tree_paths(dir: &str, node: &DirNode, out: &mut Vec<String>) {
+    out.push(dir.to_string());
+    for (name, child) in &node.dirs {
+        tree_paths(&child_path(dir, name), child, out);
+    }
+}
+
+type Subdirs = Vec<(String, Option<DirNode>)>;
+
+/// One walk from a top directory.
+struct Walk<'a> {
+    root: &'a mut RootDir,
+    tops: &'a [TopDir],
+    names: &'a mut Names,
+    warnings: &'a mut Vec<String>,
+    cache: &'a mut ProbeCache,
+    /// Directories' keys, stat'ed up front.
+    keys: HashMap<String, Option<FileKey>>,
+    /// Whether some directory was listed again.
+    changed: bool,
+}
+
+impl Walk<'_> {
+    /// Walks `dir` (`old`: what the last walk kept of it); returns what to
+    /// keep of it now.
+    fn dir(&mut self, dir: &str, depth: usize, old: Option<DirNode>) -> DirNode {
+        let key = match self.keys.get(dir) {
+            Some(key) => *key,
+            None => cache::key_now(self.root, dir),
+        };
+        // Its library-like entries, and its subdirectories with what the
+        // last walk kept of each.
+        let (files, subdirs): (Vec<(String, Listed)>, Subdirs) = match old {
+            Some(node) if node.holds(key.as_ref()) => {
+                self.cache.hit();
+                (node.files, node.dirs.into_iter().map(|(n, c)| (n, Some(c))).collect())
             }
+            old => {
+                self.changed = true;
+                let mut old_children = old.map(|n| n.dirs).unwrap_or_default();
+                let entries = match self.root.read_dir(relative(dir)) {
+                    Ok(entries) => entries,
+                    Err(e) => {
+                        self.warnings.push(format!("{dir}: cannot list it: {e}"));
+                        return DirNode::default();
+                    }
+                };
+                let mut files = Vec::new();
+                let mut subdirs = Vec::new();
+                for (name, kind) in entries {
+                    let name = name.to_string_lossy().into_owned();
+                    match kind {
+                        EntryKind::Dir => {
+                            let old_child = old_children.remove(&name);
+                            subdirs.push((name, old_child));
+                        }
+                        EntryKind::File if looks_like_library(&name) => files.push((name, Listed::File)),
+                        EntryKind::Symlink if looks_like_library(&name) => files.push((name, Listed::Symlink)),
+                        _ => {}
+                    }
+                }
+                (files, subdirs)
+            }
+        };
+        for (name, kind) in &files {
+            let path = child_path(dir, name);
+            match kind {
+                Listed::File => add_names(self.tops, &path, &path, self.names),
+                Listed::Symlink => match self.root.resolve_follow(relative(&path)) {
+                    Ok(real) => {
+                        let real = absolute(&real);
+                        let is_file = self
+                            .root
+                            .lstat(relative(&real))
+                            .ok()
+                            .flatten()
+                            .is_some_and(|st| EntryKind::from_mode(st.st_mode) == EntryKind::File);
+                        if is_file {
+                            add_names(self.tops, &path, &real, self.names);
+                        }
+                    }
+                    Err(e) => self.warnings.push(format!("{path}: dangling or looping symlink ({e})")),
+                },
+            }
+        }
+        let mut dirs = BTreeMap::new();
+        for (name, old_child) in subdirs {
+            let path = child_path(dir, &name);
+            let child = if depth < MAX_DEPTH {
+                self.dir(&path, depth + 1, old_child)
+            } else {
+                self.warnings
+                    .push(format!("{path}: deeper than {MAX_DEPTH} levels, not walked"));
+                DirNode::default()
+            };
+            dirs.insert(name, child);
+        }
+        DirNode {
+            key: key.filter(|k| self.cache.keeps(k)),
+            files,
+            dirs,
         }
     }
 }
@@ -253,22 +356,33 @@ fn add_names(tops: &[TopDir], found: &str, real: &str, names: &mut Names) {
     }
 }
 
-/// Reads, parses and hashes each real file (in parallel: on a box the
-/// hashing is most of the work). Files that are not ELF shared objects
-/// (linker scripts such as `libc.so`, executables) are left out.
-fn read_libraries(root: &mut RootDir, reals: BTreeSet<String>, scan: &mut LibraryScan) {
-    let mut files: Vec<(String, File)> = Vec::new();
+/// Reads, parses and hashes each real file the cache does not know
+/// unchanged (in parallel: on a box the hashing is most of the work). Files
+/// that are not ELF shared objects (linker scripts such as `libc.so`,
+/// executables) are left out.
+fn read_libraries(root: &mut RootDir, reals: BTreeSet<String>, scan: &mut LibraryScan, cache: &mut ProbeCache) {
+    let mut files: Vec<(String, File, FileKey)> = Vec::new();
     for real in reals {
         if scan.libraries.contains_key(&real) {
             continue;
         }
-        match root.open_file(relative(&real)) {
-            Ok(file) => files.push((real, file)),
+        // A file the cache knows unchanged is not even opened.
+        let known = cache.key_of(root, &real).and_then(|key| cache.get(&real, &key));
+        if let Some(known) = known {
+            add_library(scan, real, known);
+            continue;
+        }
+        let opened = root
+            .open_file(relative(&real))
+            .map_err(|e| e.to_string())
+            .and_then(|file| Ok((FileKey::of(&file.metadata().map_err(|e| e.to_string())?), file)));
+        match opened {
+            Ok((key, file)) => files.push((real, file, key)),
             Err(e) => scan.warnings.push(format!("{real}: cannot open it: {e}")),
         }
     }
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(String, ReadResult)>> = Mutex::default();
+    let results: Mutex<Vec<(String, FileKey, ReadResult)>> = Mutex::default();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -278,33 +392,34 @@ fn read_libraries(root: &mut RootDir, reals: BTreeSet<String>, scan: &mut Librar
                 let mut buffer = Vec::new();
                 loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((real, file)) = files.get(index) else { break };
+                    let Some((real, file, key)) = files.get(index) else {
+                        break;
+                    };
                     let result = read_library(file, &mut buffer);
                     results
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push((real.clone(), result));
+                        .push((real.clone(), *key, result));
                 }
             });
         }
     });
-    for (real, result) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    for (real, key, result) in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
         match result {
-            Ok(Some(read)) => {
-                scan.libraries.insert(real.clone(), library_record(&real, &read));
-                scan.elf.insert(real, read.info);
+            Ok(read) => {
+                cache.insert(&real, key, read.clone());
+                add_library(scan, real, read);
             }
-            Ok(None) => {}
             Err(reason) => scan.warnings.push(format!("{real}: {reason}")),
         }
     }
 }
 
-/// A library file as read.
-struct ReadLibrary {
-    info: ElfInfo,
-    size: u64,
-    sha256: Sha256Digest,
+fn add_library(scan: &mut LibraryScan, real: String, read: Option<ReadLibrary>) {
+    if let Some(read) = read {
+        scan.libraries.insert(real.clone(), library_record(&real, &read));
+        scan.elf.insert(real, Arc::new(read.info));
+    }
 }
 
 /// `None` for files that are not ELF shared objects; `Err` says why a file
@@ -323,7 +438,7 @@ fn read_library(file: &File, bytes: &mut Vec<u8>) -> ReadResult {
     Ok(Some(ReadLibrary {
         info,
         size: bytes.len() as u64,
-        sha256: Sha256Digest::of(bytes),
+        sha256: Sha256Digest::of(bytes).hex(),
     }))
 }
 
@@ -358,7 +473,7 @@ fn library_record(real: &str, read: &ReadLibrary) -> Library {
         versions: info.version_definitions.clone(),
         versions_known: info.versions_known,
         size: read.size,
-        sha256: read.sha256.hex(),
+        sha256: read.sha256.clone(),
     }
 }
 
@@ -413,7 +528,7 @@ pub fn describe_program(root: &mut RootDir, scan: &LibraryScan, path: &str) -> R
 /// libraries found only through a RUNPATH or RPATH as they turn up.
 /// `walked` are the directories the walk covered completely: a name there
 /// that the walk did not find does not exist.
-fn resolve_dependencies(root: &mut RootDir, scan: &mut LibraryScan, walked: &[String]) {
+fn resolve_dependencies(root: &mut RootDir, scan: &mut LibraryScan, walked: &[String], cache: &mut ProbeCache) {
     let search = SearchPath {
         ld_library_path: Vec::new(),
         configured: scan.configured_dirs.clone(),
@@ -425,21 +540,40 @@ fn resolve_dependencies(root: &mut RootDir, scan: &mut LibraryScan, walked: &[St
         .flat_map(|l| l.names.iter().map(move |n| (n.clone(), l.path.clone())))
         .collect();
     let mut absent: BTreeSet<String> = BTreeSet::new();
+    let mut resolved: HashMap<(String, Abi), Option<String>> = HashMap::new();
     let mut pending: Vec<String> = scan.libraries.keys().cloned().collect();
     while let Some(real) = pending.pop() {
         let Some(info) = scan.elf.get(&real).cloned() else {
             continue;
         };
         let origin = parent_dir(&real).to_string();
+        // Without RPATH or RUNPATH a name resolves the same for every
+        // library of an ABI: worked out once (most needs are libc's family).
+        let plain = info.rpath.is_empty() && info.runpath.is_empty();
         let mut deps = Vec::new();
         for name in info.needed.iter().chain(&info.filters) {
+            let memo_key = (name.clone(), info.abi);
+            if plain
+                && !name.contains('/')
+                && let Some(found) = resolved.get(&memo_key)
+            {
+                if found.is_none() {
+                    scan.warnings
+                        .push(format!("{real}: needs {name}, which the loader cannot find"));
+                }
+                deps.push(Dependency {
+                    name: name.clone(),
+                    path: found.clone(),
+                });
+                continue;
+            }
             let mut found = None;
             for candidate in candidates(name, &info, &origin, &search) {
                 let target = if let Some(target) = known.get(&candidate) {
                     target.clone()
                 } else if absent.contains(&candidate) || walked.iter().any(|dir| is_within(&candidate, dir)) {
                     continue;
-                } else if let Some((target, new)) = discover(root, &candidate, scan) {
+                } else if let Some((target, new)) = discover(root, &candidate, scan, cache) {
                     known.insert(candidate.clone(), target.clone());
                     if let Some(library) = scan.libraries.get_mut(&target) {
                         library.names.push(candidate.clone());
@@ -462,6 +596,9 @@ fn resolve_dependencies(root: &mut RootDir, scan: &mut LibraryScan, walked: &[St
                 scan.warnings
                     .push(format!("{real}: needs {name}, which the loader cannot find"));
             }
+            if plain && !name.contains('/') {
+                resolved.insert(memo_key, found.clone());
+            }
             deps.push(Dependency {
                 name: name.clone(),
                 path: found,
@@ -476,7 +613,7 @@ fn resolve_dependencies(root: &mut RootDir, scan: &mut LibraryScan, walked: &[St
 /// A library outside the walked directories (reached through a RUNPATH or
 /// RPATH): reads it if it is one. Returns its real path, and whether it was
 /// read just now.
-fn discover(root: &mut RootDir, path: &str, scan: &mut LibraryScan) -> Option<(String, bool)> {
+fn discover(root: &mut RootDir, path: &str, scan: &mut LibraryScan, cache: &mut ProbeCache) -> Option<(String, bool)> {
     let real = absolute(&root.resolve_follow(relative(path)).ok()?);
     if scan.libraries.contains_key(&real) {
         return Some((real, false));
@@ -489,7 +626,7 @@ fn discover(root: &mut RootDir, path: &str, scan: &mut LibraryScan) -> Option<(S
     if !is_file {
         return None;
     }
-    read_libraries(root, BTreeSet::from([real.clone()]), scan);
+    read_libraries(root, BTreeSet::from([real.clone()]), scan, cache);
     scan.libraries.contains_key(&real).then_some((real, true))
 }
 

@@ -71,6 +71,10 @@ struct Cli {
     /// With --format gpu-layer: copy the libraries instead of hard-linking them.
     #[arg(long)]
     copy: bool,
+    /// Remember what was read of each library in FILE, and read only the
+    /// files that changed since (device, inode, size, mtime, ctime).
+    #[arg(long, value_name = "FILE")]
+    cache: Option<PathBuf>,
     /// Do not print warnings on standard error (they stay in the report).
     #[arg(short, long)]
     quiet: bool,
@@ -125,6 +129,7 @@ fn run(cli: &Cli) -> Result<Expected> {
         root: cli.root.clone(),
         expected_devices,
         programs,
+        cache: cli.cache.clone(),
     })?;
     let mut differences: Vec<String> = report
         .device_mismatches

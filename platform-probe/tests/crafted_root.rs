@@ -111,6 +111,7 @@ fn run_probe(root: &Path) -> ProbeReport {
         root: root.to_path_buf(),
         expected_devices: Vec::new(),
         programs: Vec::new(),
+        cache: None,
     })
     .unwrap()
 }
@@ -456,4 +457,55 @@ fn reports_are_uploaded_with_the_token() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("403") && stderr.contains("forbidden"), "{stderr}");
     server.join().unwrap();
+}
+
+#[test]
+fn a_cached_probe_reads_only_what_changed_and_reports_the_same() {
+    use bundlegen_protocol::root::{RootDir, Symlinks};
+    use platform_probe::cache::ProbeCache;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("box");
+    build_box(&root);
+    // What changed in the last seconds is not cached (a change in the same
+    // clock tick would not show): let the box settle.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let cache_file = dir.path().join("probe-cache.json");
+    let with_cache = || {
+        probe(&ProbeOptions {
+            root: root.clone(),
+            expected_devices: Vec::new(),
+            programs: Vec::new(),
+            cache: Some(cache_file.clone()),
+        })
+        .unwrap()
+    };
+    let full = run_probe(&root);
+    let first = with_cache();
+    assert_eq!(first.libraries, full.libraries);
+    let second = with_cache();
+    assert_eq!(
+        second.libraries, full.libraries,
+        "answered from the cache, the same report"
+    );
+    assert_eq!(second.system.libraries_fingerprint, full.system.libraries_fingerprint);
+    let hits = |root: &Path| {
+        let mut cache = ProbeCache::load(&cache_file);
+        platform_probe::libraries::scan(&mut RootDir::open(root, Symlinks::FollowInRoot).unwrap(), &mut cache);
+        cache.hits
+    };
+    let all = hits(&root);
+    assert!(all >= full.libraries.len(), "{all} of {}", full.libraries.len());
+
+    // One library changes (same size: only the times and the bytes tell).
+    let path = root.join("usr/lib/libz.so.1.2.11");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    assert_eq!(hits(&root), all - 1, "only the changed file is read again");
+    let changed = with_cache();
+    let before = by_path(&full)["/usr/lib/libz.so.1.2.11"].sha256.clone();
+    assert_ne!(by_path(&changed)["/usr/lib/libz.so.1.2.11"].sha256, before);
+    assert_eq!(changed.libraries, run_probe(&root).libraries);
 }

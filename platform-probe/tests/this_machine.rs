@@ -15,6 +15,7 @@ fn report() -> &'static ProbeReport {
             root: "/".into(),
             expected_devices: Vec::new(),
             programs: Vec::new(),
+            cache: None,
         })
         .unwrap()
     })

@@ -401,6 +401,26 @@ impl RootDir {
         self.lstat_resolved(&resolved)
     }
 
+    /// One `fstatat` of `path` from the root, without resolving it
+    /// component by component: the kernel follows a symlink in the middle
+    /// of `path`. Only for checking that an entry whose every parent the
+    /// caller saw to be a directory is unchanged (a cache's check; a parent
+    /// replaced by a symlink changes that parent's times, which the caller
+    /// checks first); never to decide what to open or read.
+    pub fn lstat_unresolved(&self, path: &Path) -> Result<Option<FileStat>, RootError> {
+        let path = clean_path(path)?;
+        let name: &Path = if path.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &path
+        };
+        match fstatat(&*self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(None),
+            Err(e) => Err(self.io_error("stat", &path, e)),
+        }
+    }
+
     /// `lstat` of an already resolved entry.
     pub fn lstat_resolved(&self, resolved: &Resolved) -> Result<Option<FileStat>, RootError> {
         let name: &OsStr = if resolved.name.is_empty() {

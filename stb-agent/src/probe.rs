@@ -46,6 +46,11 @@ fn state_file(agent: &Agent) -> PathBuf {
     agent.store.root().join("state/probe.json")
 }
 
+/// What the probe read of each library (only changed files are read again).
+pub fn cache_file(storage_root: &std::path::Path) -> PathBuf {
+    storage_root.join("state/probe-cache.json")
+}
+
 /// Where reports go: the service's URL and the device token's file.
 struct Upload {
     url: String,
@@ -96,6 +101,7 @@ async fn probe_once(agent: &Agent, upload: Option<&Upload>, gpu_layer: bool) -> 
         root: agent.config.probe_root.clone(),
         expected_devices: Vec::new(),
         programs: platform_probe::DEFAULT_PROGRAMS.iter().map(|p| p.to_string()).collect(),
+        cache: Some(cache_file(agent.store.root())),
     };
     let report = tokio::task::spawn_blocking(move || platform_probe::probe(&options))
         .await

@@ -395,6 +395,7 @@ fn a_dobby_mode_bundle_runs_its_init_with_libraries_the_image_lacks() {
         root: "/".into(),
         expected_devices: Vec::new(),
         programs: vec![init_path.to_string()],
+        cache: None,
     })
     .unwrap();
     let program = &report.programs[0];

@@ -43,6 +43,7 @@ fn probe_root(root: &Path) -> ProbeReport {
         root: root.to_path_buf(),
         expected_devices: Vec::new(),
         programs: Vec::new(),
+        cache: None,
     })
     .unwrap()
 }

@@ -276,6 +276,7 @@ fn probe_report_json() -> String {
         root: bundle.join("rootfs"),
         expected_devices: Vec::new(),
         programs: Vec::new(),
+        cache: None,
     })
     .unwrap();
     serde_json::to_string(&report).unwrap()

@@ -3,6 +3,7 @@ use bundlegen_fixtures::rootfs::RootBuilder;
 use bundlegen_protocol::root::Symlinks;
 
 use super::*;
+use crate::cache::ProbeCache;
 
 #[test]
 fn library_file_names_follow_bundlegens_filter() {
@@ -54,7 +55,7 @@ fn merged_usr_names_libraries_under_both_directories() {
     .symlink("/lib", "usr/lib")
     .file("/etc/ld.so.conf", b"/lib/arm-linux-gnueabihf\n");
     let mut root = RootDir::open(dir.path(), Symlinks::FollowInRoot).unwrap();
-    let scan = scan(&mut root);
+    let scan = scan(&mut root, &mut ProbeCache::new());
     assert_eq!(scan.warnings, Vec::<String>::new());
     assert_eq!(scan.libraries.len(), 2);
     let zlib = &scan.libraries["/usr/lib/arm-linux-gnueabihf/libz.so.1.2.13"];
@@ -75,7 +76,7 @@ fn merged_usr_names_libraries_under_both_directories() {
 fn an_empty_root_is_an_empty_scan() {
     let dir = tempfile::tempdir().unwrap();
     let mut root = RootDir::open(dir.path(), Symlinks::FollowInRoot).unwrap();
-    let scan = scan(&mut root);
+    let scan = scan(&mut root, &mut ProbeCache::new());
     assert!(scan.libraries.is_empty());
     assert!(scan.cache.is_none());
     assert!(scan.warnings.is_empty());

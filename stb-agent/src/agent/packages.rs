@@ -107,6 +107,7 @@ fn make_gpu_layer(config: &AgentConfig, in_use: &[PathBuf]) -> Result<PathBuf, G
         root: config.probe_root.clone(),
         expected_devices: Vec::new(),
         programs: Vec::new(),
+        cache: Some(crate::probe::cache_file(&config.storage_root)),
     };
     let report = platform_probe::probe(&options).map_err(|e| GpuError::Layer {
         dir: config.probe_root.clone(),

@@ -162,6 +162,7 @@ mod tests {
             root: root.to_path_buf(),
             expected_devices: Vec::new(),
             programs: Vec::new(),
+            cache: None,
         };
         platform_probe::probe(&options).unwrap()
     }

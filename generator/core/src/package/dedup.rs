@@ -87,6 +87,7 @@ fn libraries(
         root: dependencies.merged.path().to_path_buf(),
         expected_devices: Vec::new(),
         programs: Vec::new(),
+        cache: None,
     })
     .map_err(|e| PackageError::Dependency(e.to_string()))?;
     let libs = BoxLibraries::from_report(&probe);

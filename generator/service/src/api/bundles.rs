@@ -152,9 +152,9 @@ pub async fn lookup(
     QueryParams(query): QueryParams<LookupQuery>,
 ) -> Result<Response, ApiError> {
     caller.require_platform(&query.platform)?;
-    let platform = service
+    let platform_version = service
         .store
-        .platform_version(&query.platform, None)
+        .current_version_number(&query.platform)
         .await?
         .ok_or_else(|| ApiError::not_found("platform_not_found", format!("no platform named {}", query.platform)))?;
     let app = service.store.app(&query.app, &query.version).await?.ok_or_else(|| {
@@ -166,9 +166,9 @@ pub async fn lookup(
     // Only a bundle of the app version's current definition will do: its
     // image, metadata and options, this platform version, this operator config.
     let request = package_jobs::app_request(app, &query.platform);
-    let dependencies = package_jobs::dependencies(&service, &request, platform.version).await?;
+    let dependencies = package_jobs::dependencies(&service, &request, platform_version).await?;
     let have: Vec<&str> = query.have.split(',').map(str::trim).filter(|h| !h.is_empty()).collect();
-    let key = job_key(&request, platform.version, &service.operator_fingerprint);
+    let key = job_key(&request, platform_version, &service.operator_fingerprint);
     // Each round builds what is missing, lowest first (a runtime's base
     // before the runtime, the app last); a round that finds everything answers.
     for _ in 0..=dependencies.len() + 1 {

@@ -18,7 +18,7 @@ pub use apps::AppRecord;
 pub use bundles::BundleRecord;
 pub use jobs::{JobRecord, JobState, NewJob};
 pub use platforms::{NewVersion, PlatformPolicy, PlatformSummary, PlatformVersion};
-pub use tokens::{NewToken, TokenRecord};
+pub use tokens::{LAST_USE_GRANULARITY, NewToken, TokenRecord};
 pub use transfer::{FORMAT as RECORDS_FORMAT, PlatformRecords, Records, TokenRow, VersionRow};
 
 /// Seconds since the epoch.

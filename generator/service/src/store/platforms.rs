@@ -106,6 +106,20 @@ impl Store {
     }
 
     /// A version of a platform; the current one when `version` is `None`.
+    /// The number of a platform's current version, without its documents
+    /// (what a lookup needs: templates, library lists and probe reports are
+    /// large).
+    pub async fn current_version_number(&self, name: &str) -> Result<Option<i64>, DbError> {
+        let rows = self
+            .db
+            .query(
+                "SELECT current_version FROM platforms WHERE name = $1",
+                vec![name.into()],
+            )
+            .await?;
+        Ok(rows.first().map(|r| r.int(0)))
+    }
+
     pub async fn platform_version(&self, name: &str, version: Option<i64>) -> Result<Option<PlatformVersion>, DbError> {
         let rows =
             match version {

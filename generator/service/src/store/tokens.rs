@@ -47,7 +47,7 @@ fn token(row: &Row) -> TokenRecord {
 }
 
 /// Last-use times are written at most this often per token (seconds).
-const LAST_USE_GRANULARITY: i64 = 60;
+pub const LAST_USE_GRANULARITY: i64 = 60;
 
 impl Store {
     pub async fn add_token(&self, new: &NewToken<'_>) -> Result<(), DbError> {
