@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -31,8 +32,15 @@ BEGIN, END = "<!-- service-bench:begin -->", "<!-- service-bench:end -->"
 
 
 def call(url, token, method="GET", body=None):
-    request = urllib.request.Request(url, method=method, data=body, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=600) as response:
+    headers = {"Authorization": f"Bearer {token}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, method=method, data=body, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=600)
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"{method} {url}: {e.code}: {e.read().decode(errors='replace')}")
+    with response:
         return json.loads(response.read() or b"null")
 
 
@@ -80,7 +88,7 @@ def main():
             image = f"oci:{CONFORMANCE / 'images/dac-image-wayland-egl-test-oci'}:latest"
             body = json.dumps({"image": image}).encode()
             call(f"{base}/v1/apps/{APP}/versions/1.0.0", admin, "PUT", body)
-            device = call(f"{base}/v1/tokens", admin, "POST", json.dumps({"name": "bench", "role": "device"}).encode())["token"]
+            device = call(f"{base}/v1/tokens", admin, "POST", json.dumps({"name": "bench", "role": "device", "platform": PLATFORM}).encode())["token"]
             lookup = f"{base}/v1/lookup?app={APP}&version=1.0.0&platform={PLATFORM}"
             bundle = call(f"{lookup}&wait=600", device)["bundle"]
             content = f"{base}{bundle['downloadUrl']}"

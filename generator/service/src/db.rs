@@ -157,6 +157,27 @@ const MIGRATIONS: &[&[&str]] = &[
     ],
 ];
 
+/// A query's rows from a SQLite connection.
+fn sqlite_rows(connection: &rusqlite::Connection, sql: &str, params: &[Value]) -> Result<Vec<Row>, rusqlite::Error> {
+    let mut statement = connection.prepare_cached(sql)?;
+    let columns = statement.column_count();
+    let rows = statement.query_map(rusqlite::params_from_iter(params.iter().map(sqlite_value)), |row| {
+        let mut values = Vec::with_capacity(columns);
+        for column in 0..columns {
+            values.push(match row.get_ref(column)? {
+                rusqlite::types::ValueRef::Null => Value::Text(None),
+                rusqlite::types::ValueRef::Integer(i) => Value::Int(Some(i)),
+                rusqlite::types::ValueRef::Real(f) => Value::Int(Some(f as i64)),
+                rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                    Value::Text(Some(String::from_utf8_lossy(t).into_owned()))
+                }
+            });
+        }
+        Ok(Row(values))
+    })?;
+    rows.collect()
+}
+
 /// The advisory lock PostgreSQL migrations run under.
 const MIGRATION_LOCK: i64 = 0x6275_6e64_6c65;
 
@@ -168,8 +189,32 @@ pub struct Db {
 
 #[derive(Clone)]
 enum Inner {
-    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    Sqlite(Arc<Sqlite>),
     Postgres(Arc<Postgres>),
+}
+
+/// SQLite in WAL mode: one writer, used on the blocking pool (its commits
+/// wait for the disk), and a few read-only connections queried right on
+/// the calling task: a lookup's reads take microseconds, a hop to the
+/// blocking pool for each took longer than the read.
+struct Sqlite {
+    writer: Arc<Mutex<rusqlite::Connection>>,
+    readers: Vec<Mutex<rusqlite::Connection>>,
+}
+
+impl Sqlite {
+    /// A free reader, else the first (its holder is as brief).
+    fn reader(&self) -> Option<std::sync::MutexGuard<'_, rusqlite::Connection>> {
+        if self.readers.is_empty() {
+            return None;
+        }
+        for reader in &self.readers {
+            if let Ok(guard) = reader.try_lock() {
+                return Some(guard);
+            }
+        }
+        Some(self.readers[0].lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 struct Postgres {
@@ -210,6 +255,7 @@ impl Db {
                 connection.pragma_update(None, "journal_mode", "WAL")?;
                 connection.pragma_update(None, "synchronous", "FULL")?;
                 connection.busy_timeout(std::time::Duration::from_secs(10))?;
+                connection.set_prepared_statement_cache_capacity(64);
                 Ok::<_, rusqlite::Error>(connection)
             })
             .await
@@ -219,10 +265,49 @@ impl Db {
             })?
             .map_err(open_error)?;
             Db {
-                inner: Inner::Sqlite(Arc::new(Mutex::new(connection))),
+                inner: Inner::Sqlite(Arc::new(Sqlite {
+                    writer: Arc::new(Mutex::new(connection)),
+                    readers: Vec::new(),
+                })),
             }
         };
         db.migrate().await?;
+        // Readers once the schema exists (an in-memory database has no
+        // file to share: its writer reads too).
+        if let Inner::Sqlite(sqlite) = &db.inner
+            && !url.contains(":memory:")
+        {
+            let path = url.strip_prefix("sqlite:").unwrap_or(url).to_string();
+            let readers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+            let opened = tokio::task::spawn_blocking(move || {
+                (0..readers)
+                    .map(|_| {
+                        let flags =
+                            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                        let connection = rusqlite::Connection::open_with_flags(&path, flags)?;
+                        connection.busy_timeout(std::time::Duration::from_secs(10))?;
+                        connection.set_prepared_statement_cache_capacity(64);
+                        Ok(Mutex::new(connection))
+                    })
+                    .collect::<Result<Vec<_>, rusqlite::Error>>()
+            })
+            .await
+            .map_err(|e| DbError::Open {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| DbError::Open {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
+            let sqlite = Arc::new(Sqlite {
+                writer: sqlite.writer.clone(),
+                readers: opened,
+            });
+            return Ok(Db {
+                inner: Inner::Sqlite(sqlite),
+            });
+        }
         Ok(db)
     }
 
@@ -230,8 +315,8 @@ impl Db {
     async fn migrate(&self) -> Result<(), DbError> {
         let error = |what: &str, e: String| DbError::Query(format!("migrating the schema: {what}: {e}"));
         match &self.inner {
-            Inner::Sqlite(connection) => {
-                let connection = connection.clone();
+            Inner::Sqlite(sqlite) => {
+                let connection = sqlite.writer.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut connection = connection.lock().unwrap_or_else(|e| e.into_inner());
                     let transaction = connection
@@ -308,8 +393,8 @@ impl Db {
     /// Runs a statement; returns the rows it changed.
     pub async fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, DbError> {
         match &self.inner {
-            Inner::Sqlite(connection) => {
-                let connection = connection.clone();
+            Inner::Sqlite(sqlite) => {
+                let connection = sqlite.writer.clone();
                 let sql = sql.to_string();
                 tokio::task::spawn_blocking(move || {
                     let connection = connection.lock().unwrap_or_else(|e| e.into_inner());
@@ -334,29 +419,18 @@ impl Db {
     /// Runs a query; returns its rows.
     pub async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, DbError> {
         match &self.inner {
-            Inner::Sqlite(connection) => {
-                let connection = connection.clone();
+            Inner::Sqlite(sqlite) => {
+                // Reads on a reader; what writes (`... RETURNING`) on the writer.
+                if let Some(reader) = sqlite.reader()
+                    && reader.prepare_cached(sql).is_ok_and(|statement| statement.readonly())
+                {
+                    return sqlite_rows(&reader, sql, &params).map_err(sqlite_error);
+                }
+                let connection = sqlite.writer.clone();
                 let sql = sql.to_string();
                 tokio::task::spawn_blocking(move || {
                     let connection = connection.lock().unwrap_or_else(|e| e.into_inner());
-                    let mut statement = connection.prepare_cached(&sql)?;
-                    let columns = statement.column_count();
-                    let rows =
-                        statement.query_map(rusqlite::params_from_iter(params.iter().map(sqlite_value)), |row| {
-                            let mut values = Vec::with_capacity(columns);
-                            for column in 0..columns {
-                                values.push(match row.get_ref(column)? {
-                                    rusqlite::types::ValueRef::Null => Value::Text(None),
-                                    rusqlite::types::ValueRef::Integer(i) => Value::Int(Some(i)),
-                                    rusqlite::types::ValueRef::Real(f) => Value::Int(Some(f as i64)),
-                                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
-                                        Value::Text(Some(String::from_utf8_lossy(t).into_owned()))
-                                    }
-                                });
-                            }
-                            Ok(Row(values))
-                        })?;
-                    rows.collect::<Result<Vec<Row>, _>>()
+                    sqlite_rows(&connection, &sql, &params)
                 })
                 .await
                 .map_err(|e| DbError::Query(e.to_string()))?
