@@ -653,12 +653,20 @@ impl RootDir {
         Ok(true)
     }
 
-    /// Flushes everything written below the root to disk (one `syncfs`).
+    /// Flushes everything below the root to disk: each file, then each
+    /// directory, deepest first; never the rest of the filesystem (a
+    /// `syncfs` would wait for every other writer on a shared host).
     pub fn sync(&self) -> Result<(), RootError> {
-        // syncfs needs a real descriptor, not the O_PATH one.
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         let fd = openat(&*self.fd, ".", flags, Mode::empty()).map_err(|e| self.io_error("open", Path::new(""), e))?;
-        nix::unistd::syncfs(&fd).map_err(|e| self.io_error("sync", Path::new(""), e))
+        let mut unreadable = false;
+        sync_tree(&fd, Path::new(""), &mut unreadable).map_err(|(path, e)| self.io_error("sync", &path, e))?;
+        if unreadable {
+            // A file its owner may not read (mode 000) cannot be opened to
+            // be synced: the filesystem is, then.
+            nix::unistd::syncfs(&fd).map_err(|e| self.io_error("sync", Path::new(""), e))?;
+        }
+        Ok(())
     }
 }
 
@@ -691,6 +699,43 @@ fn join_in_root(base: &Path, target: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// fsyncs the regular files and directories below `dir` (an open
+/// directory), then `dir`; symlinks are not followed. A file that cannot be
+/// opened for reading sets `unreadable`. Errors name the path.
+fn sync_tree(dir: &OwnedFd, path: &Path, unreadable: &mut bool) -> Result<(), (PathBuf, Errno)> {
+    let at = |name: &OsStr| path.join(name);
+    let listing = openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| (path.to_path_buf(), e))?;
+    let entries = list_dir(listing).map_err(|e| (path.to_path_buf(), e))?;
+    for (name, kind) in entries {
+        match kind {
+            EntryKind::File => {
+                let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+                match openat(dir, name.as_os_str(), flags, Mode::empty()) {
+                    Ok(file) => nix::unistd::fsync(&file).map_err(|e| (at(&name), e))?,
+                    Err(Errno::EACCES | Errno::EPERM) => *unreadable = true,
+                    Err(e) => return Err((at(&name), e)),
+                }
+            }
+            EntryKind::Dir => {
+                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                match openat(dir, name.as_os_str(), flags, Mode::empty()) {
+                    Ok(child) => sync_tree(&child, &at(&name), unreadable)?,
+                    Err(Errno::EACCES | Errno::EPERM) => *unreadable = true,
+                    Err(e) => return Err((at(&name), e)),
+                }
+            }
+            _ => {}
+        }
+    }
+    nix::unistd::fsync(dir).map_err(|e| (path.to_path_buf(), e))
 }
 
 fn list_dir(fd: OwnedFd) -> Result<Vec<(OsString, EntryKind)>, Errno> {

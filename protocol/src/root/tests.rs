@@ -261,3 +261,21 @@ fn resolve_follow_follows_the_last_component_inside_the_root() {
     // A link to a host path resolves inside the root, where it does not exist.
     assert!(root.open_file_follow(Path::new("host.so")).is_err());
 }
+
+#[test]
+fn sync_flushes_the_tree_even_with_files_nobody_may_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = RootDir::create(&dir.path().join("root"), Symlinks::Reject).unwrap();
+    std::fs::create_dir_all(dir.path().join("root/a/b")).unwrap();
+    std::fs::write(dir.path().join("root/a/b/file"), b"data").unwrap();
+    std::os::unix::fs::symlink("/nowhere", dir.path().join("root/a/link")).unwrap();
+    let secret = dir.path().join("root/a/secret");
+    std::fs::write(&secret, b"x").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let locked = dir.path().join("root/locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    root.sync().unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+}

@@ -172,8 +172,12 @@ pub fn write(bundle: Bundle, output: &Path, options: &OutputOptions) -> Result<W
         place_dir(bundle, output, options.replace)?;
         Some(output.to_path_buf())
     } else {
+        // The staging tree goes before the archive is synced: its files'
+        // pages are dropped, not written to the disk by that sync.
+        drop(bundle);
         None
     };
+    let archive = archive.map(Unsynced::commit).transpose()?;
     Ok(Written { dir, archive })
 }
 
@@ -216,12 +220,36 @@ fn write_compressed<W: Write>(
     }
 }
 
+/// An archive written next to its place, not yet synced nor renamed.
+struct Unsynced {
+    partial: tempfile::NamedTempFile,
+    file: File,
+    info: ArchiveInfo,
+    replace: bool,
+}
+
+impl Unsynced {
+    /// Syncs it, renames it into place, writes its checksum file.
+    fn commit(self) -> Result<ArchiveInfo, OutputError> {
+        let path = &self.info.path;
+        self.file.sync_all().map_err(io_error(path))?;
+        replace_file(self.partial, path, self.replace)?;
+        write_checksum_file(path, &self.info.sha256)?;
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(parent)?;
+        Ok(self.info)
+    }
+}
+
 fn write_archive(
     bundle: &Bundle,
     path: &Path,
     archive: &ArchiveOptions,
     options: &OutputOptions,
-) -> Result<ArchiveInfo, OutputError> {
+) -> Result<Unsynced, OutputError> {
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -251,15 +279,16 @@ fn write_archive(
     let file = buffered.into_inner().map_err(|e| io_error(path)(e.into_error()))?;
     file.set_permissions(fs::Permissions::from_mode(0o644))
         .map_err(io_error(path))?;
-    file.sync_all().map_err(io_error(path))?;
-    replace_file(partial, path, options.replace)?;
-    write_checksum_file(path, &sha256)?;
-    sync_dir(parent)?;
-    Ok(ArchiveInfo {
-        path: path.to_path_buf(),
-        sha256,
-        size,
-        summary,
+    Ok(Unsynced {
+        partial,
+        file,
+        info: ArchiveInfo {
+            path: path.to_path_buf(),
+            sha256,
+            size,
+            summary,
+        },
+        replace: options.replace,
     })
 }
 
