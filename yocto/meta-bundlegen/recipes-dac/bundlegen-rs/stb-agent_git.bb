@@ -14,6 +14,13 @@ CARGO_BUILD_FLAGS:append = " -p stb-agent"
 
 SYSTEMD_SERVICE:${PN} = "stb-agent.service"
 
+# "packages": the box runs RALF packages. The agent then mounts their content
+# for Dobby in the host's mount namespace, which needs the drop-in that turns
+# off the unit's mount-namespace sandboxing, veritysetup for dm-verity, and
+# the kernel's EROFS, overlay and loop support.
+PACKAGECONFIG ??= ""
+PACKAGECONFIG[packages] = ",,,cryptsetup"
+
 # Members of group dac may call the agent's changing methods (the D-Bus policy).
 USERADD_PACKAGES = "${PN}"
 GROUPADD_PARAM:${PN} = "--system dac"
@@ -21,6 +28,11 @@ GROUPADD_PARAM:${PN} = "--system dac"
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
     install -m 0644 ${S}/stb-agent/systemd/stb-agent.service ${D}${systemd_system_unitdir}/
+    if ${@bb.utils.contains('PACKAGECONFIG', 'packages', 'true', 'false', d)}; then
+        install -d ${D}${systemd_system_unitdir}/stb-agent.service.d
+        install -m 0644 ${S}/stb-agent/systemd/stb-agent-packages.conf \
+            ${D}${systemd_system_unitdir}/stb-agent.service.d/packages.conf
+    fi
     install -d ${D}${datadir}/dbus-1/system.d
     install -m 0644 ${S}/stb-agent/dbus/org.rdk.dac.BundleAgent.conf ${D}${datadir}/dbus-1/system.d/
     install -d ${D}${sysconfdir}/stb-agent
