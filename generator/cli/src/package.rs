@@ -80,6 +80,15 @@ pub struct PackageArgs {
     /// Intermediate certificates (PEM), repeatable.
     #[arg(long, value_name = "PEM", requires = "sign_cert")]
     pub sign_chain: Vec<PathBuf>,
+    /// A PKCS#12 file holding the key, its certificate and the chain
+    /// (instead of --sign-key, --sign-cert and --sign-chain; needs `openssl`).
+    #[arg(long, visible_alias = "pkcs12", value_name = "P12", conflicts_with = "sign_key")]
+    pub sign_pkcs12: Option<PathBuf>,
+    /// The PKCS#12 file's passphrase: `env://VAR` (from the environment),
+    /// `-` (the first line of stdin) or the passphrase itself (shown to
+    /// anyone who lists processes); default: empty.
+    #[arg(long, value_name = "X|-|env://VAR", requires = "sign_pkcs12")]
+    pub passphrase: Option<String>,
     /// Sign with the key alone, no certificate (verifiable with --key only;
     /// RDK's libralf refuses such packages).
     #[arg(long, requires = "sign_key", conflicts_with = "sign_cert")]
@@ -120,6 +129,25 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// `--passphrase` as ralfpack reads it: `env://VAR`, `-` for stdin, or itself.
+fn passphrase(given: Option<&str>) -> anyhow::Result<String> {
+    match given {
+        None => Ok(String::new()),
+        Some("-") => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("--passphrase -: reading stdin")?;
+            Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+        }
+        Some(given) => match given.strip_prefix("env://") {
+            Some(variable) => std::env::var(variable)
+                .with_context(|| format!("--passphrase env://{variable}: not set in the environment")),
+            None => Ok(given.to_owned()),
+        },
+    }
+}
+
 pub fn run(args: &PackageArgs) -> Result<(), Failure> {
     let platform = match &args.arch {
         Some(arch) => TargetPlatform::new(&args.os, arch, args.variant.as_deref()),
@@ -129,8 +157,8 @@ pub fn run(args: &PackageArgs) -> Result<(), Failure> {
         },
     };
     let reference: ImageReference = args.image.parse()?;
-    let signer = match &args.sign_key {
-        Some(key) => {
+    let signer = match (&args.sign_key, &args.sign_pkcs12) {
+        (Some(key), _) => {
             if args.sign_cert.is_none() && !args.bare_key {
                 return Err(anyhow::anyhow!(
                     "--sign-key needs --sign-cert (boxes check certificates), or --bare-key to sign without one"
@@ -145,7 +173,16 @@ pub fn run(args: &PackageArgs) -> Result<(), Failure> {
             };
             Some(SigningIdentity::load(&files, now())?)
         }
-        None => None,
+        (None, Some(pkcs12)) => {
+            let passphrase = passphrase(args.passphrase.as_deref())?;
+            Some(SigningIdentity::load_pkcs12(
+                pkcs12,
+                &passphrase,
+                args.skip_certificate_expiry_check,
+                now(),
+            )?)
+        }
+        (None, None) => None,
     };
     let verity_salt = match &args.verity_salt {
         Some(hex) => Some(

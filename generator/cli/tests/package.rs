@@ -614,3 +614,125 @@ fn bad_inputs_are_named() {
         "application/vnd.rdk.package.content.layer.v1.erofs+dmverity"
     );
 }
+
+#[test]
+fn a_pkcs12_file_signs_with_its_key_certificate_and_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(&dir.path().join("pki"));
+    let signer = pki.signer("p12", Key::EcP256);
+    // Current (AES, PBKDF2) and legacy (RC2/3DES, OpenSSL 1.x's) encryptions;
+    // the chain inside the file is what lets the box's roots trust the leaf.
+    for (name, legacy) in [("current", false), ("legacy", true)] {
+        let p12 = dir.path().join(format!("{name}.p12"));
+        let mut export = Command::new("openssl");
+        export
+            .args(["pkcs12", "-export", "-passout", "pass:s3cret", "-inkey"])
+            .arg(&signer.key)
+            .arg("-in")
+            .arg(&signer.certificate)
+            .arg("-certfile")
+            .arg(&pki.intermediate)
+            .arg("-out")
+            .arg(&p12);
+        if legacy {
+            export.arg("-legacy");
+        }
+        run(&mut export);
+        let package = dir.path().join(format!("{name}.ralf"));
+        run(bundlegen()
+            .env("BUNDLEGEN_TEST_P12_PASSPHRASE", "s3cret")
+            .args([
+                "package",
+                "-y",
+                "--arch",
+                "arm",
+                "--variant",
+                "v7",
+                "--content",
+                "tar",
+                "--pkcs12",
+            ])
+            .arg(&p12)
+            .args(["--passphrase", "env://BUNDLEGEN_TEST_P12_PASSPHRASE"])
+            .arg(image())
+            .arg(&package));
+        let (ok, text) = verify(&package, &pki.root, &[]);
+        assert!(ok, "{name}: {text}");
+        assert!(text.contains("signed by \"CN="), "{text}");
+        let layer = &Files::read(&package).manifest(1)["layers"][0];
+        assert!(
+            layer["annotations"]["dev.sigstore.cosign/chain"]
+                .as_str()
+                .unwrap()
+                .contains("BEGIN CERTIFICATE"),
+            "{name}: the intermediate travels in the chain"
+        );
+    }
+    let p12 = dir.path().join("current.p12");
+    // The passphrase from stdin, and as itself.
+    let mut from_stdin = bundlegen();
+    from_stdin
+        .args([
+            "package",
+            "-y",
+            "--arch",
+            "arm",
+            "--variant",
+            "v7",
+            "--content",
+            "tar",
+            "--sign-pkcs12",
+        ])
+        .arg(&p12)
+        .args(["--passphrase", "-"])
+        .arg(image())
+        .arg(dir.path().join("stdin.ralf"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = from_stdin.spawn().unwrap();
+    {
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "s3cret").unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(verify(&dir.path().join("stdin.ralf"), &pki.root, &[]).0);
+    // A wrong passphrase, an unset variable, a file that is not PKCS#12:
+    // each named, nothing written.
+    let attempt = |p12: &Path, passphrase: &str| {
+        run_failing(
+            bundlegen()
+                .args(["package", "-y", "--content", "tar", "--sign-pkcs12"])
+                .arg(p12)
+                .args(["--passphrase", passphrase])
+                .arg(image())
+                .arg(dir.path().join("refused.ralf")),
+        )
+    };
+    let error = attempt(&p12, "wrong");
+    assert!(
+        error.contains("current.p12") && error.contains("wrong passphrase"),
+        "{error}"
+    );
+    let error = attempt(&p12, "env://BUNDLEGEN_TEST_UNSET");
+    assert!(
+        error.contains("BUNDLEGEN_TEST_UNSET") && error.contains("not set"),
+        "{error}"
+    );
+    let error = attempt(&signer.certificate, "s3cret");
+    assert!(error.contains("not a PKCS#12 file"), "{error}");
+    // A file holding certificates only.
+    let certificates_only = dir.path().join("certificates-only.p12");
+    run(Command::new("openssl")
+        .args(["pkcs12", "-export", "-nokeys", "-passout", "pass:s3cret", "-in"])
+        .arg(&signer.certificate)
+        .arg("-out")
+        .arg(&certificates_only));
+    let error = attempt(&certificates_only, "s3cret");
+    assert!(
+        error.contains("certificates-only.p12") && error.contains("no private key"),
+        "{error}"
+    );
+    assert!(!dir.path().join("refused.ralf").exists());
+}

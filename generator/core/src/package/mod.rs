@@ -30,6 +30,7 @@ pub mod config;
 pub mod content;
 pub mod dedup;
 pub mod dependency;
+mod pkcs12;
 pub mod registry;
 pub mod sign;
 

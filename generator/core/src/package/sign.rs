@@ -1,6 +1,7 @@
 //! The signer of packages: a private key (PEM: PKCS#8, SEC1 or PKCS#1;
-//! ECDSA P-256 or RSA) and its certificate and chain, checked to belong
-//! together and, like ralfpack, to stay valid for 3 more years unless told.
+//! ECDSA P-256 or RSA) and its certificate and chain, or all three in one
+//! PKCS#12 file, checked to belong together and, like ralfpack, to stay
+//! valid for 3 more years unless told.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::SigningKey;
 
+use super::pkcs12;
+
 /// How long a signing certificate must still be valid (3 years).
 pub const MIN_REMAINING: i64 = 3 * 365 * 86_400 + 86_400;
 
@@ -20,6 +23,8 @@ pub enum SignError {
     Key { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     Certificate { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Pkcs12 { path: PathBuf, reason: String },
     #[error("{key} is not the key of {certificate}")]
     Mismatch { key: PathBuf, certificate: PathBuf },
     #[error(
@@ -70,13 +75,62 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, SignError> 
 impl SigningIdentity {
     /// Loads and checks the signing material; `now` is seconds since the epoch.
     pub fn load(files: &SigningFiles, now: i64) -> Result<SigningIdentity, SignError> {
-        let key_error = |reason: String| SignError::Key {
+        let der = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| SignError::Key {
             path: files.key.clone(),
+            reason: format!("not a PEM private key: {e}"),
+        })?;
+        let mut identity = SigningIdentity::from_key(&der, &files.key)?;
+        let Some(path) = &files.certificate else {
+            return Ok(identity);
+        };
+        let certificate = certificates(path)?.remove(0);
+        if !identity.is_key_of(&certificate, path)? {
+            return Err(SignError::Mismatch {
+                key: files.key.clone(),
+                certificate: path.clone(),
+            });
+        }
+        let mut chain = Vec::new();
+        for file in &files.chain {
+            chain.extend(certificates(file)?);
+        }
+        identity.certify(certificate, chain, path, files.skip_expiry_check, now)?;
+        Ok(identity)
+    }
+
+    /// Loads the key, its certificate and the rest of the chain from a
+    /// PKCS#12 file (decrypted by `openssl`, in memory only): the
+    /// certificate is the one the key belongs to, the others are the chain.
+    pub fn load_pkcs12(
+        path: &Path,
+        passphrase: &str,
+        skip_expiry_check: bool,
+        now: i64,
+    ) -> Result<SigningIdentity, SignError> {
+        let pkcs12_error = |reason: String| SignError::Pkcs12 {
+            path: path.to_path_buf(),
             reason,
         };
-        let der =
-            PrivateKeyDer::from_pem_file(&files.key).map_err(|e| key_error(format!("not a PEM private key: {e}")))?;
-        let key = rustls::crypto::ring::sign::any_supported_type(&der).map_err(|e| key_error(e.to_string()))?;
+        let pem = pkcs12::to_pem(path, passphrase).map_err(pkcs12_error)?;
+        let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| pkcs12_error("holds no private key".into()))?;
+        let mut identity = SigningIdentity::from_key(&der, path)?;
+        let mut chain = certificate::from_pem(&pem).unwrap_or_default();
+        let leaf = chain
+            .iter()
+            .position(|candidate| matches!(identity.is_key_of(candidate, path), Ok(true)))
+            .ok_or_else(|| pkcs12_error("holds no certificate of its private key".into()))?;
+        let certificate = chain.remove(leaf);
+        identity.certify(certificate, chain, path, skip_expiry_check, now)?;
+        Ok(identity)
+    }
+
+    /// A bare key: ECDSA P-256 or RSA, the schemes packages are signed with.
+    fn from_key(der: &PrivateKeyDer<'_>, path: &Path) -> Result<SigningIdentity, SignError> {
+        let key_error = |reason: String| SignError::Key {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let key = rustls::crypto::ring::sign::any_supported_type(der).map_err(|e| key_error(e.to_string()))?;
         let scheme = [
             SignatureScheme::ECDSA_NISTP256_SHA256,
             SignatureScheme::RSA_PKCS1_SHA256,
@@ -84,50 +138,52 @@ impl SigningIdentity {
         .into_iter()
         .find(|scheme| key.choose_scheme(&[*scheme]).is_some())
         .ok_or_else(|| key_error("not an ECDSA P-256 or RSA key (packages are signed with one of those)".into()))?;
-        let mut identity = SigningIdentity {
+        Ok(SigningIdentity {
             key,
             scheme,
             certificate: None,
             chain: Vec::new(),
-        };
-        let Some(path) = &files.certificate else {
-            return Ok(identity);
-        };
-        let certificate = certificates(path)?.remove(0);
-        let info = certificate::describe(&certificate).map_err(|reason| SignError::Certificate {
-            path: path.clone(),
-            reason,
-        })?;
-        if !files.skip_expiry_check && info.not_after - now < MIN_REMAINING {
-            return Err(SignError::ExpiresSoon {
-                path: path.clone(),
-                days: (info.not_after - now) / 86_400,
-            });
-        }
-        // The key must be the certificate's: sign something and check it.
+        })
+    }
+
+    /// Whether the key is `certificate`'s: sign something and check it.
+    fn is_key_of(&self, certificate: &CertificateDer<'_>, path: &Path) -> Result<bool, SignError> {
         let probe = b"bundlegen signing key check";
-        let signature = identity.sign(probe)?;
-        let end_entity = webpki::EndEntityCert::try_from(&certificate).map_err(|e| SignError::Certificate {
-            path: path.clone(),
+        let signature = self.sign(probe)?;
+        let end_entity = webpki::EndEntityCert::try_from(certificate).map_err(|e| SignError::Certificate {
+            path: path.to_path_buf(),
             reason: format!("{e:?}"),
         })?;
-        let matches = [
+        Ok([
             webpki::ring::ECDSA_P256_SHA256,
             webpki::ring::RSA_PKCS1_2048_8192_SHA256,
         ]
         .iter()
-        .any(|alg| end_entity.verify_signature(*alg, probe, &signature).is_ok());
-        if !matches {
-            return Err(SignError::Mismatch {
-                key: files.key.clone(),
-                certificate: path.clone(),
+        .any(|alg| end_entity.verify_signature(*alg, probe, &signature).is_ok()))
+    }
+
+    /// Attaches the key's certificate once it is known to stay valid long enough.
+    fn certify(
+        &mut self,
+        certificate: CertificateDer<'static>,
+        chain: Vec<CertificateDer<'static>>,
+        path: &Path,
+        skip_expiry_check: bool,
+        now: i64,
+    ) -> Result<(), SignError> {
+        let info = certificate::describe(&certificate).map_err(|reason| SignError::Certificate {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        if !skip_expiry_check && info.not_after - now < MIN_REMAINING {
+            return Err(SignError::ExpiresSoon {
+                path: path.to_path_buf(),
+                days: (info.not_after - now) / 86_400,
             });
         }
-        for chain in &files.chain {
-            identity.chain.extend(certificates(chain)?);
-        }
-        identity.certificate = Some(certificate);
-        Ok(identity)
+        self.certificate = Some(certificate);
+        self.chain = chain;
+        Ok(())
     }
 
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
