@@ -16,7 +16,14 @@ def machine(work):
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     mem = next((int(l.split()[1]) // 1024 // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
     fs = subprocess.run(["df", "-T", str(work)], capture_output=True, text=True).stdout.splitlines()[-1].split()[1]
-    return f"{os.cpu_count()} × {cpu}, {mem} GiB RAM, Linux {platform.release()}, work directory on {fs}"
+    return f"{os.cpu_count()} × {cpu}, {mem} GiB RAM, Linux {platform.release()}, work directory on {fs}; commit {commit()}"
+
+
+def commit():
+    """The commit measured, and whether the tree had changes on top of it."""
+    git = lambda *args: subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    sha = git("rev-parse", "--short", "HEAD") or "unknown"
+    return sha + (" with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def timed(command, cleanup=lambda: None):
