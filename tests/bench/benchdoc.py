@@ -23,7 +23,7 @@ def commit():
     """The commit measured, and whether the tree had changes on top of it."""
     git = lambda *args: subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     sha = git("rev-parse", "--short", "HEAD") or "unknown"
-    return sha + (" with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    return sha + (" with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no", "--", ".", f":!{DOC.relative_to(ROOT)}") else "")
 
 
 def timed(command, cleanup=lambda: None):
