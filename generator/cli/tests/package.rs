@@ -615,6 +615,28 @@ fn bad_inputs_are_named() {
     );
 }
 
+/// `bundlegen package` of the test image, signed with a PKCS#12 file.
+fn package_signed_by(p12: &Path, passphrase: &str, output: &Path) -> Command {
+    let mut command = bundlegen();
+    command
+        .args([
+            "package",
+            "-y",
+            "--arch",
+            "arm",
+            "--variant",
+            "v7",
+            "--content",
+            "tar",
+            "--sign-pkcs12",
+        ])
+        .arg(p12)
+        .args(["--passphrase", passphrase])
+        .arg(image())
+        .arg(output);
+    command
+}
+
 #[test]
 fn a_pkcs12_file_signs_with_its_key_certificate_and_chain() {
     let dir = tempfile::tempdir().unwrap();
@@ -639,23 +661,8 @@ fn a_pkcs12_file_signs_with_its_key_certificate_and_chain() {
         }
         run(&mut export);
         let package = dir.path().join(format!("{name}.ralf"));
-        run(bundlegen()
-            .env("BUNDLEGEN_TEST_P12_PASSPHRASE", "s3cret")
-            .args([
-                "package",
-                "-y",
-                "--arch",
-                "arm",
-                "--variant",
-                "v7",
-                "--content",
-                "tar",
-                "--pkcs12",
-            ])
-            .arg(&p12)
-            .args(["--passphrase", "env://BUNDLEGEN_TEST_P12_PASSPHRASE"])
-            .arg(image())
-            .arg(&package));
+        run(package_signed_by(&p12, "env://BUNDLEGEN_TEST_P12_PASSPHRASE", &package)
+            .env("BUNDLEGEN_TEST_P12_PASSPHRASE", "s3cret"));
         let (ok, text) = verify(&package, &pki.root, &[]);
         assert!(ok, "{name}: {text}");
         assert!(text.contains("signed by \"CN="), "{text}");
@@ -669,24 +676,9 @@ fn a_pkcs12_file_signs_with_its_key_certificate_and_chain() {
         );
     }
     let p12 = dir.path().join("current.p12");
-    // The passphrase from stdin, and as itself.
-    let mut from_stdin = bundlegen();
+    // The passphrase from stdin (one given as itself is tried below).
+    let mut from_stdin = package_signed_by(&p12, "-", &dir.path().join("stdin.ralf"));
     from_stdin
-        .args([
-            "package",
-            "-y",
-            "--arch",
-            "arm",
-            "--variant",
-            "v7",
-            "--content",
-            "tar",
-            "--sign-pkcs12",
-        ])
-        .arg(&p12)
-        .args(["--passphrase", "-"])
-        .arg(image())
-        .arg(dir.path().join("stdin.ralf"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -701,14 +693,11 @@ fn a_pkcs12_file_signs_with_its_key_certificate_and_chain() {
     // A wrong passphrase, an unset variable, a file that is not PKCS#12:
     // each named, nothing written.
     let attempt = |p12: &Path, passphrase: &str| {
-        run_failing(
-            bundlegen()
-                .args(["package", "-y", "--content", "tar", "--sign-pkcs12"])
-                .arg(p12)
-                .args(["--passphrase", passphrase])
-                .arg(image())
-                .arg(dir.path().join("refused.ralf")),
-        )
+        run_failing(&mut package_signed_by(
+            p12,
+            passphrase,
+            &dir.path().join("refused.ralf"),
+        ))
     };
     let error = attempt(&p12, "wrong");
     assert!(
