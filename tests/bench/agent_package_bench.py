@@ -242,7 +242,6 @@ def main():
         raise SystemExit("needs root: loop devices and mounts")
     sh("cargo", "build", "-q", "--profile", "device", "-p", "stb-agent", cwd=ROOT)
     sh("cargo", "build", "-q", "--release", "-p", "dobby-double", "-p", "bundlegen", cwd=ROOT)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
 
     with tempfile.TemporaryDirectory(dir=ROOT / "target") as work_dir:
         work = Path(work_dir)
@@ -282,9 +281,11 @@ def main():
         dobby.terminate()
         bus.terminate()
         text = log_path.read_text()
-        assembled = [float(m) for m in re.findall(r"instance assembled in ([0-9.]+)ms", text)]
-        assembled += [float(m) / 1000 for m in re.findall(r"instance assembled in ([0-9.]+)µs", text)]
-        assembled += [float(m) * 1000 for m in re.findall(r"instance assembled in ([0-9.]+)s\b", text)]
+        # In launch order: each run launches first after its install, then again.
+        unit_ms = {"µs": 0.001, "ms": 1.0, "s": 1000.0}
+        assembled = [float(value) * unit_ms[unit]
+                     for value, unit in re.findall(r"instance assembled in ([0-9.]+)(µs|ms|s)\b", text)]
+        assembled_later = assembled[1::2]
         checks = [float(m) for m in re.findall(r"content matches its root hash \(([0-9.]+)ms\)", text)]
         checks += [float(m) * 1000 for m in re.findall(r"content matches its root hash \(([0-9.]+)s\)", text)]
         machine_line = machine(work)
@@ -292,7 +293,7 @@ def main():
     best = lambda values: min(values)  # noqa: E731
     speedup = best(installs["bundle"]) / best(installs["package"])
     lines = [
-        f"## RALF package against bundle on the box ({datetime.date.today().isoformat()}, {commit})",
+        f"## RALF package against bundle on the box ({datetime.date.today().isoformat()})",
         "",
         f"Machine: {machine_line}. `tests/bench/agent_package_bench.py --runs {args.runs}`, best of {args.runs}; "
         "the agent built with `--profile device`, apps run by the Dobby test double with real crun, "
@@ -309,9 +310,10 @@ def main():
         f"| Launch → first output, later launches, s | {best(later['bundle']):.3f} | {best(later['package']):.3f} | |",
         f"| Disk used by the installed version, MB | {used['bundle'] / 1e6:.0f} | {used['package'] / 1e6:.0f} | |",
         "",
-        f"Mount + overlay + config.json (the agent's \"instance assembled\" without the first launch's check): "
-        f"{min(assembled):.1f} ms best, {sorted(assembled)[len(assembled) // 2]:.1f} ms median of {len(assembled)} "
-        "launches (target < 50 ms). "
+        f"Mount + overlay + config.json on a launch after the first (the agent's \"instance assembled\"): "
+        f"{min(assembled_later):.1f} ms best, {sorted(assembled_later)[len(assembled_later) // 2]:.1f} ms median of "
+        f"{len(assembled_later)} launches (target < 50 ms); the first launch after an install also checks the "
+        "content against its root hash. "
         f"The userspace dm-verity check of the whole image on the first launch after install: "
         f"{min(checks):.0f} ms best of {len(checks)}.",
     ]

@@ -107,6 +107,12 @@ def build_large_image(work):
     return layout
 
 
+TARGETS = ("Targets: the small image to `.tar.gz` in ≤ 0.06 s on tmpfs and ≤ 0.12 s on disk; the large one in ≤ 10 s "
+           "on disk to `.tar.gz` and ≤ 6 s to `.tar.zst`, ≤ 0.2× the `tar x` + `tar c | gzip -6` path. With the work "
+           "directory on disk, writing the unpacked tree and removing it costs most (see umoci's row); an archive "
+           "streamed from the layers without that tree is the planned fix.")
+
+
 def layer_blobs(layout):
     index = json.loads((layout / "index.json").read_text())
     manifest = json.loads((layout / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_text())
@@ -178,6 +184,7 @@ def main():
             print(lines[-1], flush=True)
         shutil.rmtree(out, ignore_errors=True)
         lines.append("")
+    lines += [TARGETS, ""]
     if args.no_write:
         print("\n".join(lines + [end]))
     else:
