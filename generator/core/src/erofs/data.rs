@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::compress::{self, Compressed, Extent, SEGMENT, Segment};
 use super::format::*;
-use super::meta::{Links, header_len, tail_fits};
+use super::tree::Links;
 use super::{Compression, ErofsError, FileData, InodeKind, Options, Tree, write_at};
 
 /// How a regular file's data ended up.

@@ -15,6 +15,21 @@ pub const NAME_MAX: usize = 255;
 pub const FEATURE_ZERO_PADDING: u32 = 0x1;
 pub const FEATURE_COMPR_CFGS: u32 = 0x2;
 
+/// Compact inodes unless the size or link count needs the extended form.
+pub fn header_len(size: u64, nlink: u64) -> u64 {
+    if size > u64::from(u32::MAX) || nlink > u64::from(u16::MAX) {
+        EXTENDED_INODE
+    } else {
+        COMPACT_INODE
+    }
+}
+
+/// Whether a tail of `tail` bytes goes inline, with a `header_len` header,
+/// in one block.
+pub fn tail_fits(header_len: u64, tail: u64) -> bool {
+    tail > 0 && header_len + tail <= BLOCK
+}
+
 /// `h_algorithmtype` values.
 pub const ALGORITHM_LZ4: u8 = 0;
 pub const ALGORITHM_ZSTD: u8 = 3;

@@ -9,51 +9,8 @@ use std::fs::File;
 use super::compress::ZSTD_WINDOW_LOG;
 use super::data::{FilePlacement, PlacedData};
 use super::format::*;
+use super::tree::Links;
 use super::{Compression, ErofsError, InodeKind, Options, ROOT, Tree, write_at};
-
-/// Link counts and parent directories.
-pub struct Links {
-    pub nlink: Vec<u64>,
-    pub parent: Vec<usize>,
-}
-
-impl Links {
-    pub fn of(tree: &Tree) -> Links {
-        let inodes = tree.inodes();
-        let mut nlink = vec![0u64; inodes.len()];
-        let mut parent = vec![ROOT; inodes.len()];
-        nlink[ROOT] = 2;
-        for (index, inode) in inodes.iter().enumerate() {
-            if let InodeKind::Dir(children) = &inode.kind {
-                for &child in children.values() {
-                    if matches!(inodes[child].kind, InodeKind::Dir(_)) {
-                        nlink[index] += 1;
-                        nlink[child] += 2;
-                        parent[child] = index;
-                    } else {
-                        nlink[child] += 1;
-                    }
-                }
-            }
-        }
-        Links { nlink, parent }
-    }
-}
-
-/// Compact inodes unless the size or link count needs the extended form.
-pub fn header_len(size: u64, nlink: u64) -> u64 {
-    if size > u64::from(u32::MAX) || nlink > u64::from(u16::MAX) {
-        EXTENDED_INODE
-    } else {
-        COMPACT_INODE
-    }
-}
-
-/// Whether a tail of `tail` bytes goes inline, with a `header_len` header,
-/// in one block.
-pub fn tail_fits(header_len: u64, tail: u64) -> bool {
-    tail > 0 && header_len + tail <= BLOCK
-}
 
 /// An inode's record: its header's layout and what follows the header.
 struct Record {

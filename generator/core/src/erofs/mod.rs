@@ -88,7 +88,7 @@ pub struct Written {
 
 /// Writes `tree` as an EROFS image at the start of `out`.
 pub fn write_image(tree: &Tree, options: &Options, out: &File) -> Result<Written, ErofsError> {
-    let links = meta::Links::of(tree);
+    let links = tree::Links::of(tree);
     let data = data::write_file_data(tree, &links, options, out)?;
     let compressed_files = data.compressed_files;
     let size = meta::write_metadata(tree, &links, data, options, out)?;

@@ -202,3 +202,32 @@ fn read_error(path: &Path, source: std::io::Error) -> ErofsError {
         source,
     }
 }
+
+/// Link counts and parent directories.
+pub struct Links {
+    pub nlink: Vec<u64>,
+    pub parent: Vec<usize>,
+}
+
+impl Links {
+    pub fn of(tree: &Tree) -> Links {
+        let inodes = tree.inodes();
+        let mut nlink = vec![0u64; inodes.len()];
+        let mut parent = vec![ROOT; inodes.len()];
+        nlink[ROOT] = 2;
+        for (index, inode) in inodes.iter().enumerate() {
+            if let InodeKind::Dir(children) = &inode.kind {
+                for &child in children.values() {
+                    if matches!(inodes[child].kind, InodeKind::Dir(_)) {
+                        nlink[index] += 1;
+                        nlink[child] += 2;
+                        parent[child] = index;
+                    } else {
+                        nlink[child] += 1;
+                    }
+                }
+            }
+        }
+        Links { nlink, parent }
+    }
+}
