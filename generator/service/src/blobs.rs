@@ -40,7 +40,7 @@ pub fn layer_media_type(format: &str) -> &'static str {
     match format {
         "tar.zst" => "application/vnd.rdk.bundle.layer.v1.tar+zstd",
         "ipk" => "application/vnd.rdk.bundle.layer.v1.ipk",
-        crate::package_jobs::FORMAT => "application/vnd.rdk.package.ralf.v1+zip",
+        crate::jobs::FORMAT => "application/vnd.rdk.package.ralf.v1+zip",
         _ => "application/vnd.rdk.bundle.layer.v1.tar+gzip",
     }
 }

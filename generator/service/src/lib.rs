@@ -6,7 +6,7 @@
 //! - [`api`]: the HTTP API (platforms, apps, bundle jobs, downloads, tokens);
 //!   HTTP statuses are made there and nowhere else.
 //! - [`requests`]: bundle requests checked and queued; [`jobs`]: running a
-//!   job with the CLI's pipeline ([`package_jobs`] for RALF packages);
+//!   job with the CLI's pipeline ([`jobs::package`] for RALF packages);
 //!   [`workers`]: claiming, running, recording.
 //! - [`store`] over [`db`]: records in SQLite (embedded) or PostgreSQL.
 //! - [`queue`]: jobs to workers, in-process or through RabbitMQ.
@@ -28,7 +28,6 @@ pub mod db;
 pub mod diff;
 pub mod jobs;
 pub mod metrics;
-pub mod package_jobs;
 pub mod probes;
 pub mod queue;
 pub mod requests;

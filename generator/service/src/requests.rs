@@ -121,7 +121,7 @@ impl Service {
     /// checked without the image are checked here, so the client hears at once.
     pub async fn submit(&self, request: BundleRequest) -> Result<JobRecord, RequestError> {
         request.options.validate().map_err(RequestError::Invalid)?;
-        if request.options.format == crate::package_jobs::FORMAT && self.package_signer.is_none() {
+        if request.options.format == crate::jobs::FORMAT && self.package_signer.is_none() {
             return Err(RequestError::Invalid(
                 "options.format ralf: this service signs no packages (start it with --package-signing-key and \
                  --package-signing-cert)"

@@ -14,8 +14,8 @@ use super::{JsonBody, QueryParams};
 use crate::Service;
 use crate::auth::{Caller, Role};
 use crate::blobs::BlobStore;
+use crate::jobs;
 use crate::jobs::{BundleRequest, job_key};
-use crate::package_jobs;
 use crate::store::{BundleRecord, JobRecord, JobState};
 
 fn bundle_json(service: &Service, bundle: &BundleRecord) -> Value {
@@ -165,8 +165,8 @@ pub async fn lookup(
     })?;
     // Only a bundle of the app version's current definition will do: its
     // image, metadata and options, this platform version, this operator config.
-    let request = package_jobs::app_request(app, &query.platform);
-    let dependencies = package_jobs::dependencies(&service, &request, platform_version).await?;
+    let request = jobs::package::app_request(app, &query.platform);
+    let dependencies = jobs::package::dependencies(&service, &request, platform_version).await?;
     let have: Vec<&str> = query.have.split(',').map(str::trim).filter(|h| !h.is_empty()).collect();
     let key = job_key(&request, platform_version, &service.operator_fingerprint);
     // Each round builds what is missing, lowest first (a runtime's base
@@ -196,7 +196,7 @@ pub async fn lookup(
                 Some(bundle) => {
                     service.metrics.lookup(true);
                     let mut answer = json!({"bundle": bundle_json(&service, &bundle)});
-                    if request.options.format == package_jobs::FORMAT {
+                    if request.options.format == jobs::FORMAT {
                         answer["dependencies"] = json!(needed);
                     }
                     return Ok((StatusCode::OK, Json(answer)).into_response());
