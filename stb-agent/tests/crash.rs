@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -83,18 +83,8 @@ async fn agent_on(connection: &zbus::Connection) -> BundleAgent1Proxy<'static> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_at_random_points_during_50_installs() {
-    let seed = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("crash test seed: CRASH_SEED={seed}");
-    let mut random = Random(seed);
+    let mut random = Random::for_crash_test("crash test");
+    let seed = random.0;
 
     let bus = Bus::start();
     let _dobby = dobby_double::serve(&bus.address, dobby_double::Dobby::new(false))

@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bundlegen_protocol::ralf::{ContentKind, ErofsCompression};
 use support::packages::*;
@@ -61,18 +61,8 @@ fn pending_installs(root: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_at_random_points_while_packages_install_launch_and_go() {
-    let seed = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("package crash test seed: CRASH_SEED={seed}");
-    let mut random = Random(seed);
+    let mut random = Random::for_crash_test("package crash test");
+    let seed = random.0;
     let dir = tempfile::tempdir().unwrap();
     let signing = Signing::new(&dir.path().join("pki"));
     let identity = signing.identity();

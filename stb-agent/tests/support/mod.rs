@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stb_agent::config::AgentConfig;
+use stb_agent::dbus::{LockInfo, PackageRow};
 use zbus::Variant;
 
 /// A private bus configured like a box's system bus: everything denied but
@@ -138,24 +139,9 @@ pub trait BundleAgent1 {
     fn get_storage_details(&self) -> zbus::Result<(u64, u64, u64)>;
     fn lock(&self, app: &str, version: &str, reason: &str, owner: &str) -> zbus::Result<String>;
     fn unlock(&self, handle: &str) -> zbus::Result<()>;
-    fn get_lock_info(&self, app: &str, version: &str) -> zbus::Result<(u32, Vec<(String, String, String)>)>;
+    fn get_lock_info(&self, app: &str, version: &str) -> zbus::Result<LockInfo>;
     fn launch(&self, app: &str, version: &str) -> zbus::Result<i32>;
-    #[allow(clippy::type_complexity)]
-    fn list_packages(
-        &self,
-        app: &str,
-    ) -> zbus::Result<
-        Vec<(
-            String,
-            String,
-            String,
-            String,
-            HashMap<String, String>,
-            Vec<String>,
-            String,
-            String,
-        )>,
-    >;
+    fn list_packages(&self, app: &str) -> zbus::Result<Vec<PackageRow>>;
     fn get_package_info(&self, app: &str, version: &str) -> zbus::Result<HashMap<String, zbus::OwnedVariant>>;
     fn stop(&self, app: &str, force: bool) -> zbus::Result<()>;
     #[zbus(signal)]
@@ -377,6 +363,23 @@ impl Random {
 
     pub fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound
+    }
+
+    /// Seeded from `CRASH_SEED`, else from the clock; the seed is printed
+    /// so that a failing run can be replayed.
+    pub fn for_crash_test(test: &str) -> Random {
+        let seed = std::env::var("CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("{test} seed: CRASH_SEED={seed}");
+        Random(seed)
     }
 }
 
