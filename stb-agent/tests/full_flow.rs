@@ -69,15 +69,7 @@ async fn probe_upload_generate_install_and_launch() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = call(
-        reqwest::Method::POST,
-        format!("{url}/v1/tokens"),
-        &admin,
-        Some(json!({"name": "box 1", "role": "device", "platform": PLATFORM}).to_string()),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let device_token = body["token"].as_str().unwrap().to_string();
+    let device_token = device_token(&url, &admin, "box 1", PLATFORM).await;
     let (_, key) = call(
         reqwest::Method::GET,
         format!("{url}/v1/signing-key"),

@@ -25,6 +25,18 @@ async fn push(package: &Path, registry: &Registry, repository: &str, tag: &str) 
     pushed.manifest.to_string()
 }
 
+/// A box that takes signed packages only, from `registry` over plain HTTP.
+async fn box_trusting(signing: &Signing, certs: &Path, registry: &Registry) -> TestBox {
+    let ca_roots = signing.ca_roots(certs);
+    let host = registry.host();
+    TestBox::start(|c| {
+        c.allow_unsigned = false;
+        c.packages.ca_roots = ca_roots;
+        c.packages.insecure_registries = vec![host];
+    })
+    .await
+}
+
 async fn install(agent: &BundleAgent1Proxy<'_>, app: &str, version: &str, source: &str) -> (String, String) {
     let handle = agent.install(app, version, source, "", HashMap::new()).await.unwrap();
     finished(agent, &handle).await
@@ -75,12 +87,7 @@ async fn packages_come_from_a_registry_with_what_they_are_layered_on() {
     push(&unsigned, &registry, "rdk/com.example.unsigned", "1.0.0").await;
 
     let host = registry.host();
-    let setup = TestBox::start(|c| {
-        c.allow_unsigned = false;
-        c.packages.ca_roots = signing.ca_roots(&dir.path().join("certs"));
-        c.packages.insecure_registries = vec![host.clone()];
-    })
-    .await;
+    let setup = box_trusting(&signing, &dir.path().join("certs"), &registry).await;
     let agent = setup.proxy().await;
     let (status, error) = install(
         &agent,
@@ -201,12 +208,7 @@ async fn a_damaged_partial_download_is_found_and_started_over() {
     let registry = Registry::start(&dir.path().join("registry"), "");
     push(&base, &registry, "rdk/os.base", "1.0.0").await;
     let host = registry.host();
-    let setup = TestBox::start(|c| {
-        c.allow_unsigned = false;
-        c.packages.ca_roots = signing.ca_roots(&dir.path().join("certs"));
-        c.packages.insecure_registries = vec![host.clone()];
-    })
-    .await;
+    let setup = box_trusting(&signing, &dir.path().join("certs"), &registry).await;
     // What an interrupted pull left, damaged since.
     let partial = setup.root.join("downloads/os.base@1.0.0/content.part");
     std::fs::create_dir_all(partial.parent().unwrap()).unwrap();

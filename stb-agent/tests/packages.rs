@@ -113,16 +113,8 @@ async fn an_app_and_what_it_is_layered_on_install_from_the_service_run_and_go() 
         .await;
         assert_eq!(status, 201, "{id}: {answer}");
     }
-    let (status, token) = call(
-        reqwest::Method::POST,
-        format!("{url}/v1/tokens"),
-        &admin,
-        Some(json!({"name": "box", "role": "device", "platform": PLATFORM}).to_string()),
-    )
-    .await;
-    assert_eq!(status, 201, "{token}");
     let token_file = dir.path().join("device.token");
-    std::fs::write(&token_file, token["token"].as_str().unwrap()).unwrap();
+    std::fs::write(&token_file, device_token(&url, &admin, "box", PLATFORM).await).unwrap();
 
     let root = dir.path().join("dac");
     let ca_roots = signing.ca_roots(&dir.path().join("certs"));

@@ -620,6 +620,19 @@ pub async fn service(
     (url, admin.trim().to_string())
 }
 
+/// A new device token of the service for boxes of `platform`.
+pub async fn device_token(url: &str, admin: &str, name: &str, platform: &str) -> String {
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{url}/v1/tokens"),
+        admin,
+        Some(serde_json::json!({"name": name, "role": "device", "platform": platform}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["token"].as_str().unwrap().to_string()
+}
+
 /// A call to the service: (status, JSON body).
 pub async fn call(method: reqwest::Method, url: String, token: &str, body: Option<String>) -> (u16, serde_json::Value) {
     let mut request = http().request(method, url).bearer_auth(token);
