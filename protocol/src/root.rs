@@ -611,7 +611,7 @@ impl RootDir {
 
 /// Joins a symlink target to the (symlink-free) directory holding the link;
 /// `..` pops a component and never goes above the root.
-fn join_in_root(base: &Path, target: &Path) -> PathBuf {
+pub fn join_in_root(base: &Path, target: &Path) -> PathBuf {
     let mut out = base.to_path_buf();
     for component in target.components() {
         match component {

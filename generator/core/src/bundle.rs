@@ -2,7 +2,9 @@
 //! holding `rootfs/`, plus the config and ownership manifest that go with it.
 //!
 //! The staging directory is removed if the bundle is dropped, so a failure at
-//! any step leaves nothing half-written behind.
+//! any step leaves nothing half-written behind. The rootfs is a directory in
+//! it, or, when only an archive is written, a [`MemoryRootfs`] spooling its
+//! file contents there.
 
 use std::fs::File;
 use std::io::Write;
@@ -15,6 +17,7 @@ use bundlegen_protocol::root::{MissingDirs, RootDir, RootError, Symlinks};
 use bundlegen_protocol::runtime::{Mount, RuntimeConfig, User};
 
 use crate::image::Image;
+use crate::rootfs::{MemoryRootfs, Rootfs};
 use crate::runtime_config::{self, RuntimeConfigError};
 use crate::unpack::{UnpackError, UnpackOptions, UnpackStats, unpack_image};
 
@@ -49,14 +52,16 @@ pub struct Place<'a> {
     pub work_dir: Option<&'a Path>,
 }
 
-pub struct Bundle {
+/// The stages take `&mut Bundle<dyn Rootfs>`, whichever rootfs it has.
+pub struct Bundle<R: Rootfs + ?Sized = RootDir> {
     staging: PathBuf,
     placed: bool,
-    pub rootfs: RootDir,
     pub config: RuntimeConfig,
     pub manifest: Manifest,
     /// Archive entries' mtimes are clamped to this (seconds since the epoch).
     pub epoch: i64,
+    /// Last, so that a bundle of any rootfs is also a `Bundle<dyn Rootfs>`.
+    pub rootfs: R,
 }
 
 /// The mtime clamp: `SOURCE_DATE_EPOCH` if set, else the image's creation
@@ -74,6 +79,45 @@ impl Bundle {
     /// Creates an empty bundle for `place.output`, staged in `place.work_dir`,
     /// or next to the output (same filesystem, so placing it is a rename).
     pub fn create(place: &Place<'_>) -> Result<Bundle, BundleError> {
+        Bundle::staged(place, |rootfs, _| Ok(RootDir::open(rootfs, Symlinks::FollowInRoot)?))
+    }
+
+    /// Unpacks `image` into a new bundle (see [`Bundle::create`]) and derives
+    /// its base config.
+    pub fn from_image(
+        image: &Image,
+        place: &Place<'_>,
+        options: &UnpackOptions,
+        uid_map: &[IdMapping],
+        gid_map: &[IdMapping],
+        progress: impl FnMut(usize, usize, &UnpackStats),
+    ) -> Result<(Bundle, UnpackStats), BundleError> {
+        Bundle::create(place)?.unpack(image, options, uid_map, gid_map, progress)
+    }
+}
+
+impl Bundle<MemoryRootfs> {
+    /// [`Bundle::create`] with the rootfs in memory, for an archive without
+    /// the bundle directory: file contents go to a spool file in the staging
+    /// directory, and no tree of files is written.
+    pub fn create_in_memory(place: &Place<'_>) -> Result<Bundle<MemoryRootfs>, BundleError> {
+        Bundle::staged(place, |rootfs, staging| {
+            MemoryRootfs::new(rootfs, staging).map_err(|source| BundleError::Io {
+                path: staging.to_path_buf(),
+                source,
+            })
+        })
+    }
+}
+
+impl<R: Rootfs> Bundle<R> {
+    /// Makes the staging directory with an empty `rootfs/` in it (the
+    /// archive lists it, whichever rootfs holds the tree) and opens the
+    /// rootfs with `open(rootfs path, staging path)`.
+    fn staged(
+        place: &Place<'_>,
+        open: impl FnOnce(&Path, &Path) -> Result<R, BundleError>,
+    ) -> Result<Bundle<R>, BundleError> {
         let output = place.output;
         let next_to_output = output
             .parent()
@@ -99,11 +143,18 @@ impl Bundle {
                 source,
             })?
             .keep();
-        let rootfs = match RootDir::create(&staging.join(ROOTFS_DIR), Symlinks::FollowInRoot) {
+        let rootfs_path = staging.join(ROOTFS_DIR);
+        let rootfs = std::fs::create_dir(&rootfs_path)
+            .map_err(|source| BundleError::Io {
+                path: rootfs_path.clone(),
+                source,
+            })
+            .and_then(|()| open(&rootfs_path, &staging));
+        let rootfs = match rootfs {
             Ok(rootfs) => rootfs,
             Err(e) => {
                 let _ = bundlegen_protocol::root::remove_tree(&staging);
-                return Err(e.into());
+                return Err(e);
             }
         };
         // From here on, Drop removes the staging directory (it may hold
@@ -111,34 +162,44 @@ impl Bundle {
         Ok(Bundle {
             staging,
             placed: false,
-            rootfs,
             config: RuntimeConfig::default(),
             manifest: Manifest::default(),
             epoch: 0,
+            rootfs,
         })
     }
 
-    /// Unpacks `image` into a new bundle (see [`Bundle::create`]) and derives
-    /// its base config.
-    pub fn from_image(
+    /// Unpacks `image` into this (empty) bundle and derives its base config.
+    pub fn unpack(
+        mut self,
         image: &Image,
-        place: &Place<'_>,
         options: &UnpackOptions,
         uid_map: &[IdMapping],
         gid_map: &[IdMapping],
         progress: impl FnMut(usize, usize, &UnpackStats),
-    ) -> Result<(Bundle, UnpackStats), BundleError> {
-        let mut bundle = Bundle::create(place)?;
-        let (manifest, stats) = unpack_image(image, &mut bundle.rootfs, options, progress)?;
-        bundle.manifest = manifest;
-        bundle.config = runtime_config::from_image(&image.config, &mut bundle.rootfs, uid_map, gid_map)?;
-        bundle.epoch = reproducible_epoch(image);
-        Ok((bundle, stats))
+    ) -> Result<(Bundle<R>, UnpackStats), BundleError> {
+        let (manifest, stats) = unpack_image(image, &mut self.rootfs, options, progress)?;
+        self.manifest = manifest;
+        self.config = runtime_config::from_image(&image.config, &mut self.rootfs, uid_map, gid_map)?;
+        self.epoch = reproducible_epoch(image);
+        Ok((self, stats))
     }
 
+    /// Marks the staging directory as moved into place: it is not removed.
+    pub(crate) fn placed(mut self) {
+        self.placed = true;
+    }
+}
+
+impl<R: Rootfs + ?Sized> Bundle<R> {
     /// The staging directory (holds `rootfs/`, and `config.json` once written).
     pub fn path(&self) -> &Path {
         &self.staging
+    }
+
+    /// The staging directory, the manifest and the rootfs, borrowed apart.
+    pub(crate) fn parts(&mut self) -> (&Path, &Manifest, &mut R) {
+        (&self.staging, &self.manifest, &mut self.rootfs)
     }
 
     /// Writes `config.json`.
@@ -164,15 +225,14 @@ impl Bundle {
     /// an empty file for file mounts. Never replaces what is there.
     pub fn create_mount_point(&mut self, destination: &str, directory: bool) -> Result<(), RootError> {
         let path = Path::new(destination);
-        if self.rootfs.lstat(path)?.is_some() {
+        if self.rootfs.kind(path)?.is_some() {
             return Ok(());
         }
         if directory {
-            self.rootfs.mkdir(path, 0o755, MissingDirs::Create)?;
+            self.rootfs.mkdir(path, 0o755, MissingDirs::Create)
         } else {
-            self.rootfs.create_file(path, 0o644, MissingDirs::Create)?;
+            self.rootfs.write_file(path, &mut std::io::empty(), None).map(drop)
         }
-        Ok(())
     }
 
     /// The value of `name` in the app's process environment (`NAME=value`;
@@ -192,14 +252,9 @@ impl Bundle {
     pub fn process_user(&self) -> User {
         self.config.process.as_ref().map(|p| p.user.clone()).unwrap_or_default()
     }
-
-    /// Marks the staging directory as moved into place: it is not removed.
-    pub(crate) fn placed(mut self) {
-        self.placed = true;
-    }
 }
 
-impl Drop for Bundle {
+impl<R: Rootfs + ?Sized> Drop for Bundle<R> {
     fn drop(&mut self) {
         if !self.placed
             && let Err(e) = bundlegen_protocol::root::remove_tree(&self.staging)

@@ -17,6 +17,7 @@ use crate::bundle::{Bundle, BundleError, Place};
 use crate::image::{Image, ImageError, ImageReference, RegistryOptions, TargetPlatform, open_image};
 use crate::output::{self, OutputError, OutputOptions, Written};
 use crate::pipeline::{self, Inputs, StageError};
+use crate::rootfs::Rootfs;
 use crate::unpack::{UnpackOptions, UnpackStats};
 
 /// Where BundleGen images keep their metadata.
@@ -113,14 +114,27 @@ pub async fn unpack(
         output: request.output,
         work_dir: request.work_dir,
     };
-    let (bundle, unpacked) = Bundle::from_image(
-        &image,
-        &place,
-        request.unpack,
-        request.uid_map,
-        request.gid_map,
-        progress,
-    )?;
+    let maps = (request.uid_map, request.gid_map);
+    let (written, unpacked) = if output::needs_dir(request.output_options) {
+        let staged = Bundle::from_image(&image, &place, request.unpack, maps.0, maps.1, progress)?;
+        write_unpacked(request, &image, staged)?
+    } else {
+        let staged = Bundle::create_in_memory(&place)?.unpack(&image, request.unpack, maps.0, maps.1, progress)?;
+        write_unpacked(request, &image, staged)?
+    };
+    Ok(Unpacked {
+        written,
+        unpacked,
+        warnings,
+    })
+}
+
+fn write_unpacked<R: Rootfs>(
+    request: &UnpackRequest<'_>,
+    image: &Image,
+    (bundle, unpacked): (Bundle<R>, UnpackStats),
+) -> Result<(Written, UnpackStats), GenerateError> {
+    let image_platform = image.platform();
     let mut options = request.output_options.clone();
     options.archive.uid_map = request.uid_map.to_vec();
     options.archive.gid_map = request.gid_map.to_vec();
@@ -137,11 +151,7 @@ pub async fn unpack(
         depends: Vec::new(),
     });
     let written = output::write(bundle, request.output, &options)?;
-    Ok(Unpacked {
-        written,
-        unpacked,
-        warnings,
-    })
+    Ok((written, unpacked))
 }
 
 /// Whether `app` can run on `platform`, without an image (assumed built for
@@ -175,7 +185,10 @@ pub fn target_platform(platform: &PlatformTemplate) -> TargetPlatform {
 }
 
 /// Reads the app metadata: the given file, or the image's (then deleted from the rootfs).
-fn app_metadata(bundle: &mut Bundle, file: Option<&Path>) -> Result<Parsed<AppMetadata>, GenerateError> {
+pub(crate) fn app_metadata(
+    bundle: &mut Bundle<dyn Rootfs>,
+    file: Option<&Path>,
+) -> Result<Parsed<AppMetadata>, GenerateError> {
     if let Some(file) = file {
         return Ok(bundlegen_protocol::config::load(file)?);
     }
@@ -215,18 +228,34 @@ pub async fn open(request: &Request<'_>) -> Result<Image, GenerateError> {
 }
 
 /// The blocking part: unpack `image`, run the stages, write the outputs.
+/// Without the bundle directory among the outputs, the rootfs is assembled
+/// in memory and only the archive is written.
 pub fn build(
     request: &Request<'_>,
     image: &Image,
     progress: impl FnMut(usize, usize, &UnpackStats),
 ) -> Result<Generated, GenerateError> {
-    let platform = request.platform;
-    let image_platform = image.platform();
     let place = Place {
         output: request.output,
         work_dir: request.work_dir,
     };
-    let (mut bundle, unpacked) = Bundle::from_image(image, &place, request.unpack, &[], &[], progress)?;
+    if output::needs_dir(request.output_options) {
+        let staged = Bundle::from_image(image, &place, request.unpack, &[], &[], progress)?;
+        finish(request, image, staged)
+    } else {
+        let staged = Bundle::create_in_memory(&place)?.unpack(image, request.unpack, &[], &[], progress)?;
+        finish(request, image, staged)
+    }
+}
+
+/// The stages and the outputs, on an unpacked bundle.
+fn finish<R: Rootfs + 'static>(
+    request: &Request<'_>,
+    image: &Image,
+    (mut bundle, unpacked): (Bundle<R>, UnpackStats),
+) -> Result<Generated, GenerateError> {
+    let platform = request.platform;
+    let image_platform = image.platform();
     let parsed = app_metadata(&mut bundle, request.app_metadata)?;
     let mut warnings = parsed.warnings;
     let mut app = parsed.value;
@@ -262,7 +291,7 @@ pub fn build(
 /// The archive's owners and modes (the bundle's user namespace, the
 /// platform's `tarball` settings) and the `.ipk`'s control fields.
 fn bundle_output_options(
-    bundle: &Bundle,
+    bundle: &Bundle<dyn Rootfs>,
     platform: &PlatformTemplate,
     app: &AppMetadata,
     requested: &OutputOptions,

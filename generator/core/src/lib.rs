@@ -14,6 +14,7 @@ pub mod output;
 pub mod package;
 pub mod pipeline;
 pub mod push;
+pub mod rootfs;
 pub mod runtime_config;
 pub mod stream;
 mod time;

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
+use crate::rootfs::Rootfs;
 use bundlegen_protocol::idmap::IdMapping;
-use bundlegen_protocol::root::RootDir;
 use bundlegen_protocol::runtime::{Capabilities, Linux, Mount, Namespace, Process, Rlimit, Root, RuntimeConfig, User};
 use oci_spec::image::ImageConfiguration;
 
@@ -34,7 +34,7 @@ pub enum RuntimeConfigError {
 /// `/etc/passwd` and `/etc/group` to resolve the image's `User`).
 pub fn from_image(
     image: &ImageConfiguration,
-    rootfs: &mut RootDir,
+    rootfs: &mut dyn Rootfs,
     uid_map: &[IdMapping],
     gid_map: &[IdMapping],
 ) -> Result<RuntimeConfig, RuntimeConfigError> {
@@ -61,7 +61,7 @@ pub fn from_image(
 
 /// The image's command, environment (with `HOME` of its user), user and
 /// working directory, with umoci's capabilities and limits.
-fn process(config: &oci_spec::image::Config, rootfs: &mut RootDir) -> Result<Process, RuntimeConfigError> {
+fn process(config: &oci_spec::image::Config, rootfs: &mut dyn Rootfs) -> Result<Process, RuntimeConfigError> {
     let mut env = vec![DEFAULT_PATH.to_string(), "TERM=xterm".to_string()];
     for entry in config.env().iter().flatten() {
         let (name, value) = entry
@@ -267,7 +267,7 @@ struct ExecUser {
 }
 
 /// Reads an account file of the rootfs, if it has one (symlinks followed inside).
-fn read_account_file(rootfs: &mut RootDir, path: &str) -> Option<String> {
+fn read_account_file(rootfs: &mut dyn Rootfs, path: &str) -> Option<String> {
     let (file, _) = rootfs.open_file_follow(Path::new(path)).ok()?;
     let mut text = String::new();
     file.take(MAX_ACCOUNT_FILE).read_to_string(&mut text).ok()?;
@@ -275,7 +275,7 @@ fn read_account_file(rootfs: &mut RootDir, path: &str) -> Option<String> {
 }
 
 /// Resolves `user[:group]` as runc's `GetExecUser` does.
-fn resolve_user(spec: &str, rootfs: &mut RootDir) -> Result<ExecUser, RuntimeConfigError> {
+fn resolve_user(spec: &str, rootfs: &mut dyn Rootfs) -> Result<ExecUser, RuntimeConfigError> {
     let error = |reason: String| RuntimeConfigError::User {
         spec: spec.to_string(),
         reason,
@@ -335,7 +335,7 @@ fn resolve_user(spec: &str, rootfs: &mut RootDir) -> Result<ExecUser, RuntimeCon
 mod tests {
     use std::fs;
 
-    use bundlegen_protocol::root::Symlinks;
+    use bundlegen_protocol::root::{RootDir, Symlinks};
 
     use super::*;
 

@@ -17,7 +17,10 @@ mod read;
 mod write;
 
 pub use read::{Owners, ReadOptions, UnpackReport, read_root_file, unpack_bundle};
-pub use write::{ArchiveOptions, ArchiveSummary, write_bundle, write_rootfs};
+pub use write::{
+    ArchiveOptions, ArchiveSource, ArchiveSummary, HostDir, SourceEntry, SourceKind, write_bundle, write_bundle_from,
+    write_rootfs,
+};
 
 /// Name of the root filesystem directory inside a bundle.
 pub const ROOTFS_DIR: &str = "rootfs";

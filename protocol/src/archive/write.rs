@@ -48,11 +48,95 @@ enum Kind {
     Node(SpecialNode),
 }
 
-struct Writer<'a, W: Write> {
+/// What the archive needs to know of one entry of the tree it writes.
+#[derive(Debug, Clone)]
+pub struct SourceEntry {
+    pub kind: SourceKind,
+    /// Permission bits (and file type bits, which are ignored).
+    pub mode: u32,
+    pub mtime: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Dir,
+    Symlink(PathBuf),
+    /// A regular file; `link` identifies it when it has other hard links.
+    File {
+        size: u64,
+        link: Option<(u64, u64)>,
+    },
+    Node(SpecialNode),
+    /// Sockets: they only exist while a program runs and are not archived.
+    Other,
+}
+
+/// A tree the archive is written from, addressed by paths relative to its
+/// top: a directory on the host ([`HostDir`]) or one the generator holds in
+/// memory. Errors name the entry where the host path is unknown.
+pub trait ArchiveSource {
+    /// The names in directory `dir` (any order).
+    fn list(&mut self, dir: &Path) -> Result<Vec<OsString>, ArchiveError>;
+    fn entry(&mut self, path: &Path) -> Result<SourceEntry, ArchiveError>;
+    /// The contents of the regular file at `path`.
+    fn open(&mut self, path: &Path) -> Result<Box<dyn Read + '_>, ArchiveError>;
+}
+
+/// A directory on the host as an [`ArchiveSource`]; symlinks are not followed.
+pub struct HostDir<'a>(pub &'a Path);
+
+impl ArchiveSource for HostDir<'_> {
+    fn list(&mut self, dir: &Path) -> Result<Vec<OsString>, ArchiveError> {
+        let host = self.0.join(dir);
+        fs::read_dir(&host)
+            .map_err(ArchiveError::io("list", &host))?
+            .map(|entry| entry.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(ArchiveError::io("list", &host))
+    }
+
+    fn entry(&mut self, path: &Path) -> Result<SourceEntry, ArchiveError> {
+        let host = self.0.join(path);
+        let meta = fs::symlink_metadata(&host).map_err(ArchiveError::io("stat", &host))?;
+        let file_type = meta.file_type();
+        let kind = if file_type.is_dir() {
+            SourceKind::Dir
+        } else if file_type.is_symlink() {
+            SourceKind::Symlink(fs::read_link(&host).map_err(ArchiveError::io("read link", &host))?)
+        } else if file_type.is_file() {
+            SourceKind::File {
+                size: meta.len(),
+                link: (meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
+            }
+        } else if let Some(node) = disk_node(&meta) {
+            SourceKind::Node(node)
+        } else {
+            SourceKind::Other
+        };
+        Ok(SourceEntry {
+            kind,
+            mode: meta.mode(),
+            mtime: meta.mtime(),
+        })
+    }
+
+    fn open(&mut self, path: &Path) -> Result<Box<dyn Read + '_>, ArchiveError> {
+        let host = self.0.join(path);
+        let file = File::options()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&host)
+            .map_err(ArchiveError::io("open", &host))?;
+        Ok(Box::new(file))
+    }
+}
+
+struct Writer<'a, W: Write, S: ArchiveSource + ?Sized> {
     tar: tar::Builder<W>,
+    source: &'a mut S,
     manifest: &'a Manifest,
     options: &'a ArchiveOptions,
-    /// First archive path of each multiply-linked file, by (device, inode).
+    /// First archive path of each multiply-linked file, by its link identity.
     links: HashMap<(u64, u64), PathBuf>,
     summary: ArchiveSummary,
 }
@@ -61,6 +145,16 @@ struct Writer<'a, W: Write> {
 /// stream into `out`, entries at the archive root, and returns `out`.
 pub fn write_bundle<W: Write>(
     bundle: &Path,
+    manifest: &Manifest,
+    options: &ArchiveOptions,
+    out: W,
+) -> Result<(W, ArchiveSummary), ArchiveError> {
+    write_bundle_from(&mut HostDir(bundle), manifest, options, out)
+}
+
+/// [`write_bundle`] from any tree laid out as a bundle.
+pub fn write_bundle_from<W: Write, S: ArchiveSource + ?Sized>(
+    bundle: &mut S,
     manifest: &Manifest,
     options: &ArchiveOptions,
     out: W,
@@ -76,11 +170,11 @@ pub fn write_rootfs<W: Write>(
     options: &ArchiveOptions,
     out: W,
 ) -> Result<(W, ArchiveSummary), ArchiveError> {
-    write_walk(rootfs, Some(Path::new("")), manifest, options, out)
+    write_walk(&mut HostDir(rootfs), Some(Path::new("")), manifest, options, out)
 }
 
-fn write_walk<W: Write>(
-    dir: &Path,
+fn write_walk<W: Write, S: ArchiveSource + ?Sized>(
+    source: &mut S,
     rootfs_dir: Option<&Path>,
     manifest: &Manifest,
     options: &ArchiveOptions,
@@ -90,28 +184,25 @@ fn write_walk<W: Write>(
     tar.follow_symlinks(false);
     let mut writer = Writer {
         tar,
+        source,
         manifest,
         options,
         links: HashMap::new(),
         summary: ArchiveSummary::default(),
     };
-    writer.walk(dir, Path::new(""), rootfs_dir)?;
+    writer.walk(Path::new(""), rootfs_dir)?;
     let out = writer
         .tar
         .into_inner()
-        .map_err(ArchiveError::io("finish archive of", dir))?;
+        .map_err(ArchiveError::io("finish the archive of", "the bundle"))?;
     Ok((out, writer.summary))
 }
 
-impl<W: Write> Writer<'_, W> {
-    /// Writes the children of `dir` (host path), whose archive path is
-    /// `archive_dir`; `rootfs_dir` is its path inside the rootfs, if it is in it.
-    fn walk(&mut self, dir: &Path, archive_dir: &Path, rootfs_dir: Option<&Path>) -> Result<(), ArchiveError> {
-        let mut names: Vec<OsString> = fs::read_dir(dir)
-            .map_err(ArchiveError::io("list", dir))?
-            .map(|entry| entry.map(|e| e.file_name()))
-            .collect::<Result<_, _>>()
-            .map_err(ArchiveError::io("list", dir))?;
+impl<W: Write, S: ArchiveSource + ?Sized> Writer<'_, W, S> {
+    /// Writes the children of `dir` (a path of the source, which is also its
+    /// archive path); `rootfs_dir` is its path inside the rootfs, if it is in it.
+    fn walk(&mut self, dir: &Path, rootfs_dir: Option<&Path>) -> Result<(), ArchiveError> {
+        let mut names = self.source.list(dir)?;
         let mut recorded: HashMap<OsString, SpecialNode> = HashMap::new();
         if let Some(rootfs_dir) = rootfs_dir {
             for (name, node) in self.manifest.nodes_in(rootfs_dir) {
@@ -123,46 +214,38 @@ impl<W: Write> Writer<'_, W> {
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
-            let host = dir.join(&name);
-            let archive_path = archive_dir.join(&name);
+            let archive_path = dir.join(&name);
             let in_rootfs = match rootfs_dir {
                 Some(parent) => Some(parent.join(&name)),
                 None if name == ROOTFS_DIR => Some(PathBuf::new()),
                 None => None,
             };
+            let owner = in_rootfs.as_deref().map(|p| self.manifest.owner(p)).unwrap_or_default();
             if let Some(node) = recorded.get(&name) {
-                let owner = in_rootfs.as_deref().map(|p| self.manifest.owner(p)).unwrap_or_default();
-                self.append(&archive_path, Kind::Node(*node), node.mode, owner, node.mtime, None)?;
+                self.append(&archive_path, Kind::Node(*node), node.mode, owner, node.mtime)?;
                 continue;
             }
-            let meta = fs::symlink_metadata(&host).map_err(ArchiveError::io("stat", &host))?;
-            let owner = in_rootfs.as_deref().map(|p| self.manifest.owner(p)).unwrap_or_default();
-            let file_type = meta.file_type();
-            let kind = if file_type.is_dir() {
-                Kind::Dir
-            } else if file_type.is_symlink() {
-                Kind::Symlink(fs::read_link(&host).map_err(ArchiveError::io("read link", &host))?)
-            } else if file_type.is_file() {
-                let key = (meta.dev(), meta.ino());
-                match self.links.get(&key) {
-                    Some(first) if meta.nlink() > 1 => Kind::HardLink(first.clone()),
-                    _ => {
-                        if meta.nlink() > 1 {
+            let entry = self.source.entry(&archive_path)?;
+            let kind = match entry.kind {
+                SourceKind::Dir => Kind::Dir,
+                SourceKind::Symlink(target) => Kind::Symlink(target),
+                SourceKind::File { size, link } => match link {
+                    Some(key) => match self.links.get(&key) {
+                        Some(first) => Kind::HardLink(first.clone()),
+                        None => {
                             self.links.insert(key, archive_path.clone());
+                            Kind::File { size }
                         }
-                        Kind::File { size: meta.len() }
-                    }
-                }
-            } else if let Some(node) = disk_node(&meta) {
-                Kind::Node(node)
-            } else {
-                // Sockets cannot be archived; they only exist while a program runs.
-                continue;
+                    },
+                    None => Kind::File { size },
+                },
+                SourceKind::Node(node) => Kind::Node(node),
+                SourceKind::Other => continue,
             };
             let is_dir = matches!(kind, Kind::Dir);
-            self.append(&archive_path, kind, meta.mode(), owner, meta.mtime(), Some(&host))?;
+            self.append(&archive_path, kind, entry.mode, owner, entry.mtime)?;
             if is_dir {
-                self.walk(&host, &archive_path, in_rootfs.as_deref())?;
+                self.walk(&archive_path, in_rootfs.as_deref())?;
             }
         }
         Ok(())
@@ -179,15 +262,7 @@ impl<W: Write> Writer<'_, W> {
         (uid.unwrap_or(owner.uid), gid.unwrap_or(owner.gid))
     }
 
-    fn append(
-        &mut self,
-        path: &Path,
-        kind: Kind,
-        mode: u32,
-        owner: Owner,
-        mtime: i64,
-        host: Option<&Path>,
-    ) -> Result<(), ArchiveError> {
+    fn append(&mut self, path: &Path, kind: Kind, mode: u32, owner: Owner, mtime: i64) -> Result<(), ArchiveError> {
         let (uid, gid) = self.host_ids(path, owner);
         let mut header = tar::Header::new_gnu();
         let mode = mode & 0o7777 & self.options.mode_mask.unwrap_or(0o7777);
@@ -226,12 +301,7 @@ impl<W: Write> Writer<'_, W> {
                 self.tar.append_data(&mut header, path, io::empty()).map_err(failed)
             }
             Kind::File { size } => {
-                let host = host.unwrap_or(path);
-                let file = File::options()
-                    .read(true)
-                    .custom_flags(nix::libc::O_NOFOLLOW)
-                    .open(host)
-                    .map_err(ArchiveError::io("open", host))?;
+                let file = self.source.open(path)?;
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(size);
                 self.summary.file_bytes += size;

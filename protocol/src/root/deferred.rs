@@ -33,20 +33,36 @@ impl DeferredDirs {
         }
     }
 
+    /// Takes what was recorded, deepest first (the order to apply it in:
+    /// setting a directory's mode never blocks setting its children's).
+    pub fn take(&mut self) -> Vec<(PathBuf, u32, i64)> {
+        std::mem::take(&mut self.meta)
+            .into_iter()
+            .rev()
+            .map(|(path, (mode, mtime))| (path, mode, mtime))
+            .collect()
+    }
+
     /// Applies them, deepest first; a path that is no longer a directory
     /// is left alone. On failure, the path and why.
     pub fn apply(&mut self, root: &mut RootDir) -> Result<(), (PathBuf, RootError)> {
-        for (path, (mode, mtime)) in self.meta.iter().rev() {
-            let failed = |e| (path.clone(), e);
-            let resolved = root.resolve(path, MissingDirs::Fail).map_err(failed)?;
-            match root.lstat_resolved(&resolved).map_err(failed)? {
-                Some(st) if EntryKind::from_mode(st.st_mode) == EntryKind::Dir => {}
-                _ => continue,
+        for (path, mode, mtime) in self.take() {
+            let resolved = match root.resolve(&path, MissingDirs::Fail) {
+                Ok(resolved) => resolved,
+                Err(e) => return Err((path, e)),
+            };
+            match root.lstat_resolved(&resolved) {
+                Ok(Some(st)) if EntryKind::from_mode(st.st_mode) == EntryKind::Dir => {}
+                Ok(_) => continue,
+                Err(e) => return Err((path, e)),
             }
-            root.set_mode(&resolved, *mode).map_err(failed)?;
-            root.set_mtime(&resolved, *mtime).map_err(failed)?;
+            if let Err(e) = root
+                .set_mode(&resolved, mode)
+                .and_then(|()| root.set_mtime(&resolved, mtime))
+            {
+                return Err((path, e));
+            }
         }
-        self.meta.clear();
         Ok(())
     }
 }

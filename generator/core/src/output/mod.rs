@@ -10,11 +10,15 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use bundlegen_protocol::archive::ipk::{IpkControl, write_ipk};
-use bundlegen_protocol::archive::{ArchiveError, ArchiveOptions, ArchiveSummary, write_bundle};
+use bundlegen_protocol::archive::{
+    ArchiveError, ArchiveOptions, ArchiveSource, ArchiveSummary, HostDir, ROOTFS_DIR, SourceEntry, write_bundle_from,
+};
 use bundlegen_protocol::digest::{HashingWriter, Sha256Digest};
 use bundlegen_protocol::fsutil::write_file_atomic;
+use bundlegen_protocol::root::{RootDir, Symlinks};
 
 use crate::bundle::{Bundle, BundleError};
+use crate::rootfs::Rootfs;
 
 pub mod pgzip;
 
@@ -99,6 +103,8 @@ pub enum OutputError {
         "cannot move the bundle to {0}: the work directory is on another filesystem; use it only with --archive-only"
     )]
     WorkDirElsewhere(PathBuf),
+    #[error("cannot write the bundle directory {0}: its rootfs was assembled in memory, for an archive only")]
+    RootfsInMemory(PathBuf),
 }
 
 impl From<BundleError> for OutputError {
@@ -156,16 +162,25 @@ pub fn check_destination(output: &Path, options: &OutputOptions) -> Result<(), O
     }
 }
 
+/// Whether writing `options` needs the bundle directory, or only an archive
+/// (which a rootfs in memory can be written to).
+pub fn needs_dir(options: &OutputOptions) -> bool {
+    writes_dir(options)
+}
+
 /// Writes `bundle` as asked and consumes it.
-pub fn write(bundle: Bundle, output: &Path, options: &OutputOptions) -> Result<Written, OutputError> {
+pub fn write<R: Rootfs>(mut bundle: Bundle<R>, output: &Path, options: &OutputOptions) -> Result<Written, OutputError> {
     check_destination(output, options)?;
+    if writes_dir(options) && bundle.rootfs.archive_source().is_some() {
+        return Err(OutputError::RootfsInMemory(output.to_path_buf()));
+    }
     bundle.write_config()?;
     let archive_options = ArchiveOptions {
         mtime_clamp: bundle.epoch,
         ..options.archive.clone()
     };
     let archive = match archive_path(output, options.format) {
-        Some(path) => Some(write_archive(&bundle, &path, &archive_options, options)?),
+        Some(path) => Some(write_archive(&mut bundle, &path, &archive_options, options)?),
         None => None,
     };
     let dir = if writes_dir(options) {
@@ -188,9 +203,50 @@ fn threads(options: &OutputOptions) -> usize {
     }
 }
 
+/// A bundle as the archive sees it: `config.json` from the staging
+/// directory, `rootfs/` from there too or from the rootfs in memory.
+struct BundleSource<'a> {
+    staging: HostDir<'a>,
+    rootfs: Option<&'a mut dyn ArchiveSource>,
+}
+
+impl<'a> BundleSource<'a> {
+    fn new(staging: &'a Path, rootfs: &'a mut (impl Rootfs + ?Sized)) -> BundleSource<'a> {
+        BundleSource {
+            staging: HostDir(staging),
+            rootfs: rootfs.archive_source(),
+        }
+    }
+
+    /// Where `path` is read: the rootfs in memory and the path in it, or the staging directory.
+    fn route<'p>(&mut self, path: &'p Path) -> (&mut dyn ArchiveSource, &'p Path) {
+        match (&mut self.rootfs, path.strip_prefix(ROOTFS_DIR)) {
+            (Some(rootfs), Ok(inside)) => (&mut **rootfs, inside),
+            _ => (&mut self.staging, path),
+        }
+    }
+}
+
+impl ArchiveSource for BundleSource<'_> {
+    fn list(&mut self, dir: &Path) -> Result<Vec<std::ffi::OsString>, ArchiveError> {
+        let (source, path) = self.route(dir);
+        source.list(path)
+    }
+
+    fn entry(&mut self, path: &Path) -> Result<SourceEntry, ArchiveError> {
+        let (source, path) = self.route(path);
+        source.entry(path)
+    }
+
+    fn open(&mut self, path: &Path) -> Result<Box<dyn io::Read + '_>, ArchiveError> {
+        let (source, path) = self.route(path);
+        source.open(path)
+    }
+}
+
 /// Writes the bundle's tar stream through `format`'s compressor into `out`.
-fn write_compressed<W: Write>(
-    bundle: &Bundle,
+fn write_compressed<W: Write, R: Rootfs + ?Sized>(
+    bundle: &mut Bundle<R>,
     format: Format,
     archive: &ArchiveOptions,
     options: &OutputOptions,
@@ -208,13 +264,16 @@ fn write_compressed<W: Write>(
                 .multithread(threads(options) as u32)
                 .and_then(|()| encoder.include_checksum(true))
                 .map_err(io_error(bundle.path()))?;
-            let (encoder, summary) = write_bundle(bundle.path(), &bundle.manifest, archive, encoder)?;
+            let (staging, manifest, rootfs) = bundle.parts();
+            let (encoder, summary) =
+                write_bundle_from(&mut BundleSource::new(staging, rootfs), manifest, archive, encoder)?;
             Ok((encoder.finish().map_err(failed)?, summary))
         }
         _ => {
             let level = options.level.unwrap_or(DEFAULT_GZIP_LEVEL);
             let gz = pgzip::ParallelGzWriter::new(out, level, threads(options)).map_err(io_error(bundle.path()))?;
-            let (gz, summary) = write_bundle(bundle.path(), &bundle.manifest, archive, gz)?;
+            let (staging, manifest, rootfs) = bundle.parts();
+            let (gz, summary) = write_bundle_from(&mut BundleSource::new(staging, rootfs), manifest, archive, gz)?;
             Ok((gz.finish().map_err(failed)?, summary))
         }
     }
@@ -244,8 +303,8 @@ impl Unsynced {
     }
 }
 
-fn write_archive(
-    bundle: &Bundle,
+fn write_archive<R: Rootfs + ?Sized>(
+    bundle: &mut Bundle<R>,
     path: &Path,
     archive: &ArchiveOptions,
     options: &OutputOptions,
@@ -322,9 +381,11 @@ fn sync_dir(dir: &Path) -> Result<(), OutputError> {
 
 /// Moves the staged bundle to `output`, replacing an old one only after the
 /// new one is complete.
-fn place_dir(bundle: Bundle, output: &Path, replace: bool) -> Result<(), OutputError> {
+fn place_dir<R: Rootfs>(bundle: Bundle<R>, output: &Path, replace: bool) -> Result<(), OutputError> {
     // Everything on disk before the rename makes it visible.
-    bundle.rootfs.sync().map_err(BundleError::from)?;
+    RootDir::open(&bundle.path().join(ROOTFS_DIR), Symlinks::FollowInRoot)
+        .and_then(|rootfs| rootfs.sync())
+        .map_err(BundleError::from)?;
     let parent = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

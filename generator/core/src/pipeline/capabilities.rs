@@ -8,6 +8,7 @@ use bundlegen_protocol::runtime::Capabilities;
 
 use super::Inputs;
 use crate::bundle::Bundle;
+use crate::rootfs::Rootfs;
 
 /// BundleGen's default set (`capabilities.py`).
 pub const DEFAULT_CAPABILITIES: [&str; 9] = [
@@ -22,7 +23,7 @@ pub const DEFAULT_CAPABILITIES: [&str; 9] = [
     "CAP_AUDIT_WRITE",
 ];
 
-pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String>) {
+pub fn apply(bundle: &mut Bundle<dyn Rootfs>, inputs: &Inputs<'_>, warnings: &mut Vec<String>) {
     let mut set: BTreeSet<String> = match &inputs.platform.capabilities {
         Some(baseline) => baseline.iter().cloned().collect(),
         None => DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),

@@ -5,8 +5,9 @@ use bundlegen_protocol::runtime::{Hook, Hooks};
 
 use super::Inputs;
 use crate::bundle::Bundle;
+use crate::rootfs::Rootfs;
 
-pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String>) {
+pub fn apply(bundle: &mut Bundle<dyn Rootfs>, inputs: &Inputs<'_>, warnings: &mut Vec<String>) {
     let dobby = inputs.platform.dobby();
     let has_plugins = bundle.config.rdk_plugins.as_ref().is_some_and(|p| !p.is_empty());
     if !dobby.generate_compliant_config || !has_plugins {

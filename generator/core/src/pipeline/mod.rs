@@ -10,6 +10,7 @@ use bundlegen_protocol::root::RootError;
 
 use crate::bundle::Bundle;
 use crate::image::TargetPlatform;
+use crate::rootfs::Rootfs;
 
 mod capabilities;
 pub mod compat;
@@ -82,7 +83,7 @@ pub struct Report {
 }
 
 /// Runs every stage on `bundle`, whose config is the image's base config.
-pub fn run(bundle: &mut Bundle, inputs: &Inputs<'_>) -> Result<Report, StageError> {
+pub fn run(bundle: &mut Bundle<dyn Rootfs>, inputs: &Inputs<'_>) -> Result<Report, StageError> {
     let mut report = Report::default();
     let app = compat::check(inputs, &mut report.warnings)?;
     let inputs = Inputs { app: &app, ..*inputs };

@@ -7,6 +7,7 @@ use bundlegen_protocol::runtime::Mount;
 
 use super::{Inputs, StageError};
 use crate::bundle::Bundle;
+use crate::rootfs::Rootfs;
 
 pub const MKDIR: &str = "X-mount.mkdir";
 pub const MOUNT_POINT_ONLY: &str = "X-mount.no";
@@ -17,7 +18,7 @@ fn has_option(mount: &Mount, option: &str) -> bool {
 }
 
 /// Adds a template or metadata mount.
-pub fn add_mount_spec(bundle: &mut Bundle, inputs: &Inputs<'_>, spec: &Mount) -> Result<(), StageError> {
+pub fn add_mount_spec(bundle: &mut Bundle<dyn Rootfs>, inputs: &Inputs<'_>, spec: &Mount) -> Result<(), StageError> {
     let mut mount = spec.clone();
     mount.source = mount.source.map(|s| inputs.substitute(&s));
     if inputs.options.create_mount_points {
@@ -31,7 +32,7 @@ pub fn add_mount_spec(bundle: &mut Bundle, inputs: &Inputs<'_>, spec: &Mount) ->
     Ok(())
 }
 
-pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>) -> Result<(), StageError> {
+pub fn apply(bundle: &mut Bundle<dyn Rootfs>, inputs: &Inputs<'_>) -> Result<(), StageError> {
     let specs = inputs
         .platform
         .mounts
@@ -45,7 +46,7 @@ pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>) -> Result<(), StageError>
 }
 
 /// With `-r`, umoci's mount points (except `/etc/resolv.conf`) as directories.
-pub fn create_default_mount_points(bundle: &mut Bundle) -> Result<(), StageError> {
+pub fn create_default_mount_points(bundle: &mut Bundle<dyn Rootfs>) -> Result<(), StageError> {
     let destinations: Vec<String> = bundle
         .config
         .mounts
@@ -62,7 +63,7 @@ pub fn create_default_mount_points(bundle: &mut Bundle) -> Result<(), StageError
 }
 
 /// For crun: drops the fstab-style `X-` options the runtime does not know.
-pub fn strip_userspace_options(bundle: &mut Bundle) {
+pub fn strip_userspace_options(bundle: &mut Bundle<dyn Rootfs>) {
     for mount in &mut bundle.config.mounts {
         if let Some(options) = mount.options.as_mut() {
             options.retain(|o| !o.starts_with("X-"));

@@ -9,13 +9,13 @@ use bundlegen_protocol::plugins::{
     DeviceMapperData, DynamicMount, FileOptions, GpuData, LoggingData, LoopbackMount, Plugin, RdkPlugins, StorageData,
     split_mount_options,
 };
-use bundlegen_protocol::root::MissingDirs;
 use bundlegen_protocol::runtime::Mount;
 use sha2::{Digest, Sha256};
 
 use super::mounts::OPTIONAL;
 use super::{Inputs, StageError};
 use crate::bundle::Bundle;
+use crate::rootfs::Rootfs;
 
 /// `MS_NOSUID | MS_NODEV | MS_NOEXEC`, BundleGen's loopback flags.
 const LOOPBACK_FLAGS: i32 = 14;
@@ -30,7 +30,11 @@ fn int32(value: u64, what: &str) -> Result<i32, StageError> {
     })
 }
 
-pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String>) -> Result<(), StageError> {
+pub fn apply(
+    bundle: &mut Bundle<dyn Rootfs>,
+    inputs: &Inputs<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<(), StageError> {
     let mut plugins = RdkPlugins::default();
     if let Some(dir) = inputs.platform.dobby.as_ref().and_then(|d| d.plugin_dir.as_ref()) {
         bundle.add_mount(Mount::new(dir, "bind", dir, &["rbind", "nosuid", "nodev", "ro"]));
@@ -78,7 +82,11 @@ pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String
     Ok(())
 }
 
-fn networking(bundle: &mut Bundle, inputs: &Inputs<'_>, plugins: &mut RdkPlugins) -> Result<(), StageError> {
+fn networking(
+    bundle: &mut Bundle<dyn Rootfs>,
+    inputs: &Inputs<'_>,
+    plugins: &mut RdkPlugins,
+) -> Result<(), StageError> {
     plugins.networking = Some(Plugin::required(inputs.app.network.clone()));
     // Name resolution files the networking plugin relies on; an image's own
     // files are kept (BundleGen overwrote them, and wrote a broken hosts file).
@@ -91,27 +99,24 @@ fn networking(bundle: &mut Bundle, inputs: &Inputs<'_>, plugins: &mut RdkPlugins
     Ok(())
 }
 
-fn write_if_missing(bundle: &mut Bundle, path: &str, text: &str) -> Result<(), StageError> {
+fn write_if_missing(bundle: &mut Bundle<dyn Rootfs>, path: &str, text: &str) -> Result<(), StageError> {
     let path = Path::new(path);
     if bundle
         .rootfs
-        .lstat(path)
+        .kind(path)
         .map_err(StageError::rootfs("networking"))?
         .is_some()
     {
         return Ok(());
     }
-    let (mut file, _) = bundle
+    bundle
         .rootfs
-        .create_file(path, 0o644, MissingDirs::Create)
-        .map_err(StageError::rootfs("networking"))?;
-    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| StageError::Failed {
-        stage: "networking",
-        message: format!("writing /{}: {e}", path.display()),
-    })
+        .write_file(path, &mut text.as_bytes(), None)
+        .map(drop)
+        .map_err(StageError::rootfs("networking"))
 }
 
-fn storage(bundle: &mut Bundle, inputs: &Inputs<'_>, plugins: &mut RdkPlugins) -> Result<(), StageError> {
+fn storage(bundle: &mut Bundle<dyn Rootfs>, inputs: &Inputs<'_>, plugins: &mut RdkPlugins) -> Result<(), StageError> {
     let mut data = StorageData::default();
     let app = inputs.app;
     if let Some(persistent) = inputs.platform.storage.as_ref().and_then(|s| s.persistent.as_ref()) {
@@ -186,7 +191,11 @@ fn storage(bundle: &mut Bundle, inputs: &Inputs<'_>, plugins: &mut RdkPlugins) -
     Ok(())
 }
 
-fn logging(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String>) -> Option<Plugin<LoggingData>> {
+fn logging(
+    bundle: &mut Bundle<dyn Rootfs>,
+    inputs: &Inputs<'_>,
+    warnings: &mut Vec<String>,
+) -> Option<Plugin<LoggingData>> {
     let config: &Logging = inputs.platform.logging.as_ref().or(inputs.operator.logging.as_ref())?;
     if let Some(process) = bundle.config.process.as_mut() {
         process.terminal = true;
@@ -222,7 +231,7 @@ fn logging(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String>)
 }
 
 /// crun mode: no plugins. What they would have done is dropped, with a warning.
-pub fn drop_for_crun(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String>) {
+pub fn drop_for_crun(bundle: &mut Bundle<dyn Rootfs>, inputs: &Inputs<'_>, warnings: &mut Vec<String>) {
     let app = inputs.app;
     let ignored: Vec<&str> = [
         ("ipc", app.ipc.is_some_and(|e| e.enable)),

@@ -6,10 +6,11 @@ use bundlegen_protocol::runtime::{Mount, Rlimit};
 
 use super::{Inputs, StageError};
 use crate::bundle::Bundle;
+use crate::rootfs::Rootfs;
 
 /// The app's program as a container path (`args[0]`, looked up in `PATH`
 /// when it is not absolute), before DobbyInit is put in front of it.
-pub fn entrypoint(bundle: &mut Bundle) -> Option<String> {
+pub fn entrypoint(bundle: &mut Bundle<dyn Rootfs>) -> Option<String> {
     let program = bundle.config.process.as_ref()?.args.first()?.clone();
     if program.starts_with('/') {
         return Some(program);
@@ -33,7 +34,11 @@ fn set_env(env: &mut Vec<String>, entry: &str, replace: bool) {
     }
 }
 
-pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String>) -> Result<(), StageError> {
+pub fn apply(
+    bundle: &mut Bundle<dyn Rootfs>,
+    inputs: &Inputs<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<(), StageError> {
     let dobby_init = inputs.platform.dobby().dobby_init().to_string();
     let process = bundle.config.process.get_or_insert_with(Default::default);
     if process.args.is_empty() {

@@ -6,8 +6,9 @@ use bundlegen_protocol::runtime::{Device, DeviceRule, Memory, Mount, Resources};
 use super::mounts::add_mount_spec;
 use super::{Inputs, StageError};
 use crate::bundle::Bundle;
+use crate::rootfs::Rootfs;
 
-pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String>) {
+pub fn apply(bundle: &mut Bundle<dyn Rootfs>, inputs: &Inputs<'_>, warnings: &mut Vec<String>) {
     let resources = bundle
         .config
         .linux
@@ -37,7 +38,7 @@ pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String
     }
 }
 
-pub fn gpu(bundle: &mut Bundle, inputs: &Inputs<'_>) -> Result<(), StageError> {
+pub fn gpu(bundle: &mut Bundle<dyn Rootfs>, inputs: &Inputs<'_>) -> Result<(), StageError> {
     if !inputs.app.graphics {
         return Ok(());
     }

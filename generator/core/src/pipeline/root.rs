@@ -4,13 +4,14 @@ use bundlegen_protocol::runtime::Root;
 
 use super::Inputs;
 use crate::bundle::Bundle;
+use crate::rootfs::Rootfs;
 
 /// What Dobby runs through its plugin launcher.
 pub const DOBBY_OCI_VERSION: &str = "1.0.2-dobby";
 /// Plain OCI (crun, or a "compliant" config with the launcher hooks already in).
 pub const OCI_VERSION: &str = "1.0.2";
 
-pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>) {
+pub fn apply(bundle: &mut Bundle<dyn Rootfs>, inputs: &Inputs<'_>) {
     let compliant = inputs.platform.dobby().generate_compliant_config;
     bundle.config.oci_version = if compliant || inputs.options.crun {
         OCI_VERSION
@@ -29,7 +30,7 @@ pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>) {
     }
 }
 
-pub fn security(bundle: &mut Bundle, inputs: &Inputs<'_>) {
+pub fn security(bundle: &mut Bundle<dyn Rootfs>, inputs: &Inputs<'_>) {
     if let Some(hostname) = &inputs.platform.hostname {
         bundle.config.hostname = Some(inputs.substitute(hostname));
     }

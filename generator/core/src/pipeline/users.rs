@@ -4,8 +4,9 @@ use bundlegen_protocol::idmap::{IdMapping, map_id};
 
 use super::Inputs;
 use crate::bundle::Bundle;
+use crate::rootfs::Rootfs;
 
-pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, warnings: &mut Vec<String>) {
+pub fn apply(bundle: &mut Bundle<dyn Rootfs>, inputs: &Inputs<'_>, warnings: &mut Vec<String>) {
     let users = inputs.platform.users_and_groups.clone().unwrap_or_default();
     if let (Some(overrides), Some(process)) = (&users.user, bundle.config.process.as_mut()) {
         // Explicit 0 counts (BundleGen tested truthiness and ignored it).

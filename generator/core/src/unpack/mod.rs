@@ -18,12 +18,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use bundlegen_protocol::manifest::{Manifest, NodeKind, Owner, SpecialNode};
-use bundlegen_protocol::root::{DeferredDirs, EntryKind, MissingDirs, RootDir, RootError, clean_path};
+use bundlegen_protocol::root::{DeferredDirs, EntryKind, MissingDirs, RootError, clean_path};
 use bundlegen_protocol::tar_read::{TarEntry, TarError, TarKind, TarReader};
-use nix::sys::stat::{futimens, makedev};
-use nix::sys::time::TimeSpec;
 
 use crate::image::{Image, ImageError};
+use crate::rootfs::{Rootfs, Stamp};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -113,13 +112,6 @@ pub enum UnpackError {
         path: PathBuf,
         reason: String,
     },
-    #[error("{layer}: writing {path:?}")]
-    Write {
-        layer: String,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("the image exceeds the limit of {limit} {what} (a decompression bomb?)")]
     LimitExceeded { what: &'static str, limit: u64 },
 }
@@ -128,7 +120,7 @@ pub enum UnpackError {
 /// ownership manifest.
 pub fn unpack_image(
     image: &Image,
-    root: &mut RootDir,
+    root: &mut dyn Rootfs,
     options: &UnpackOptions,
     mut progress: impl FnMut(usize, usize, &UnpackStats),
 ) -> Result<(Manifest, UnpackStats), UnpackError> {
@@ -155,12 +147,16 @@ pub struct UnpackState {
 
 impl UnpackState {
     /// Applies the deferred directory metadata.
-    pub fn finish(&mut self, root: &mut RootDir) -> Result<(), UnpackError> {
-        self.dirs.apply(root).map_err(|(path, source)| UnpackError::Root {
-            layer: "finishing".into(),
-            path,
-            source: Box::new(source),
-        })
+    pub fn finish(&mut self, root: &mut dyn Rootfs) -> Result<(), UnpackError> {
+        for (path, mode, mtime) in self.dirs.take() {
+            root.set_dir_stamp(&path, Stamp { mode, mtime })
+                .map_err(|source| UnpackError::Root {
+                    layer: "finishing".into(),
+                    path,
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
     }
 
     fn forget(&mut self, real: &Path) {
@@ -171,7 +167,7 @@ impl UnpackState {
 
 /// Applies one layer's tar stream. Exposed for tests and the fuzz target.
 pub fn apply_layer(
-    root: &mut RootDir,
+    root: &mut dyn Rootfs,
     state: &mut UnpackState,
     stream: &mut dyn Read,
     layer: &str,
@@ -199,7 +195,7 @@ pub fn apply_layer(
 }
 
 struct LayerApplier<'a> {
-    root: &'a mut RootDir,
+    root: &'a mut dyn Rootfs,
     state: &'a mut UnpackState,
     options: &'a UnpackOptions,
     layer: &'a str,
@@ -266,16 +262,11 @@ impl LayerApplier<'_> {
         if let Some(target) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             return self.whiteout(&path, target);
         }
-        let resolved = self
+        let real = self
             .root
             .resolve(&path, MissingDirs::Create)
             .map_err(self.root_error(&path))?;
-        let real = resolved.real_path.clone();
-        let existing = self
-            .root
-            .lstat_resolved(&resolved)
-            .map_err(self.root_error(&path))?
-            .map(|st| EntryKind::from_mode(st.st_mode));
+        let existing = self.root.kind(&real).map_err(self.root_error(&path))?;
         let recorded = self.state.manifest.node(&real).is_some();
 
         if entry.kind == TarKind::Dir && existing == Some(EntryKind::Dir) {
@@ -310,12 +301,8 @@ impl LayerApplier<'_> {
                     .as_deref()
                     .filter(|t| !t.as_os_str().is_empty())
                     .ok_or_else(|| self.bad(&path, "symlink without a target"))?;
-                let resolved = self
-                    .root
-                    .symlink(&real, target, MissingDirs::Create)
-                    .map_err(self.root_error(&path))?;
                 self.root
-                    .set_mtime(&resolved, entry.mtime)
+                    .symlink(&real, target, entry.mtime)
                     .map_err(self.root_error(&path))?;
             }
             TarKind::CharDevice | TarKind::BlockDevice | TarKind::Fifo => self.node(entry, &real)?,
@@ -347,21 +334,15 @@ impl LayerApplier<'_> {
                 limit: limits.max_bytes,
             });
         }
-        let (mut file, _) = self
-            .root
-            .create_file(real, 0o600, MissingDirs::Create)
-            .map_err(self.root_error(real))?;
-        let write_error = |source| UnpackError::Write {
-            layer: self.layer.to_string(),
-            path: real.to_path_buf(),
-            source,
+        let stamp = Stamp {
+            mode: entry.mode,
+            mtime: entry.mtime,
         };
-        let copied = io::copy(data, &mut file).map_err(write_error)?;
+        let copied = self
+            .root
+            .write_file(real, data, Some(stamp))
+            .map_err(self.root_error(real))?;
         self.state.stats.file_bytes += copied;
-        let mode = nix::sys::stat::Mode::from_bits_truncate(entry.mode & 0o7777);
-        nix::sys::stat::fchmod(&file, mode).map_err(|e| write_error(e.into()))?;
-        let time = TimeSpec::new(entry.mtime, 0);
-        futimens(&file, &time, &time).map_err(|e| write_error(e.into()))?;
         Ok(())
     }
 
@@ -389,17 +370,12 @@ impl LayerApplier<'_> {
             NodeKind::BlockDevice => EntryKind::BlockDevice,
             NodeKind::Fifo => EntryKind::Fifo,
         };
-        let dev = makedev(u64::from(entry.dev_major), u64::from(entry.dev_minor));
-        let resolved = self
-            .root
-            .mknod(real, entry_kind, entry.mode, dev, MissingDirs::Create)
-            .map_err(self.root_error(real))?;
-        // mknod applies the umask; set the exact mode.
+        let stamp = Stamp {
+            mode: entry.mode,
+            mtime: entry.mtime,
+        };
         self.root
-            .set_mode(&resolved, entry.mode)
-            .map_err(self.root_error(real))?;
-        self.root
-            .set_mtime(&resolved, entry.mtime)
+            .mknod(real, entry_kind, (entry.dev_major, entry.dev_minor), stamp)
             .map_err(self.root_error(real))
     }
 
@@ -409,18 +385,14 @@ impl LayerApplier<'_> {
             .as_deref()
             .ok_or_else(|| self.bad(path, "hardlink without a target"))?;
         let target = clean_path(target).map_err(self.root_error(path))?;
-        let target_resolved = match self.root.resolve(&target, MissingDirs::Fail) {
-            Ok(resolved) => resolved,
+        let target_real = match self.root.resolve(&target, MissingDirs::Fail) {
+            Ok(real) => real,
             Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => {
                 return Err(self.bad(path, format!("hardlink to {target:?}, which does not exist")));
             }
             Err(e) => return Err(self.root_error(path)(e)),
         };
-        let target_real = target_resolved.real_path.clone();
-        let target_stat = self
-            .root
-            .lstat_resolved(&target_resolved)
-            .map_err(self.root_error(path))?;
+        let target_kind = self.root.kind(&target_real).map_err(self.root_error(path))?;
         if target_real == real {
             // A link to itself: nothing to do.
             return Ok(());
@@ -432,7 +404,7 @@ impl LayerApplier<'_> {
             }
             self.state.manifest.add_node(real, node);
         } else {
-            match target_stat.map(|st| EntryKind::from_mode(st.st_mode)) {
+            match target_kind {
                 None => return Err(self.bad(path, format!("hardlink to {target:?}, which does not exist"))),
                 Some(EntryKind::Dir) => return Err(self.bad(path, format!("hardlink to the directory {target:?}"))),
                 Some(_) => {}
@@ -441,9 +413,7 @@ impl LayerApplier<'_> {
                 self.root.remove_all(real).map_err(self.root_error(path))?;
                 self.state.forget(real);
             }
-            self.root
-                .hardlink(&target_real, real, MissingDirs::Create)
-                .map_err(self.root_error(path))?;
+            self.root.hardlink(&target_real, real).map_err(self.root_error(path))?;
         }
         self.record_owner(real, entry);
         self.mark_written(real);
@@ -456,7 +426,7 @@ impl LayerApplier<'_> {
         let marker = &path.file_name().unwrap_or_default().as_bytes();
         if *marker == OPAQUE_MARKER.as_bytes() {
             let dir = match self.root.resolve(&parent.join("x"), MissingDirs::Create) {
-                Ok(resolved) => resolved.real_path.parent().unwrap_or(Path::new("")).to_path_buf(),
+                Ok(real) => real.parent().unwrap_or(Path::new("")).to_path_buf(),
                 Err(e) => return Err(self.root_error(path)(e)),
             };
             self.mixed.insert(dir.clone());
@@ -471,14 +441,14 @@ impl LayerApplier<'_> {
             return Err(self.bad(path, "whiteout without a name"));
         }
         let victim = parent.join(OsStr::from_bytes(target));
-        let resolved = match self.root.resolve(&victim, MissingDirs::Fail) {
-            Ok(resolved) => resolved,
+        let real = match self.root.resolve(&victim, MissingDirs::Fail) {
+            Ok(real) => real,
             // Nothing below to hide.
             Err(e) if matches!(e.io_kind(), Some(io::ErrorKind::NotFound)) => return Ok(()),
             Err(RootError::NotADirectory { .. }) => return Ok(()),
             Err(e) => return Err(self.root_error(path)(e)),
         };
-        self.remove_lower(&resolved.real_path)
+        self.remove_lower(&real)
     }
 
     /// Removes `real` unless this layer wrote it (or something below it), in
@@ -490,11 +460,7 @@ impl LayerApplier<'_> {
             self.state.forget(real);
             return Ok(());
         }
-        let is_dir = self
-            .root
-            .lstat(real)
-            .map_err(self.root_error(real))?
-            .is_some_and(|st| EntryKind::from_mode(st.st_mode) == EntryKind::Dir);
+        let is_dir = self.root.kind(real).map_err(self.root_error(real))? == Some(EntryKind::Dir);
         if is_dir && mixed {
             self.remove_lower_children(real)?;
         }

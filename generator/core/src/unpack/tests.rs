@@ -4,7 +4,8 @@ use std::io::Cursor;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use bundlegen_fixtures::tar::RawEntry;
-use bundlegen_protocol::root::Symlinks;
+use bundlegen_protocol::root::{RootDir, Symlinks};
+use nix::sys::stat::makedev;
 use proptest::prelude::*;
 
 use super::*;

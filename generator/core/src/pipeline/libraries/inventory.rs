@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use bundlegen_protocol::root::{EntryKind, RootDir};
+use bundlegen_protocol::root::EntryKind;
 use platform_probe::elf::{ElfInfo, is_elf};
-use platform_probe::loader::{SearchPath, candidates, ld_so_conf_dirs};
+use platform_probe::loader::{ConfFiles, SearchPath, candidates, ld_so_conf_dirs};
+
+use crate::rootfs::Rootfs;
 
 /// ELF files larger than this are not parsed (none of a bundle's libraries is).
 const MAX_ELF_BYTES: u64 = 1 << 30;
@@ -41,7 +43,7 @@ fn container_path(rel: &Path) -> String {
 
 impl Inventory {
     /// Scans the rootfs. `ld_library_path` is the app's `LD_LIBRARY_PATH`.
-    pub fn scan(rootfs: &mut RootDir, ld_library_path: &[String]) -> Inventory {
+    pub fn scan(rootfs: &mut dyn Rootfs, ld_library_path: &[String]) -> Inventory {
         let mut inventory = Inventory::default();
         let mut pending = vec![PathBuf::new()];
         while let Some(dir) = pending.pop() {
@@ -72,19 +74,19 @@ impl Inventory {
         }
         inventory.search = SearchPath {
             ld_library_path: ld_library_path.to_vec(),
-            configured: ld_so_conf_dirs(rootfs),
+            configured: ld_so_conf_dirs(&mut ConfIn(rootfs)),
         };
         inventory.resolve_all(rootfs);
         inventory
     }
 
     /// The real path behind a container path, if it is one of our objects.
-    pub fn real_object(&self, rootfs: &mut RootDir, path: &str) -> Option<String> {
+    pub fn real_object(&self, rootfs: &mut dyn Rootfs, path: &str) -> Option<String> {
         let real = container_path(&rootfs.resolve_follow(Path::new(path)).ok()?);
         self.objects.contains_key(&real).then_some(real)
     }
 
-    fn resolve_all(&mut self, rootfs: &mut RootDir) {
+    fn resolve_all(&mut self, rootfs: &mut dyn Rootfs) {
         let mut resolved: BTreeMap<String, Vec<Need>> = BTreeMap::new();
         for (path, object) in &self.objects {
             let origin = Path::new(path)
@@ -118,15 +120,38 @@ impl Inventory {
     }
 }
 
+/// The loader's configuration files, read inside the rootfs.
+struct ConfIn<'a>(&'a mut dyn Rootfs);
+
+impl ConfFiles for ConfIn<'_> {
+    fn read(&mut self, path: &str) -> Option<String> {
+        let (mut file, _) = self.0.open_file_follow(Path::new(path)).ok()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).ok()?;
+        Some(text)
+    }
+
+    fn list(&mut self, dir: &str) -> Vec<String> {
+        let Ok(real) = self.0.resolve_follow(Path::new(dir)) else {
+            return Vec::new();
+        };
+        let entries = self.0.read_dir(&real).unwrap_or_default();
+        entries
+            .into_iter()
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
 /// Parses `rel` if it is an ELF file: `None` if it is not one.
-fn read_elf(rootfs: &mut RootDir, rel: &Path) -> Option<Result<ElfInfo, String>> {
+fn read_elf(rootfs: &mut dyn Rootfs, rel: &Path) -> Option<Result<ElfInfo, String>> {
     let mut file = rootfs.open_file(rel).ok()?;
     let mut head = [0u8; 4];
     file.read_exact(&mut head).ok()?;
     if !is_elf(&head) {
         return None;
     }
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let size = file.size;
     if size > MAX_ELF_BYTES {
         return Some(Err(format!("{size} bytes is too large to inspect")));
     }

@@ -13,6 +13,7 @@ use platform_probe::elf::Abi;
 
 use crate::bundle::Bundle;
 use crate::pipeline::{Inputs, StageError};
+use crate::rootfs::Rootfs;
 
 mod box_libs;
 pub mod decide;
@@ -64,7 +65,7 @@ fn check_report_abi(report: &ProbeReport, box_abi: Option<Abi>, arch: &str) -> R
     }
 }
 
-struct RootView<'a>(&'a mut bundlegen_protocol::root::RootDir);
+struct RootView<'a>(&'a mut dyn Rootfs);
 
 impl RootfsView for RootView<'_> {
     fn real_path(&mut self, path: &str) -> Option<String> {
@@ -77,7 +78,11 @@ impl RootfsView for RootView<'_> {
 
 /// The stage: matches the image's libraries against the box's and edits
 /// the bundle.
-pub fn apply(bundle: &mut Bundle, inputs: &Inputs<'_>, entrypoint: Option<&str>) -> Result<LibraryReport, StageError> {
+pub fn apply(
+    bundle: &mut Bundle<dyn Rootfs>,
+    inputs: &Inputs<'_>,
+    entrypoint: Option<&str>,
+) -> Result<LibraryReport, StageError> {
     let options = &inputs.options.libraries;
     let platform = inputs.platform;
     let box_abi = platform.abi();
@@ -200,7 +205,7 @@ fn host_program(report: Option<&ProbeReport>, libs: &BoxLibraries, path: &str) -
 }
 
 /// Deletes what the plan replaces and adds its read-only bind mounts.
-fn apply_plan(bundle: &mut Bundle, inputs: &Inputs<'_>, plan: &Plan) -> Result<(), StageError> {
+fn apply_plan(bundle: &mut Bundle<dyn Rootfs>, inputs: &Inputs<'_>, plan: &Plan) -> Result<(), StageError> {
     for path in &plan.remove {
         remove(bundle, path)?;
     }
@@ -220,7 +225,7 @@ fn apply_plan(bundle: &mut Bundle, inputs: &Inputs<'_>, plan: &Plan) -> Result<(
     Ok(())
 }
 
-fn remove(bundle: &mut Bundle, path: &str) -> Result<(), StageError> {
+fn remove(bundle: &mut Bundle<dyn Rootfs>, path: &str) -> Result<(), StageError> {
     let relative = Path::new(path.trim_start_matches('/'));
     bundle
         .rootfs
@@ -232,7 +237,7 @@ fn remove(bundle: &mut Bundle, path: &str) -> Result<(), StageError> {
 
 /// Deletes libraries no program needs, and the symlinks to them.
 fn prune(
-    bundle: &mut Bundle,
+    bundle: &mut Bundle<dyn Rootfs>,
     inventory: &Inventory,
     plan: &Plan,
     dlopen: &[String],
@@ -268,7 +273,7 @@ fn prune(
 
 /// Library-like strings (`libfoo.so`, `libfoo.so.1`) in each of the image's
 /// ELF files: what it may `dlopen`.
-fn names_in_binaries(bundle: &mut Bundle, inventory: &Inventory) -> BTreeMap<String, BTreeSet<String>> {
+fn names_in_binaries(bundle: &mut Bundle<dyn Rootfs>, inventory: &Inventory) -> BTreeMap<String, BTreeSet<String>> {
     let mut all = BTreeMap::new();
     for path in inventory.objects.keys() {
         let mut names = BTreeSet::new();
