@@ -311,3 +311,22 @@ fn the_glibc_family_moves_as_one_with_every_sample_metadata() {
     }
     assert!(moved > 0, "some pair takes libc from the box");
 }
+
+/// The archive of a generated bundle (libraries taken out, mount points
+/// made, networking files written) is the same whether the rootfs was
+/// assembled on disk (the directory kept) or in memory (`--archive-only`).
+#[test]
+fn the_archive_does_not_depend_on_where_the_rootfs_was_assembled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut archives = Vec::new();
+    for (name, extra) in [("disk", &[][..]), ("memory", &["--archive-only"][..])] {
+        let out = tmp.path().join(name).join("bundle");
+        let mut args = vec!["-r", "--format", "tar.gz"];
+        args.extend(extra);
+        let output = generate("rpi3_reference_vc4_dunfell", &out, &args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert_eq!(out.exists(), name == "disk");
+        archives.push(fs::read(tmp.path().join(name).join("bundle.tar.gz")).unwrap());
+    }
+    assert!(archives[0] == archives[1], "the archives differ");
+}

@@ -305,3 +305,31 @@ fn a_work_dir_holds_the_assembly_and_is_left_empty() {
     assert!(out.join("rootfs/bin/app").is_file());
     assert!(dir_names(&work).is_empty());
 }
+
+/// Without the directory, the rootfs is assembled in memory; the archive
+/// must not show it: same bytes in every format, and nothing left behind.
+#[test]
+fn the_archive_is_the_same_with_or_without_the_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = sample_layout(&tmp.path().join("layout"));
+    for format in ["tar.gz", "tar.zst", "ipk"] {
+        let on_disk = tmp.path().join(format!("disk-{format}/bundle"));
+        let in_memory = tmp.path().join(format!("memory-{format}/bundle"));
+        for out in [&on_disk, &in_memory] {
+            fs::create_dir_all(out.parent().unwrap()).unwrap();
+        }
+        unpack(&layout.dir, &on_disk, &["--format", format]);
+        unpack(&layout.dir, &in_memory, &["--format", format, "--archive-only"]);
+        assert!(on_disk.join("rootfs/bin/app").is_file());
+        let suffix = format!(".{format}");
+        let archive = fs::read(with_suffix(&on_disk, &suffix)).unwrap();
+        assert!(
+            archive == fs::read(with_suffix(&in_memory, &suffix)).unwrap(),
+            "{format}: the archives differ"
+        );
+        assert_eq!(
+            dir_names(in_memory.parent().unwrap()),
+            vec![format!("bundle{suffix}"), format!("bundle{suffix}.sha256")]
+        );
+    }
+}

@@ -413,15 +413,16 @@ impl Rootfs for MemoryRootfs {
     fn open_file(&mut self, path: &Path) -> Result<RootFile, RootError> {
         let (parent, name) = self.resolve_parent(path, MissingDirs::Fail)?;
         let real = PathBuf::from_iter(&parent).join(name.as_deref().unwrap_or_default());
-        let found = name.as_ref().and_then(|name| self.dir(&parent).children.get(name));
-        let (offset, len) = match found {
-            None if name.is_some() => return Err(self.io_error("open", &real, Errno::ENOENT)),
-            None | Some(Node::Dir(_)) => return Err(self.io_error("open", &real, Errno::EISDIR)),
-            Some(Node::Inode(id)) => match &self.inodes[*id].data {
-                Data::File { offset, len } => (*offset, *len),
-                Data::Symlink(_) => return Err(self.io_error("open", &real, Errno::ELOOP)),
-                Data::Node(_) => return Err(self.io_error("open", &real, Errno::ENXIO)),
+        let kind = self.lookup(&parent, &name);
+        if let Some(errno) = super::not_a_file(kind) {
+            return Err(self.io_error("open", &real, errno));
+        }
+        let (offset, len) = match name.as_ref().and_then(|name| self.dir(&parent).children.get(name)) {
+            Some(Node::Inode(id)) => match self.inodes[*id].data {
+                Data::File { offset, len } => (offset, len),
+                _ => unreachable!("checked to be a file"),
             },
+            _ => return Err(self.io_error("open", &real, Errno::ENOENT)),
         };
         self.reader(offset, len).map_err(|source| RootError::Io {
             op: "open",

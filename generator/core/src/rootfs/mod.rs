@@ -105,6 +105,17 @@ pub trait Rootfs {
     }
 }
 
+/// Why an entry of this kind cannot be opened as a regular file.
+fn not_a_file(kind: Option<EntryKind>) -> Option<nix::errno::Errno> {
+    use nix::errno::Errno;
+    match kind? {
+        EntryKind::File => None,
+        EntryKind::Dir => Some(Errno::EISDIR),
+        EntryKind::Symlink => Some(Errno::ELOOP),
+        _ => Some(Errno::ENXIO),
+    }
+}
+
 fn io_failed(root: &RootDir, op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RootError + use<> {
     let (root, path) = (root.host_path().to_path_buf(), path.to_path_buf());
     move |source| RootError::Io { op, root, path, source }
@@ -128,6 +139,12 @@ impl Rootfs for RootDir {
     }
 
     fn open_file(&mut self, path: &Path) -> Result<RootFile, RootError> {
+        // Only regular files: opening a fifo an image put where a file is
+        // expected would wait for a writer forever.
+        if let Some(errno) = not_a_file(Rootfs::kind(self, path)?) {
+            let real = Rootfs::resolve(self, path, MissingDirs::Fail)?;
+            return Err(io_failed(self, "open", &real)(errno.into()));
+        }
         let file = RootDir::open_file(self, path)?;
         let size = file.metadata().map_err(io_failed(self, "stat", path))?.len();
         Ok(RootFile::new(size, Box::new(file)))
@@ -186,3 +203,6 @@ impl Rootfs for RootDir {
         self.set_mtime(&resolved, stamp.mtime)
     }
 }
+
+#[cfg(test)]
+mod tests;
