@@ -247,10 +247,22 @@ fn reading_follows_the_same_links() {
             Symlink(s("abs"), s("/etc/link")),
             Symlink(s("loop"), s("loop")),
             Dir(s("d"), 0o755),
+            // Opening it would wait for a writer forever.
+            Fifo(s("appmetadata.json")),
         ])
         .unwrap();
     twins.finish();
-    for path in ["abs", "etc/link", "etc/passwd", "loop", "d", "missing", "abs/x"] {
+    let paths = [
+        "abs",
+        "etc/link",
+        "etc/passwd",
+        "loop",
+        "d",
+        "missing",
+        "abs/x",
+        "appmetadata.json",
+    ];
+    for path in paths {
         let read = |rootfs: &mut dyn Rootfs| {
             rootfs
                 .open_file_follow(Path::new(path))
