@@ -7,10 +7,12 @@
 //! file contents there.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use bundlegen_protocol::archive::{CONFIG_FILE, ROOTFS_DIR};
+use bundlegen_protocol::config::app::AppMetadata;
+use bundlegen_protocol::config::{ConfigError, Parsed, parse};
 use bundlegen_protocol::idmap::IdMapping;
 use bundlegen_protocol::manifest::Manifest;
 use bundlegen_protocol::root::{MissingDirs, RootDir, RootError, Symlinks};
@@ -42,6 +44,9 @@ impl From<UnpackError> for BundleError {
         BundleError::Unpack(Box::new(error))
     }
 }
+
+/// Where BundleGen images keep their metadata.
+pub const IMAGE_METADATA: &str = "appmetadata.json";
 
 /// Where a bundle goes, and where it is assembled.
 #[derive(Debug, Clone, Copy)]
@@ -195,6 +200,30 @@ impl<R: Rootfs + ?Sized> Bundle<R> {
     /// The staging directory (holds `rootfs/`, and `config.json` once written).
     pub fn path(&self) -> &Path {
         &self.staging
+    }
+
+    /// The image's `/appmetadata.json`, parsed, or `None` if it has none.
+    /// It is taken out of the rootfs, with the file a symlink there leads to.
+    pub fn take_image_metadata<E: From<ConfigError> + From<BundleError>>(
+        &mut self,
+    ) -> Result<Option<Parsed<AppMetadata>>, E> {
+        let in_image = Path::new(IMAGE_METADATA);
+        let Ok((file, real)) = self.rootfs.open_file_follow(in_image) else {
+            return Ok(None);
+        };
+        let mut text = String::new();
+        file.take(8 << 20)
+            .read_to_string(&mut text)
+            .map_err(|source| ConfigError::Read {
+                file: PathBuf::from("/").join(in_image),
+                source,
+            })?;
+        let parsed = parse(&text, &Path::new("image:/").join(in_image))?;
+        for path in [in_image.to_path_buf(), real] {
+            self.rootfs.remove_all(&path).map_err(BundleError::from)?;
+            self.manifest.remove_tree(&path);
+        }
+        Ok(Some(parsed))
     }
 
     /// The staging directory, the manifest and the rootfs, borrowed apart.

@@ -2,14 +2,13 @@
 //! ([`generate`]), image → plain OCI bundle ([`unpack`]), and the
 //! compatibility check alone ([`check_compatibility`]).
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bundlegen_protocol::archive::ipk::IpkControl;
 use bundlegen_protocol::config::app::{AppMetadata, container_id_problem};
 use bundlegen_protocol::config::operator::OperatorConfig;
 use bundlegen_protocol::config::platform::PlatformTemplate;
-use bundlegen_protocol::config::{ConfigError, Parsed, parse};
+use bundlegen_protocol::config::{ConfigError, Parsed};
 use bundlegen_protocol::idmap::IdMapping;
 use bundlegen_protocol::manifest::Owner;
 
@@ -20,8 +19,7 @@ use crate::pipeline::{self, Inputs, StageError};
 use crate::rootfs::Rootfs;
 use crate::unpack::{UnpackOptions, UnpackStats};
 
-/// Where BundleGen images keep their metadata.
-pub const IMAGE_METADATA: &str = "appmetadata.json";
+pub use crate::bundle::IMAGE_METADATA;
 
 pub struct Request<'a> {
     pub image: &'a ImageReference,
@@ -185,30 +183,13 @@ pub fn target_platform(platform: &PlatformTemplate) -> TargetPlatform {
 }
 
 /// Reads the app metadata: the given file, or the image's (then deleted from the rootfs).
-pub(crate) fn app_metadata(
-    bundle: &mut Bundle<dyn Rootfs>,
-    file: Option<&Path>,
-) -> Result<Parsed<AppMetadata>, GenerateError> {
-    if let Some(file) = file {
-        return Ok(bundlegen_protocol::config::load(file)?);
+fn app_metadata(bundle: &mut Bundle<dyn Rootfs>, file: Option<&Path>) -> Result<Parsed<AppMetadata>, GenerateError> {
+    match file {
+        Some(file) => Ok(bundlegen_protocol::config::load(file)?),
+        None => bundle
+            .take_image_metadata::<GenerateError>()?
+            .ok_or(GenerateError::NoMetadata),
     }
-    let in_image = Path::new(IMAGE_METADATA);
-    let Ok((file, real)) = bundle.rootfs.open_file_follow(in_image) else {
-        return Err(GenerateError::NoMetadata);
-    };
-    let mut text = String::new();
-    file.take(8 << 20)
-        .read_to_string(&mut text)
-        .map_err(|source| ConfigError::Read {
-            file: PathBuf::from("/").join(in_image),
-            source,
-        })?;
-    let parsed = parse(&text, &Path::new("image:/").join(in_image))?;
-    for path in [in_image.to_path_buf(), real] {
-        bundle.rootfs.remove_all(&path).map_err(BundleError::from)?;
-        bundle.manifest.remove_tree(&path);
-    }
-    Ok(parsed)
 }
 
 /// The whole job: [`open`] then [`build`].

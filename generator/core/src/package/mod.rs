@@ -7,7 +7,7 @@
 //! synced and renamed. The same inputs give the same bytes.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -149,27 +149,6 @@ pub async fn open(request: &Request<'_>) -> Result<Image, PackageError> {
     Ok(open_image(request.image, request.platform, request.registry).await?)
 }
 
-/// Reads the image's `/appmetadata.json` (and removes it from the content).
-fn metadata_in_image(bundle: &mut Bundle) -> Result<Option<AppMetadata>, PackageError> {
-    let in_image = Path::new(IMAGE_METADATA);
-    let Ok((file, real)) = bundle.rootfs.open_file_follow(in_image) else {
-        return Ok(None);
-    };
-    let mut text = String::new();
-    file.take(8 << 20)
-        .read_to_string(&mut text)
-        .map_err(|source| ConfigError::Read {
-            file: PathBuf::from("/").join(in_image),
-            source,
-        })?;
-    let parsed = bundlegen_protocol::config::parse::<AppMetadata>(&text, &Path::new("image:/").join(in_image))?;
-    for path in [in_image.to_path_buf(), real] {
-        bundle.rootfs.remove_all(&path).map_err(BundleError::from)?;
-        bundle.manifest.remove_tree(&path);
-    }
-    Ok(Some(parsed.value))
-}
-
 /// The package config (`--config` as given, or derived from the metadata)
 /// and the app's library hints.
 fn package_config(
@@ -178,7 +157,7 @@ fn package_config(
     image: &Image,
     warnings: &mut Vec<String>,
 ) -> Result<(PackageConfig, LibraryHints), PackageError> {
-    let in_image = metadata_in_image(bundle)?;
+    let in_image = bundle.take_image_metadata::<PackageError>()?.map(|parsed| parsed.value);
     let app = match request.app_metadata {
         Some(file) => {
             let parsed = bundlegen_protocol::config::load::<AppMetadata>(file)?;
