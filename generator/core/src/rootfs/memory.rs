@@ -103,11 +103,12 @@ impl MemoryRootfs {
         let file = tempfile::tempfile_in(spool_dir)?;
         let writer = BufWriter::with_capacity(1 << 20, file.try_clone()?);
         let umask = current_umask();
+        // As `create_dir` makes the rootfs directory in the spool's directory.
+        let inherited = std::os::unix::fs::PermissionsExt::mode(&spool_dir.metadata()?.permissions()) & SET_GID;
         Ok(MemoryRootfs {
             host_path: host_path.to_path_buf(),
             umask,
-            // As `create_dir` makes the rootfs directory.
-            root: Dir::new(0o777 & !umask),
+            root: Dir::new((0o777 & !umask) | inherited),
             inodes: Vec::new(),
             spool: Spool {
                 file: Arc::new(file),
