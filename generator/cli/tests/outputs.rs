@@ -306,29 +306,34 @@ fn a_work_dir_holds_the_assembly_and_is_left_empty() {
     assert!(dir_names(&work).is_empty());
 }
 
-/// Without the directory, the rootfs is assembled in memory; the archive
-/// must not show it: same bytes in every format, and nothing left behind.
+/// With an archive, the rootfs is assembled in memory and the directory,
+/// if kept, written from there: the same tree as unpacking to a directory,
+/// the same archive bytes with or without it in every format, and nothing
+/// left behind.
 #[test]
 fn the_archive_is_the_same_with_or_without_the_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = sample_layout(&tmp.path().join("layout"));
     for format in ["tar.gz", "tar.zst", "ipk"] {
-        let on_disk = tmp.path().join(format!("disk-{format}/bundle"));
-        let in_memory = tmp.path().join(format!("memory-{format}/bundle"));
-        for out in [&on_disk, &in_memory] {
+        let kept = tmp.path().join(format!("kept-{format}/bundle"));
+        let archive_only = tmp.path().join(format!("archive-{format}/bundle"));
+        for out in [&kept, &archive_only] {
             fs::create_dir_all(out.parent().unwrap()).unwrap();
         }
-        unpack(&layout.dir, &on_disk, &["--format", format]);
-        unpack(&layout.dir, &in_memory, &["--format", format, "--archive-only"]);
-        assert!(on_disk.join("rootfs/bin/app").is_file());
+        unpack(&layout.dir, &kept, &["--format", format]);
+        unpack(&layout.dir, &archive_only, &["--format", format, "--archive-only"]);
+        let unpacked = tmp.path().join(format!("dir-{format}/bundle"));
+        fs::create_dir_all(unpacked.parent().unwrap()).unwrap();
+        unpack(&layout.dir, &unpacked, &["--format", "dir"]);
+        assert_eq!(snapshot(&unpacked.join("rootfs")), snapshot(&kept.join("rootfs")));
         let suffix = format!(".{format}");
-        let archive = fs::read(with_suffix(&on_disk, &suffix)).unwrap();
+        let archive = fs::read(with_suffix(&kept, &suffix)).unwrap();
         assert!(
-            archive == fs::read(with_suffix(&in_memory, &suffix)).unwrap(),
+            archive == fs::read(with_suffix(&archive_only, &suffix)).unwrap(),
             "{format}: the archives differ"
         );
         assert_eq!(
-            dir_names(in_memory.parent().unwrap()),
+            dir_names(archive_only.parent().unwrap()),
             vec![format!("bundle{suffix}"), format!("bundle{suffix}.sha256")]
         );
     }

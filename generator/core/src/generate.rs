@@ -113,7 +113,7 @@ pub async fn unpack(
         work_dir: request.work_dir,
     };
     let maps = (request.uid_map, request.gid_map);
-    let (written, unpacked) = if output::needs_dir(request.output_options) {
+    let (written, unpacked) = if !output::assemble_in_memory(request.output_options) {
         let staged = Bundle::from_image(&image, &place, request.unpack, maps.0, maps.1, progress)?;
         write_unpacked(request, &image, staged)?
     } else {
@@ -220,7 +220,7 @@ pub fn build(
         output: request.output,
         work_dir: request.work_dir,
     };
-    if output::needs_dir(request.output_options) {
+    if !output::assemble_in_memory(request.output_options) {
         let staged = Bundle::from_image(image, &place, request.unpack, &[], &[], progress)?;
         finish(request, image, staged)
     } else {

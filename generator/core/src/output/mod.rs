@@ -15,10 +15,11 @@ use bundlegen_protocol::archive::{
 };
 use bundlegen_protocol::digest::{HashingWriter, Sha256Digest};
 use bundlegen_protocol::fsutil::write_file_atomic;
+use bundlegen_protocol::manifest::Manifest;
 use bundlegen_protocol::root::{RootDir, Symlinks};
 
 use crate::bundle::{Bundle, BundleError};
-use crate::rootfs::Rootfs;
+use crate::rootfs::{MemoryRootfs, Rootfs};
 
 pub mod pgzip;
 
@@ -103,8 +104,6 @@ pub enum OutputError {
         "cannot move the bundle to {0}: the work directory is on another filesystem; use it only with --archive-only"
     )]
     WorkDirElsewhere(PathBuf),
-    #[error("cannot write the bundle directory {0}: its rootfs was assembled in memory, for an archive only")]
-    RootfsInMemory(PathBuf),
 }
 
 impl From<BundleError> for OutputError {
@@ -162,27 +161,49 @@ pub fn check_destination(output: &Path, options: &OutputOptions) -> Result<(), O
     }
 }
 
-/// Whether writing `options` needs the bundle directory, or only an archive
-/// (which a rootfs in memory can be written to).
-pub fn needs_dir(options: &OutputOptions) -> bool {
-    writes_dir(options)
+/// Whether the rootfs is assembled in memory for `options`: whenever an
+/// archive is written. The directory, when it is kept too, is then written
+/// from memory while the archive is compressed.
+pub fn assemble_in_memory(options: &OutputOptions) -> bool {
+    options.format != Format::Dir
 }
 
 /// Writes `bundle` as asked and consumes it.
 pub fn write<R: Rootfs>(mut bundle: Bundle<R>, output: &Path, options: &OutputOptions) -> Result<Written, OutputError> {
     check_destination(output, options)?;
-    if writes_dir(options) && bundle.rootfs.archive_source().is_some() {
-        return Err(OutputError::RootfsInMemory(output.to_path_buf()));
-    }
     bundle.write_config()?;
     let archive_options = ArchiveOptions {
         mtime_clamp: bundle.epoch,
         ..options.archive.clone()
     };
-    let archive = match archive_path(output, options.format) {
-        Some(path) => Some(write_archive(&mut bundle, &path, &archive_options, options)?),
+    let archive_path = archive_path(output, options.format);
+    let epoch = bundle.epoch;
+    let (staging, manifest, rootfs) = bundle.parts();
+    let memory = match rootfs.in_memory() {
+        Some(memory) => Some(memory.sealed().map_err(io_error(staging))?),
         None => None,
     };
+    let tree = Tree {
+        staging,
+        manifest,
+        memory,
+        epoch,
+    };
+    let (archive, written_out) = std::thread::scope(|scope| {
+        let writing_out = memory
+            .filter(|_| writes_dir(options))
+            .map(|memory| scope.spawn(move || write_out(memory, staging)));
+        let archive = archive_path
+            .as_deref()
+            .map(|path| write_archive(tree, path, &archive_options, options))
+            .transpose();
+        let written_out = writing_out
+            .map(|thread| thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .transpose();
+        (archive, written_out)
+    });
+    let archive = archive?;
+    written_out?;
     let dir = if writes_dir(options) {
         place_dir(bundle, output, options.replace)?;
         Some(output.to_path_buf())
@@ -196,6 +217,13 @@ pub fn write<R: Rootfs>(mut bundle: Bundle<R>, output: &Path, options: &OutputOp
     Ok(Written { dir, archive })
 }
 
+/// Writes a tree assembled in memory into the staging `rootfs/` directory.
+fn write_out(memory: &MemoryRootfs, staging: &Path) -> Result<(), OutputError> {
+    let mut rootfs = RootDir::open(&staging.join(ROOTFS_DIR), Symlinks::FollowInRoot).map_err(BundleError::from)?;
+    memory.write_out(&mut rootfs).map_err(BundleError::from)?;
+    Ok(())
+}
+
 fn threads(options: &OutputOptions) -> usize {
     match options.threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -203,77 +231,89 @@ fn threads(options: &OutputOptions) -> usize {
     }
 }
 
+/// What an archive is written from: the staging directory, with its
+/// rootfs there or in memory.
+#[derive(Clone, Copy)]
+struct Tree<'a> {
+    staging: &'a Path,
+    manifest: &'a Manifest,
+    memory: Option<&'a MemoryRootfs>,
+    /// The mtime clamp.
+    epoch: i64,
+}
+
 /// A bundle as the archive sees it: `config.json` from the staging
 /// directory, `rootfs/` from there too or from the rootfs in memory.
 struct BundleSource<'a> {
     staging: HostDir<'a>,
-    rootfs: Option<&'a mut dyn ArchiveSource>,
+    memory: Option<&'a MemoryRootfs>,
 }
 
 impl<'a> BundleSource<'a> {
-    fn new(staging: &'a Path, rootfs: &'a mut (impl Rootfs + ?Sized)) -> BundleSource<'a> {
+    fn new(tree: Tree<'a>) -> BundleSource<'a> {
         BundleSource {
-            staging: HostDir(staging),
-            rootfs: rootfs.archive_source(),
+            staging: HostDir(tree.staging),
+            memory: tree.memory,
         }
     }
 
-    /// Where `path` is read: the rootfs in memory and the path in it, or the staging directory.
-    fn route<'p>(&mut self, path: &'p Path) -> (&mut dyn ArchiveSource, &'p Path) {
-        match (&mut self.rootfs, path.strip_prefix(ROOTFS_DIR)) {
-            (Some(rootfs), Ok(inside)) => (&mut **rootfs, inside),
-            _ => (&mut self.staging, path),
-        }
+    /// The path inside the rootfs in memory, if `path` is read from there.
+    fn in_memory<'p>(&self, path: &'p Path) -> Option<(&'a MemoryRootfs, &'p Path)> {
+        Some((self.memory?, path.strip_prefix(ROOTFS_DIR).ok()?))
     }
 }
 
 impl ArchiveSource for BundleSource<'_> {
     fn list(&mut self, dir: &Path) -> Result<Vec<std::ffi::OsString>, ArchiveError> {
-        let (source, path) = self.route(dir);
-        source.list(path)
+        match self.in_memory(dir) {
+            Some((mut memory, inside)) => memory.list(inside),
+            None => self.staging.list(dir),
+        }
     }
 
     fn entry(&mut self, path: &Path) -> Result<SourceEntry, ArchiveError> {
-        let (source, path) = self.route(path);
-        source.entry(path)
+        match self.in_memory(path) {
+            Some((mut memory, inside)) => memory.entry(inside),
+            None => self.staging.entry(path),
+        }
     }
 
     fn open(&mut self, path: &Path) -> Result<Box<dyn io::Read + '_>, ArchiveError> {
-        let (source, path) = self.route(path);
-        source.open(path)
+        match self.in_memory(path) {
+            Some((memory, inside)) => Ok(Box::new(memory.archived_file(inside)?)),
+            None => self.staging.open(path),
+        }
     }
 }
 
 /// Writes the bundle's tar stream through `format`'s compressor into `out`.
-fn write_compressed<W: Write, R: Rootfs + ?Sized>(
-    bundle: &mut Bundle<R>,
+fn write_compressed<W: Write>(
+    tree: Tree<'_>,
     format: Format,
     archive: &ArchiveOptions,
     options: &OutputOptions,
     out: W,
 ) -> Result<(W, ArchiveSummary), OutputError> {
-    let failed = io_error(bundle.path());
+    let failed = io_error(tree.staging);
+    let mut source = BundleSource::new(tree);
     match format {
         Format::TarZst => {
             let mut encoder =
                 zstd::stream::write::Encoder::new(out, options.level.unwrap_or(DEFAULT_ZSTD_LEVEL) as i32)
-                    .map_err(io_error(bundle.path()))?;
+                    .map_err(io_error(tree.staging))?;
             // At least one worker even on one core: zstd's output is the same
             // for any worker count >= 1, but differs without workers.
             encoder
                 .multithread(threads(options) as u32)
                 .and_then(|()| encoder.include_checksum(true))
-                .map_err(io_error(bundle.path()))?;
-            let (staging, manifest, rootfs) = bundle.parts();
-            let (encoder, summary) =
-                write_bundle_from(&mut BundleSource::new(staging, rootfs), manifest, archive, encoder)?;
+                .map_err(io_error(tree.staging))?;
+            let (encoder, summary) = write_bundle_from(&mut source, tree.manifest, archive, encoder)?;
             Ok((encoder.finish().map_err(failed)?, summary))
         }
         _ => {
             let level = options.level.unwrap_or(DEFAULT_GZIP_LEVEL);
-            let gz = pgzip::ParallelGzWriter::new(out, level, threads(options)).map_err(io_error(bundle.path()))?;
-            let (staging, manifest, rootfs) = bundle.parts();
-            let (gz, summary) = write_bundle_from(&mut BundleSource::new(staging, rootfs), manifest, archive, gz)?;
+            let gz = pgzip::ParallelGzWriter::new(out, level, threads(options)).map_err(io_error(tree.staging))?;
+            let (gz, summary) = write_bundle_from(&mut source, tree.manifest, archive, gz)?;
             Ok((gz.finish().map_err(failed)?, summary))
         }
     }
@@ -303,8 +343,8 @@ impl Unsynced {
     }
 }
 
-fn write_archive<R: Rootfs + ?Sized>(
-    bundle: &mut Bundle<R>,
+fn write_archive(
+    tree: Tree<'_>,
     path: &Path,
     archive: &ArchiveOptions,
     options: &OutputOptions,
@@ -326,13 +366,13 @@ fn write_archive<R: Rootfs + ?Sized>(
             // The data member's size must be known first: stage the tar.gz.
             let mut data = tempfile::tempfile_in(parent).map_err(io_error(parent))?;
             let (data_out, summary) =
-                write_compressed(bundle, Format::TarGz, archive, options, BufWriter::new(&mut data))?;
+                write_compressed(tree, Format::TarGz, archive, options, BufWriter::new(&mut data))?;
             data_out.into_inner().map_err(|e| io_error(parent)(e.into_error()))?;
             let size = data.stream_position().map_err(io_error(parent))?;
             data.rewind().map_err(io_error(parent))?;
-            (write_ipk(control, &mut data, size, bundle.epoch, hashing)?, summary)
+            (write_ipk(control, &mut data, size, tree.epoch, hashing)?, summary)
         }
-        format => write_compressed(bundle, format, archive, options, hashing)?,
+        format => write_compressed(tree, format, archive, options, hashing)?,
     };
     let (buffered, sha256, size) = hashing.finish();
     let file = buffered.into_inner().map_err(|e| io_error(path)(e.into_error()))?;

@@ -6,7 +6,7 @@
 //! and the mtimes a change gives its directory, so an archive written from
 //! either is the same.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use bundlegen_protocol::archive::{ArchiveError, ArchiveSource, SourceEntry, SourceKind};
 use bundlegen_protocol::manifest::{NodeKind, SpecialNode};
-use bundlegen_protocol::root::{EntryKind, MAX_SYMLINK_FOLLOWS, MissingDirs, RootError, clean_path, join_in_root};
+use bundlegen_protocol::root::{
+    EntryKind, MAX_SYMLINK_FOLLOWS, MissingDirs, RootDir, RootError, clean_path, join_in_root,
+};
 use nix::errno::Errno;
 
 use super::{RootFile, Rootfs, Stamp};
@@ -296,16 +298,102 @@ impl MemoryRootfs {
         Some(node)
     }
 
-    fn reader(&mut self, offset: u64, len: u64) -> io::Result<RootFile> {
-        self.spool.writer.flush()?;
-        Ok(RootFile::new(
+    /// Reads one file's bytes from the spool, which must be flushed.
+    fn reader(&self, offset: u64, len: u64) -> RootFile {
+        RootFile::new(
             len,
             Box::new(SpoolReader {
                 file: self.spool.file.clone(),
                 offset,
                 left: len,
             }),
-        ))
+        )
+    }
+
+    /// Flushes the spool: from here on, the tree can be read from several
+    /// threads at once (the archive and the directory written together).
+    pub fn sealed(&mut self) -> io::Result<&MemoryRootfs> {
+        self.spool.writer.flush()?;
+        Ok(self)
+    }
+
+    /// The regular file at `path` (a real path), for the archive.
+    pub fn archived_file(&self, path: &Path) -> Result<RootFile, ArchiveError> {
+        match self.node_at(path) {
+            Some(Node::Inode(id)) => match self.inodes[*id].data {
+                Data::File { offset, len } => Ok(self.reader(offset, len)),
+                _ => Err(missing(&self.host_path, path, "open")),
+            },
+            _ => Err(missing(&self.host_path, path, "open")),
+        }
+    }
+
+    /// Writes the tree into `into`, an empty directory: what unpacking
+    /// into it would have made, modes, mtimes and hard links included.
+    pub fn write_out(&self, into: &mut RootDir) -> Result<(), RootError> {
+        let mut first_links = HashMap::new();
+        self.write_dir(&self.root, Path::new(""), into, &mut first_links)?;
+        into.set_dir_stamp(
+            Path::new(""),
+            Stamp {
+                mode: self.root.mode,
+                mtime: self.root.mtime,
+            },
+        )
+    }
+
+    fn write_dir(
+        &self,
+        dir: &Dir,
+        path: &Path,
+        into: &mut RootDir,
+        first_links: &mut HashMap<usize, PathBuf>,
+    ) -> Result<(), RootError> {
+        for (name, node) in &dir.children {
+            let child = path.join(name);
+            let id = match node {
+                Node::Dir(sub) => {
+                    // Writable until filled; its own mode and mtime come last.
+                    Rootfs::mkdir(into, &child, 0o700, MissingDirs::Fail)?;
+                    self.write_dir(sub, &child, into, first_links)?;
+                    let stamp = Stamp {
+                        mode: sub.mode,
+                        mtime: sub.mtime,
+                    };
+                    into.set_dir_stamp(&child, stamp)?;
+                    continue;
+                }
+                Node::Inode(id) => *id,
+            };
+            if let Some(first) = first_links.get(&id) {
+                Rootfs::hardlink(into, first, &child)?;
+                continue;
+            }
+            let inode = &self.inodes[id];
+            if inode.links > 1 {
+                first_links.insert(id, child.clone());
+            }
+            let stamp = Stamp {
+                mode: inode.mode,
+                mtime: inode.mtime,
+            };
+            match &inode.data {
+                Data::File { offset, len } => {
+                    let mut data = io::BufReader::with_capacity(1 << 20, self.reader(*offset, *len));
+                    into.write_file(&child, &mut data, Some(stamp))?;
+                }
+                Data::Symlink(target) => Rootfs::symlink(into, &child, target, inode.mtime)?,
+                Data::Node(node) => {
+                    let kind = match node.kind {
+                        NodeKind::CharDevice => EntryKind::CharDevice,
+                        NodeKind::BlockDevice => EntryKind::BlockDevice,
+                        NodeKind::Fifo => EntryKind::Fifo,
+                    };
+                    Rootfs::mknod(into, &child, kind, (node.major, node.minor), stamp)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -425,12 +513,13 @@ impl Rootfs for MemoryRootfs {
             },
             _ => return Err(self.io_error("open", &real, Errno::ENOENT)),
         };
-        self.reader(offset, len).map_err(|source| RootError::Io {
+        self.spool.writer.flush().map_err(|source| RootError::Io {
             op: "open",
             root: self.host_path.clone(),
             path: real,
             source,
-        })
+        })?;
+        Ok(self.reader(offset, len))
     }
 
     fn remove_all(&mut self, path: &Path) -> Result<bool, RootError> {
@@ -563,14 +652,14 @@ impl Rootfs for MemoryRootfs {
         Ok(())
     }
 
-    fn archive_source(&mut self) -> Option<&mut dyn ArchiveSource> {
+    fn in_memory(&mut self) -> Option<&mut MemoryRootfs> {
         Some(self)
     }
 }
 
-/// The archive's view: paths are real paths inside the rootfs, the empty
-/// path the rootfs directory itself.
-impl ArchiveSource for MemoryRootfs {
+/// The archive's view of a [sealed](MemoryRootfs::sealed) tree: paths are
+/// real paths inside the rootfs, the empty path the rootfs directory itself.
+impl ArchiveSource for &MemoryRootfs {
     fn list(&mut self, dir: &Path) -> Result<Vec<OsString>, ArchiveError> {
         let dir = match self.node_at(dir) {
             None if dir.as_os_str().is_empty() => &self.root,
@@ -618,19 +707,7 @@ impl ArchiveSource for MemoryRootfs {
     }
 
     fn open(&mut self, path: &Path) -> Result<Box<dyn Read + '_>, ArchiveError> {
-        let (offset, len) = match self.node_at(path) {
-            Some(Node::Inode(id)) => match self.inodes[*id].data {
-                Data::File { offset, len } => (offset, len),
-                _ => return Err(missing(&self.host_path, path, "open")),
-            },
-            _ => return Err(missing(&self.host_path, path, "open")),
-        };
-        let file = self.reader(offset, len).map_err(|source| ArchiveError::Io {
-            op: "read the spooled contents of",
-            path: self.host_path.join(path),
-            source,
-        })?;
-        Ok(Box::new(file))
+        Ok(Box::new(self.archived_file(path)?))
     }
 }
 

@@ -14,7 +14,6 @@ use std::ffi::OsString;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use bundlegen_protocol::archive::ArchiveSource;
 use bundlegen_protocol::root::{EntryKind, MissingDirs, RootDir, RootError};
 use nix::sys::stat::{futimens, makedev};
 use nix::sys::time::TimeSpec;
@@ -92,9 +91,10 @@ pub trait Rootfs {
     /// Sets a directory's mode and mtime; anything else at `path` is left alone.
     fn set_dir_stamp(&mut self, path: &Path, stamp: Stamp) -> Result<(), RootError>;
 
-    /// Where an archive reads this rootfs from; `None` for a rootfs that is
-    /// the `rootfs/` directory on disk.
-    fn archive_source(&mut self) -> Option<&mut dyn ArchiveSource> {
+    /// The tree in memory, if this rootfs is not the `rootfs/` directory
+    /// on disk: the archive is read from it, and the directory, when it is
+    /// an output, written from it.
+    fn in_memory(&mut self) -> Option<&mut MemoryRootfs> {
         None
     }
 

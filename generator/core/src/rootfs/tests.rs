@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use bundlegen_fixtures::tar::RawEntry;
-use bundlegen_protocol::archive::ArchiveOptions;
+use bundlegen_protocol::archive::{ArchiveOptions, write_bundle};
 use bundlegen_protocol::manifest::Owner;
 use proptest::prelude::*;
 
@@ -123,16 +123,15 @@ impl Twins {
         assert_eq!(disk, memory, "{edit:?}");
     }
 
-    /// Both archives (`.tar.gz`), which must be the same.
+    /// Writes both bundles, directory and `.tar.gz`: the archives must be
+    /// the same, and so must the directories (the one in memory written
+    /// out while its archive is compressed), archived again. Returns the archive.
     fn archives(self) -> Vec<u8> {
         let options = OutputOptions {
             format: Format::TarGz,
-            keep_dir: false,
+            keep_dir: true,
             replace: false,
-            archive: ArchiveOptions {
-                owner_override: None,
-                ..ArchiveOptions::default()
-            },
+            archive: ArchiveOptions::default(),
             level: Some(1),
             threads: 1,
             ipk: None,
@@ -140,12 +139,22 @@ impl Twins {
         let (mut disk, mut memory) = (self.disk.0, self.memory.0);
         disk.epoch = EPOCH;
         memory.epoch = EPOCH;
+        let manifest = disk.manifest.clone();
+        assert_eq!(manifest, memory.manifest);
         let disk = output::write(disk, &self.tmp.path().join("disk"), &options).unwrap();
         let memory = output::write(memory, &self.tmp.path().join("memory"), &options).unwrap();
         let read = |written: &output::Written| std::fs::read(&written.archive.as_ref().unwrap().path).unwrap();
         let bytes = read(&disk);
         assert!(bytes == read(&memory), "the archives differ");
-        assert_eq!(disk.archive.unwrap().summary, memory.archive.unwrap().summary);
+        let (disk_summary, memory_summary) = (disk.archive.unwrap().summary, memory.archive.unwrap().summary);
+        assert_eq!(disk_summary, memory_summary);
+        let clamped = ArchiveOptions {
+            mtime_clamp: EPOCH,
+            ..ArchiveOptions::default()
+        };
+        let tar = |dir: &Path| write_bundle(dir, &manifest, &clamped, Vec::new()).unwrap().0;
+        let (disk_dir, memory_dir) = (disk.dir.unwrap(), memory.dir.unwrap());
+        assert!(tar(&disk_dir) == tar(&memory_dir), "the directories differ");
         bytes
     }
 }
@@ -192,6 +201,8 @@ fn a_bundle_in_memory_archives_as_the_one_on_disk() {
             File(s("bin/app"), 1, 0o4755),
             Hardlink(s("bin/alias"), s("bin/app")),
             Hardlink(s("bin/alias2"), s("bin/app")),
+            File(s("etc/one"), 1, 0o640),
+            Hardlink(s("etc/two"), s("etc/one")),
             Dir(s("ro"), 0o555),
             File(s("ro/inside"), 1, 0o444),
             Char(s("dev/null")),
