@@ -1,6 +1,7 @@
 //! Fuzzes the layer applier: whatever layers contain (raw bytes, or entries
 //! built from names full of `..`, `/`, whiteouts and links), applying them
-//! must never panic and never touch anything outside the rootfs.
+//! must never panic and never touch anything outside the rootfs, and the
+//! rootfs in memory must take or refuse each layer as the one on disk does.
 #![no_main]
 
 use std::fs;
@@ -8,6 +9,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use arbitrary::Arbitrary;
+use bundlegen_core::rootfs::MemoryRootfs;
 use bundlegen_core::unpack::{DeviceNodes, Limits, UnpackOptions, UnpackState, apply_layer};
 use bundlegen_protocol::root::{RootDir, Symlinks};
 use libfuzzer_sys::fuzz_target;
@@ -122,17 +124,25 @@ fuzz_target!(|input: Input| {
         Input::Layers(layers) => layers.iter().take(4).map(|l| tar_of(l, &host_text)).collect(),
     };
     let mut root = RootDir::create(&tmp.path().join("rootfs"), Symlinks::FollowInRoot).unwrap();
+    let mut memory = MemoryRootfs::new(&tmp.path().join("rootfs"), tmp.path()).unwrap();
     let mut state = UnpackState::default();
+    let mut memory_state = UnpackState::default();
     let options = UnpackOptions {
         limits: Limits { max_bytes: 1 << 20, max_entries: 10_000 },
         device_nodes: DeviceNodes::Record,
     };
     for layer in &layers {
-        if apply_layer(&mut root, &mut state, &mut Cursor::new(layer), "fuzz", &options).is_err() {
+        let on_disk = apply_layer(&mut root, &mut state, &mut Cursor::new(layer), "fuzz", &options);
+        let in_memory = apply_layer(&mut memory, &mut memory_state, &mut Cursor::new(layer), "fuzz", &options);
+        let (on_disk, in_memory) = (on_disk.map_err(|e| e.to_string()), in_memory.map_err(|e| e.to_string()));
+        assert_eq!(on_disk, in_memory, "the rootfs in memory disagrees");
+        if on_disk.is_err() {
             break;
         }
     }
     let _ = state.finish(&mut root);
+    let _ = memory_state.finish(&mut memory);
+    assert_eq!(state.manifest, memory_state.manifest, "the manifests differ");
     assert_eq!(snapshot(&host), before, "the host directory changed");
     let mut names: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     names.sort();

@@ -209,8 +209,8 @@ pub async fn open(request: &Request<'_>) -> Result<Image, GenerateError> {
 }
 
 /// The blocking part: unpack `image`, run the stages, write the outputs.
-/// Without the bundle directory among the outputs, the rootfs is assembled
-/// in memory and only the archive is written.
+/// With an archive among them, the rootfs is assembled in memory (see
+/// [`output::assemble_in_memory`]).
 pub fn build(
     request: &Request<'_>,
     image: &Image,
