@@ -4,7 +4,9 @@
 //! on a [`RootDir`](bundlegen_protocol::root::RootDir) of the same tree does,
 //! down to the modes the umask gives, the setgid bit directories inherit
 //! and the mtimes a change gives its directory, so an archive written from
-//! either is the same.
+//! either is the same. Permissions are not checked: it acts as root does on
+//! disk, so a stage may add a mount point inside a read-only directory, which
+//! a rootless run on disk could not.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
