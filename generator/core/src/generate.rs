@@ -113,11 +113,11 @@ pub async fn unpack(
         work_dir: request.work_dir,
     };
     let maps = (request.uid_map, request.gid_map);
-    let (written, unpacked) = if !output::assemble_in_memory(request.output_options) {
-        let staged = Bundle::from_image(&image, &place, request.unpack, maps.0, maps.1, progress)?;
+    let (written, unpacked) = if output::assemble_in_memory(request.output_options) {
+        let staged = Bundle::create_in_memory(&place)?.unpack(&image, request.unpack, maps.0, maps.1, progress)?;
         write_unpacked(request, &image, staged)?
     } else {
-        let staged = Bundle::create_in_memory(&place)?.unpack(&image, request.unpack, maps.0, maps.1, progress)?;
+        let staged = Bundle::from_image(&image, &place, request.unpack, maps.0, maps.1, progress)?;
         write_unpacked(request, &image, staged)?
     };
     Ok(Unpacked {
@@ -127,6 +127,8 @@ pub async fn unpack(
     })
 }
 
+/// Writes an unpacked bundle: the archive's owners mapped as its config
+/// maps them, and an `.ipk`'s control fields.
 fn write_unpacked<R: Rootfs>(
     request: &UnpackRequest<'_>,
     image: &Image,
@@ -220,11 +222,11 @@ pub fn build(
         output: request.output,
         work_dir: request.work_dir,
     };
-    if !output::assemble_in_memory(request.output_options) {
-        let staged = Bundle::from_image(image, &place, request.unpack, &[], &[], progress)?;
+    if output::assemble_in_memory(request.output_options) {
+        let staged = Bundle::create_in_memory(&place)?.unpack(image, request.unpack, &[], &[], progress)?;
         finish(request, image, staged)
     } else {
-        let staged = Bundle::create_in_memory(&place)?.unpack(image, request.unpack, &[], &[], progress)?;
+        let staged = Bundle::from_image(image, &place, request.unpack, &[], &[], progress)?;
         finish(request, image, staged)
     }
 }
