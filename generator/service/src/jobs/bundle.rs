@@ -98,16 +98,10 @@ impl JobInputs {
         tokio::fs::create_dir_all(work)
             .await
             .map_err(|e| transient("storage_unavailable", format!("{}: {e}", work.display())))?;
-        let app_metadata = match &request.app_metadata {
-            Some(metadata) => {
-                let path = work.join("appmetadata.json");
-                tokio::fs::write(&path, metadata.to_string())
-                    .await
-                    .map_err(|e| failed("storage_unavailable", e.to_string()))?;
-                Some(path)
-            }
-            None => None,
-        };
+        let app_metadata = request
+            .write_app_metadata(work)
+            .await
+            .map_err(|e| failed("storage_unavailable", e.to_string()))?;
         Ok(JobInputs {
             image,
             output: work.join("bundle"),

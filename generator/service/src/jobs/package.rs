@@ -147,16 +147,10 @@ pub async fn build(
     tokio::fs::create_dir_all(work.join("dependencies"))
         .await
         .map_err(|e| transient("storage_unavailable", e.to_string()))?;
-    let app_metadata = match &request.app_metadata {
-        Some(metadata) => {
-            let path = work.join("appmetadata.json");
-            tokio::fs::write(&path, metadata.to_string())
-                .await
-                .map_err(|e| transient("storage_unavailable", e.to_string()))?;
-            Some(path)
-        }
-        None => None,
-    };
+    let app_metadata = request
+        .write_app_metadata(work)
+        .await
+        .map_err(|e| transient("storage_unavailable", e.to_string()))?;
     let mut depends_on: Vec<PathBuf> = Vec::new();
     for dependency in dependencies(service, request, job.platform_version)
         .await
