@@ -119,12 +119,12 @@ impl MemoryRootfs {
         })
     }
 
-    fn io_error(&self, op: &'static str, path: &Path, errno: Errno) -> RootError {
+    fn io_error(&self, op: &'static str, path: &Path, source: impl Into<io::Error>) -> RootError {
         RootError::Io {
             op,
             root: self.host_path.clone(),
             path: path.to_path_buf(),
-            source: errno.into(),
+            source: source.into(),
         }
     }
 
@@ -413,12 +413,7 @@ impl Rootfs for MemoryRootfs {
             },
             _ => return Err(self.io_error("open", &real, Errno::ENOENT)),
         };
-        self.spool.writer.flush().map_err(|source| RootError::Io {
-            op: "open",
-            root: self.host_path.clone(),
-            path: real,
-            source,
-        })?;
+        self.spool.writer.flush().map_err(|e| self.io_error("open", &real, e))?;
         Ok(self.reader(offset, len))
     }
 
@@ -464,12 +459,7 @@ impl Rootfs for MemoryRootfs {
         // What a failed copy appended is never referenced, but counted, so
         // that later files' offsets stay right.
         self.spool.len += counting.count;
-        let len = copied.map_err(|source| RootError::Io {
-            op: "write",
-            root: self.host_path.clone(),
-            path: real,
-            source,
-        })?;
+        let len = copied.map_err(|e| self.io_error("write", &real, e))?;
         let (mode, mtime) = match stamp {
             Some(stamp) => (stamp.mode & 0o7777, stamp.mtime),
             None => (0o644 & !self.umask, now()),
