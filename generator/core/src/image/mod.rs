@@ -7,7 +7,7 @@
 use std::io::{self, BufReader, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::thread::JoinHandle;
 
 use oci_spec::image::{Digest, ImageConfiguration};
@@ -96,31 +96,41 @@ impl std::fmt::Debug for Image {
 }
 
 /// Bytes handed from the decompression thread to the reader at a time.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 128 * 1024;
 /// Chunks in flight between the threads.
-const CHUNKS_AHEAD: usize = 8;
+const CHUNKS_AHEAD: usize = 4;
 
 /// A layer's uncompressed tar stream.
 ///
-/// A thread reads the blob, checks its digest, inflates it and checks the
-/// uncompressed digest (`diff_id`), while the caller applies what it gets,
-/// so decompression and filesystem work overlap. A digest mismatch arrives
-/// as a read error at the end; [`LayerStream::finish`] drains what the tar
+/// A thread reads the blob, checks its digest and inflates it, while the
+/// caller applies what it gets, so decompression and filesystem work
+/// overlap. The caller also checks the uncompressed digest (`diff_id`): the
+/// inflating thread is the slower of the two. A digest mismatch arrives as
+/// a read error at the end; [`LayerStream::finish`] drains what the tar
 /// reader left and returns the outcome of both checks.
 pub struct LayerStream {
-    chunks: Receiver<io::Result<Vec<u8>>>,
-    current: Vec<u8>,
-    position: usize,
+    reader: VerifiedReader<Chunks>,
     worker: Option<JoinHandle<()>>,
     what: String,
 }
 
-impl Read for LayerStream {
+/// What the thread inflated, chunk by chunk; read chunks go back to it to
+/// be filled again, so the stream touches the same few buffers throughout.
+struct Chunks {
+    chunks: Receiver<io::Result<Vec<u8>>>,
+    spare: Sender<Vec<u8>>,
+    current: Vec<u8>,
+    position: usize,
+}
+
+impl Read for Chunks {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.position == self.current.len() {
             match self.chunks.recv() {
                 Ok(Ok(chunk)) => {
-                    self.current = chunk;
+                    let used = std::mem::replace(&mut self.current, chunk);
+                    // The thread may have finished: then the buffer is simply dropped.
+                    let _ = self.spare.send(used);
                     self.position = 0;
                 }
                 Ok(Err(e)) => return Err(e),
@@ -135,20 +145,28 @@ impl Read for LayerStream {
     }
 }
 
+impl Read for LayerStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
 impl LayerStream {
     fn spawn(
-        mut reader: VerifiedReader<Box<dyn Read + Send>>,
+        mut decoded: Box<dyn Read + Send>,
         blob_verified: Option<Arc<AtomicBool>>,
+        diff_id: &Digest,
         what: String,
-    ) -> LayerStream {
+    ) -> Result<LayerStream, ImageError> {
         let (sender, chunks) = sync_channel(CHUNKS_AHEAD);
-        let diff_verified = reader.verified_flag();
+        let (spare, spares) = channel::<Vec<u8>>();
         let worker = std::thread::spawn(move || {
             loop {
-                let mut chunk = vec![0u8; CHUNK];
+                let mut chunk = spares.try_recv().unwrap_or_default();
+                chunk.resize(CHUNK, 0);
                 let mut filled = 0;
                 let ended = loop {
-                    match reader.read(&mut chunk[filled..]) {
+                    match decoded.read(&mut chunk[filled..]) {
                         Ok(0) => break true,
                         Ok(n) => {
                             filled += n;
@@ -172,21 +190,24 @@ impl LayerStream {
                     break;
                 }
             }
-            let blob_ok = blob_verified.is_none_or(|flag| flag.load(Ordering::Relaxed));
-            if !blob_ok || !diff_verified.load(Ordering::Relaxed) {
+            if !blob_verified.is_none_or(|flag| flag.load(Ordering::Relaxed)) {
                 let _ = sender.send(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "data after the end of the compressed stream",
                 )));
             }
         });
-        LayerStream {
+        let chunks = Chunks {
             chunks,
+            spare,
             current: Vec::new(),
             position: 0,
+        };
+        Ok(LayerStream {
+            reader: VerifiedReader::new(chunks, diff_id, None, "uncompressed content (diff_id)")?,
             worker: Some(worker),
             what,
-        }
+        })
     }
 
     /// Reads what is left and returns the outcome of the digest checks.
@@ -270,8 +291,7 @@ impl Image {
             }
             Compression::None => Box::new(blob),
         };
-        let reader = VerifiedReader::new(decoded, &layer.diff_id, None, "uncompressed content (diff_id)")?;
-        Ok(LayerStream::spawn(reader, blob_verified, what))
+        LayerStream::spawn(decoded, blob_verified, &layer.diff_id, what)
     }
 }
 

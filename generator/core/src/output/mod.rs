@@ -359,7 +359,8 @@ fn write_archive(
         .tempfile_in(parent)
         .map_err(io_error(parent))?;
     let file = partial.reopen().map_err(io_error(partial.path()))?;
-    let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    // Compressed blocks are larger and go straight to the file.
+    let hashing = HashingWriter::new(BufWriter::with_capacity(64 << 10, file));
     let (hashing, summary) = match options.format {
         Format::Ipk => {
             let control = options.ipk.as_ref().ok_or(OutputError::MissingIpkControl)?;

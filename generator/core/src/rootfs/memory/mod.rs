@@ -102,7 +102,8 @@ impl MemoryRootfs {
     /// `spool_dir`; `host_path` names it in messages.
     pub fn new(host_path: &Path, spool_dir: &Path) -> io::Result<MemoryRootfs> {
         let file = tempfile::tempfile_in(spool_dir)?;
-        let writer = BufWriter::with_capacity(1 << 20, file.try_clone()?);
+        // Large enough to make few writes, small enough to touch few pages.
+        let writer = BufWriter::with_capacity(256 << 10, file.try_clone()?);
         let umask = current_umask();
         // As `create_dir` makes the rootfs directory in the spool's directory.
         let inherited = std::os::unix::fs::PermissionsExt::mode(&spool_dir.metadata()?.permissions()) & SET_GID;
