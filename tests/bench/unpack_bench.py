@@ -123,6 +123,11 @@ def layer_blobs(layout):
     return [layout / "blobs/sha256" / l["digest"][7:] for l in manifest["layers"]]
 
 
+def seconds(value):
+    """Milliseconds matter below a second."""
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}"
+
+
 def sizes(layout):
     blobs = layer_blobs(layout)
     compressed = sum(b.stat().st_size for b in blobs)
@@ -191,7 +196,7 @@ def main():
             results = [timed(command, cleanup) for _ in range(args.runs)]
             wall, cpu = min(results)
             walls[label] = wall
-            lines.append(f"| {label} | {wall:.2f} | {cpu:.2f} | {uncompressed / 1e6 / wall:.0f} |")
+            lines.append(f"| {label} | {seconds(wall)} | {seconds(cpu)} | {uncompressed / 1e6 / wall:.0f} |")
             print(lines[-1], flush=True)
         shutil.rmtree(out, ignore_errors=True)
         ours = walls["ours: image → bundle .tar.gz"]
