@@ -101,6 +101,39 @@ pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// A writer that counts what passes through it.
+pub struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> CountingWriter<W> {
+    pub fn new(inner: W) -> CountingWriter<W> {
+        CountingWriter { inner, count: 0 }
+    }
+
+    /// Bytes written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.count += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A writer that hashes and counts what passes through it.
 pub struct HashingWriter<W> {
     inner: W,

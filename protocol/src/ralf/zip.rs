@@ -15,6 +15,8 @@ use std::collections::HashSet;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 
+use crate::digest::CountingWriter;
+
 const LOCAL_HEADER: u32 = 0x0403_4b50;
 const CENTRAL_HEADER: u32 = 0x0201_4b50;
 const END_OF_DIRECTORY: u32 = 0x0605_4b50;
@@ -398,8 +400,7 @@ impl<W: Write + Seek> ZipWriter<W> {
     pub fn add_deflated(&mut self, name: &str, data: &mut impl Read, size: u64) -> io::Result<u64> {
         self.add(name, Method::Deflated, size, 1, |out| {
             let mut hasher = crc32fast::Hasher::new();
-            let mut encoder =
-                flate2::write::DeflateEncoder::new(CountingWrite { out, count: 0 }, flate2::Compression::new(6));
+            let mut encoder = flate2::write::DeflateEncoder::new(CountingWriter::new(out), flate2::Compression::new(6));
             let copied = io::copy(
                 &mut data.take(size),
                 &mut HashingWrite {
@@ -414,7 +415,7 @@ impl<W: Write + Seek> ZipWriter<W> {
                 ));
             }
             let counter = encoder.finish()?;
-            Ok((counter.count, hasher.finalize()))
+            Ok((counter.count(), hasher.finalize()))
         })
     }
 
@@ -592,22 +593,6 @@ impl<W: Write> Write for HashingWrite<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.out.write(buf)?;
         self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
-struct CountingWrite<'a, W> {
-    out: &'a mut W,
-    count: u64,
-}
-
-impl<W: Write> Write for CountingWrite<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.count += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {

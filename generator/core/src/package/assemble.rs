@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 
-use bundlegen_protocol::digest::Sha256Digest;
+use bundlegen_protocol::digest::{CountingWriter, Sha256Digest};
 use bundlegen_protocol::ralf::config::PackageConfig;
 use bundlegen_protocol::ralf::layout::{Descriptor, Index, Manifest, to_json};
 use bundlegen_protocol::ralf::zip::ZipWriter;
@@ -212,10 +212,7 @@ pub fn write_container(
             zip.finish().map_err(io_error)?.flush().map_err(io_error)?;
         }
         PackageFormat::Tar => {
-            let mut tar = tar::Builder::new(Counting {
-                inner: io::BufWriter::with_capacity(1 << 20, out),
-                count: 0,
-            });
+            let mut tar = tar::Builder::new(CountingWriter::new(io::BufWriter::with_capacity(1 << 20, out)));
             append_tar(
                 &mut tar,
                 "oci-layout",
@@ -242,7 +239,11 @@ pub fn write_container(
             for (digest, bytes) in rest {
                 append_tar(&mut tar, &blob_name(digest), &mut &bytes[..], bytes.len() as u64, false)?;
             }
-            tar.into_inner().map_err(io_error)?.inner.flush().map_err(io_error)?;
+            tar.into_inner()
+                .map_err(io_error)?
+                .into_inner()
+                .flush()
+                .map_err(io_error)?;
         }
     }
     Ok(())
@@ -252,33 +253,17 @@ fn blob_name(digest: &Sha256Digest) -> String {
     format!("blobs/sha256/{}", digest.hex())
 }
 
-struct Counting<W> {
-    inner: W,
-    count: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Appends a file; `align` puts its data at a multiple of 4096 with a PAX
 /// header whose comment pads to there.
 fn append_tar<W: Write>(
-    tar: &mut tar::Builder<Counting<W>>,
+    tar: &mut tar::Builder<CountingWriter<W>>,
     name: &str,
     data: &mut impl Read,
     size: u64,
     align: bool,
 ) -> Result<(), PackageError> {
     if align {
-        let position = tar.get_ref().count;
+        let position = tar.get_ref().count();
         if !(position + 512).is_multiple_of(ALIGN) {
             // PAX header (512) + its data (a multiple of 512) + the entry's header (512).
             let mut padded = (ALIGN - (position + 1024) % ALIGN) % ALIGN;
@@ -288,7 +273,7 @@ fn append_tar<W: Write>(
             // The record "LEN comment=VALUE\n" is exactly `padded` bytes long.
             let value = vec![b'0'; padded as usize - padded.to_string().len() - " comment=\n".len()];
             tar.append_pax_extensions([("comment", &value[..])]).map_err(io_error)?;
-            debug_assert!((tar.get_ref().count + 512).is_multiple_of(ALIGN));
+            debug_assert!((tar.get_ref().count() + 512).is_multiple_of(ALIGN));
         }
     }
     let mut header = tar::Header::new_ustar();

@@ -16,6 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bundlegen_protocol::digest::CountingWriter;
 use bundlegen_protocol::manifest::{NodeKind, SpecialNode};
 use bundlegen_protocol::root::{EntryKind, MAX_SYMLINK_FOLLOWS, MissingDirs, RootError, clean_path, join_in_root};
 use nix::errno::Errno;
@@ -298,24 +299,6 @@ impl MemoryRootfs {
     }
 }
 
-/// Counts what reaches the spool.
-struct Counting<'a> {
-    inner: &'a mut BufWriter<File>,
-    count: u64,
-}
-
-impl Write for Counting<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let written = self.inner.write(buf)?;
-        self.count += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// One file's bytes in the spool.
 struct SpoolReader {
     file: Arc<File>,
@@ -452,14 +435,11 @@ impl Rootfs for MemoryRootfs {
             return Err(self.io_error("create file", &real, Errno::EEXIST));
         }
         let offset = self.spool.len;
-        let mut counting = Counting {
-            inner: &mut self.spool.writer,
-            count: 0,
-        };
+        let mut counting = CountingWriter::new(&mut self.spool.writer);
         let copied = io::copy(data, &mut counting);
         // What a failed copy appended is never referenced, but counted, so
         // that later files' offsets stay right.
-        self.spool.len += counting.count;
+        self.spool.len += counting.count();
         let len = copied.map_err(|e| self.io_error("write", &real, e))?;
         let (mode, mtime) = match stamp {
             Some(stamp) => (stamp.mode & 0o7777, stamp.mtime),
