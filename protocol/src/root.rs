@@ -34,6 +34,8 @@ use nix::sys::stat::{FileStat, Mode, SFlag, fchmodat, fstatat, mkdirat, mknodat,
 use nix::sys::time::TimeSpec;
 use nix::unistd::{linkat, symlinkat};
 
+use crate::manifest::NodeKind;
+
 /// Symbolic links a resolution may follow (more is a loop or an attack).
 pub const MAX_SYMLINK_FOLLOWS: usize = 40;
 /// Longest path accepted, in bytes (Linux `PATH_MAX`).
@@ -535,22 +537,16 @@ impl RootDir {
     pub fn mknod(
         &mut self,
         path: &Path,
-        kind: EntryKind,
+        kind: NodeKind,
         mode: u32,
         dev: u64,
         missing: MissingDirs,
     ) -> Result<Resolved, RootError> {
         let resolved = self.resolve(path, missing)?;
         let flag = match kind {
-            EntryKind::CharDevice => SFlag::S_IFCHR,
-            EntryKind::BlockDevice => SFlag::S_IFBLK,
-            EntryKind::Fifo => SFlag::S_IFIFO,
-            _ => {
-                return Err(RootError::InvalidPath {
-                    path: resolved.real_path,
-                    reason: "mknod of a kind that is not a device or fifo",
-                });
-            }
+            NodeKind::CharDevice => SFlag::S_IFCHR,
+            NodeKind::BlockDevice => SFlag::S_IFBLK,
+            NodeKind::Fifo => SFlag::S_IFIFO,
         };
         mknodat(
             resolved.dir(),

@@ -1,7 +1,8 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use bundlegen_protocol::root::{EntryKind, MissingDirs, RootDir, Symlinks};
+use bundlegen_protocol::manifest::NodeKind;
+use bundlegen_protocol::root::{MissingDirs, RootDir, Symlinks};
 
 use super::*;
 
@@ -240,7 +241,7 @@ fn a_box_root_is_read_through_sysfs_links() {
     let card = root
         .mknod(
             "dev/dri/card0".as_ref(),
-            EntryKind::CharDevice,
+            NodeKind::CharDevice,
             0o660,
             dev(226, 0),
             MissingDirs::Create,
@@ -249,7 +250,7 @@ fn a_box_root_is_read_through_sysfs_links() {
     root.set_mode(&card, 0o660).unwrap(); // past the umask
     root.mknod(
         "dev/vchiq".as_ref(),
-        EntryKind::CharDevice,
+        NodeKind::CharDevice,
         0o666,
         dev(243, 0),
         MissingDirs::Create,

@@ -15,6 +15,7 @@ use std::ffi::OsString;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use bundlegen_protocol::manifest::NodeKind;
 use bundlegen_protocol::root::{EntryKind, MissingDirs, RootDir, RootError};
 use nix::sys::stat::{futimens, makedev};
 use nix::sys::time::TimeSpec;
@@ -83,7 +84,7 @@ pub trait Rootfs {
     fn symlink(&mut self, path: &Path, target: &Path, mtime: i64) -> Result<(), RootError>;
 
     /// Creates a device node or fifo with exactly this mode and mtime.
-    fn mknod(&mut self, path: &Path, kind: EntryKind, dev: (u32, u32), stamp: Stamp) -> Result<(), RootError>;
+    fn mknod(&mut self, path: &Path, kind: NodeKind, dev: (u32, u32), stamp: Stamp) -> Result<(), RootError>;
 
     /// Creates a hard link at `path` to the entry at `existing` (a symlink
     /// there is linked itself).
@@ -182,7 +183,7 @@ impl Rootfs for RootDir {
         self.set_mtime(&resolved, mtime)
     }
 
-    fn mknod(&mut self, path: &Path, kind: EntryKind, dev: (u32, u32), stamp: Stamp) -> Result<(), RootError> {
+    fn mknod(&mut self, path: &Path, kind: NodeKind, dev: (u32, u32), stamp: Stamp) -> Result<(), RootError> {
         let dev = makedev(u64::from(dev.0), u64::from(dev.1));
         let resolved = RootDir::mknod(self, path, kind, stamp.mode, dev, MissingDirs::Create)?;
         // mknod applies the umask; set the exact mode.

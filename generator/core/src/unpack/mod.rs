@@ -365,17 +365,12 @@ impl LayerApplier<'_> {
             );
             return Ok(());
         }
-        let entry_kind = match kind {
-            NodeKind::CharDevice => EntryKind::CharDevice,
-            NodeKind::BlockDevice => EntryKind::BlockDevice,
-            NodeKind::Fifo => EntryKind::Fifo,
-        };
         let stamp = Stamp {
             mode: entry.mode,
             mtime: entry.mtime,
         };
         self.root
-            .mknod(real, entry_kind, (entry.dev_major, entry.dev_minor), stamp)
+            .mknod(real, kind, (entry.dev_major, entry.dev_minor), stamp)
             .map_err(self.root_error(real))
     }
 

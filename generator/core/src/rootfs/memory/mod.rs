@@ -460,21 +460,10 @@ impl Rootfs for MemoryRootfs {
         self.insert("create symlink", &parent, name, node)
     }
 
-    fn mknod(&mut self, path: &Path, kind: EntryKind, dev: (u32, u32), stamp: Stamp) -> Result<(), RootError> {
+    fn mknod(&mut self, path: &Path, kind: NodeKind, dev: (u32, u32), stamp: Stamp) -> Result<(), RootError> {
         let (parent, name) = self.resolve_parent(path, MissingDirs::Create)?;
-        let real = PathBuf::from_iter(&parent).join(name.as_deref().unwrap_or_default());
-        let kind = match kind {
-            EntryKind::CharDevice => NodeKind::CharDevice,
-            EntryKind::BlockDevice => NodeKind::BlockDevice,
-            EntryKind::Fifo => NodeKind::Fifo,
-            _ => {
-                return Err(RootError::InvalidPath {
-                    path: real,
-                    reason: "mknod of a kind that is not a device or fifo",
-                });
-            }
-        };
         if self.lookup(&parent, &name).is_some() {
+            let real = PathBuf::from_iter(&parent).join(name.as_deref().unwrap_or_default());
             return Err(self.io_error("create node", &real, Errno::EEXIST));
         }
         let mode = stamp.mode & 0o7777;

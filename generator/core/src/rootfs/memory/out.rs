@@ -7,8 +7,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use bundlegen_protocol::archive::{ArchiveError, ArchiveSource, SourceEntry, SourceKind};
-use bundlegen_protocol::manifest::NodeKind;
-use bundlegen_protocol::root::{EntryKind, MissingDirs, RootDir, RootError};
+use bundlegen_protocol::root::{MissingDirs, RootDir, RootError};
 use nix::errno::Errno;
 
 use super::{Data, Dir, MemoryRootfs, Node};
@@ -101,14 +100,7 @@ impl MemoryRootfs {
                     into.write_file(&child, &mut data, Some(stamp))?;
                 }
                 Data::Symlink(target) => Rootfs::symlink(into, &child, target, inode.mtime)?,
-                Data::Node(node) => {
-                    let kind = match node.kind {
-                        NodeKind::CharDevice => EntryKind::CharDevice,
-                        NodeKind::BlockDevice => EntryKind::BlockDevice,
-                        NodeKind::Fifo => EntryKind::Fifo,
-                    };
-                    Rootfs::mknod(into, &child, kind, (node.major, node.minor), stamp)?;
-                }
+                Data::Node(node) => Rootfs::mknod(into, &child, node.kind, (node.major, node.minor), stamp)?,
             }
         }
         Ok(())
