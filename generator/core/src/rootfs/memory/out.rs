@@ -96,7 +96,9 @@ impl MemoryRootfs {
             };
             match &inode.data {
                 Data::File { offset, len } => {
-                    let mut data = io::BufReader::with_capacity(1 << 20, self.reader(*offset, *len));
+                    // Large reads, but no larger buffer than the file: most files are small.
+                    let buffer = (*len).min(1 << 20) as usize;
+                    let mut data = io::BufReader::with_capacity(buffer, self.reader(*offset, *len));
                     into.write_file(&child, &mut data, Some(stamp))?;
                 }
                 Data::Symlink(target) => Rootfs::symlink(into, &child, target, inode.mtime)?,
