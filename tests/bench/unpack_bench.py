@@ -112,8 +112,8 @@ def build_large_image(work):
 TARGETS = ("Targets: the small image to `.tar.gz` in ≤ 0.06 s on tmpfs and ≤ 0.12 s on disk; the large one in ≤ 10 s "
            "on disk to `.tar.gz` and ≤ 6 s to `.tar.zst`, ≤ 0.2× the `umoci unpack` + `tar c | gzip -6` path. An archive "
            "without the bundle directory (`--archive-only`, the service's jobs) is assembled in memory: the rootfs "
-           "tree is never written, synced and removed; file contents go to one unnamed spool file in the work "
-           "directory. With the directory kept too, it is written out from memory while the archive is "
+           "tree is never written, synced and removed; file contents go to memory, past 16 MiB to one unnamed spool "
+           "file in the work directory. With the directory kept too, it is written out from memory while the archive is "
            "compressed; `unpack to a directory` (no archive) unpacks straight into it.")
 
 

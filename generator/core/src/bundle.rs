@@ -4,7 +4,7 @@
 //! The staging directory is removed if the bundle is dropped, so a failure at
 //! any step leaves nothing half-written behind. The rootfs is a directory in
 //! it, or, when an archive is written, a [`MemoryRootfs`] spooling its file
-//! contents there.
+//! contents to memory and, past 16 MiB, to a file there.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -103,8 +103,9 @@ impl Bundle {
 
 impl Bundle<MemoryRootfs> {
     /// [`Bundle::create`] with the rootfs in memory, for an archive: file
-    /// contents go to a spool file in the staging directory, and a tree of
-    /// files is written only if the directory is kept (see [`crate::output`]).
+    /// contents go to memory and then a spool file in the staging directory,
+    /// and a tree of files is written only if the directory is kept (see
+    /// [`crate::output`]).
     pub fn create_in_memory(place: &Place<'_>) -> Result<Bundle<MemoryRootfs>, BundleError> {
         Bundle::staged(place, |rootfs, staging| {
             MemoryRootfs::new(rootfs, staging).map_err(|source| BundleError::Io {

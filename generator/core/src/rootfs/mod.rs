@@ -1,11 +1,12 @@
 //! The rootfs a bundle is assembled in, behind one trait: a directory on
 //! disk ([`RootDir`], when the directory is the only output) or a tree in
-//! memory whose file contents sit in one spool file ([`MemoryRootfs`],
-//! whenever an archive is written: no tree of files is written, synced and
-//! read back to be archived; a kept directory is written out from memory
-//! while the archive is compressed). Unpacking, the pipeline's stages and
-//! the archive writer see the same operations with the same confinement
-//! and the same results, so both give the same bytes.
+//! memory whose file contents sit in one spool, memory then a file
+//! ([`MemoryRootfs`], whenever an archive is written: no tree of files is
+//! written, synced and read back to be archived; a kept directory is
+//! written out from memory while the archive is compressed). Unpacking,
+//! the pipeline's stages and the archive writer see the same operations
+//! with the same confinement and the same results, so both give the same
+//! bytes.
 //!
 //! Paths are inside the root; parent components are resolved as inside a
 //! chroot (symlinks followed, never above the root), the final component is

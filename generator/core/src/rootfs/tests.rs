@@ -71,12 +71,18 @@ struct Twins {
 }
 
 impl Twins {
-    fn new(device_nodes: DeviceNodes) -> Twins {
+    /// `in_memory`: the bytes of file contents the one in memory holds
+    /// in memory before its spool file, if not as many as usual.
+    fn new(device_nodes: DeviceNodes, in_memory: Option<usize>) -> Twins {
         let tmp = tempfile::tempdir().unwrap();
         let (disk, memory) = (tmp.path().join("disk"), tmp.path().join("memory"));
         let place = |output| Place { output, work_dir: None };
         let disk = Bundle::create(&place(&disk)).unwrap();
-        let memory = Bundle::create_in_memory(&place(&memory)).unwrap();
+        let mut memory = Bundle::create_in_memory(&place(&memory)).unwrap();
+        if let Some(in_memory) = in_memory {
+            let staging = memory.path().to_path_buf();
+            memory.rootfs = MemoryRootfs::holding_in_memory(&staging.join("rootfs"), &staging, in_memory).unwrap();
+        }
         Twins {
             disk: (disk, UnpackState::default()),
             memory: (memory, UnpackState::default()),
@@ -228,11 +234,15 @@ fn a_bundle_in_memory_archives_as_the_one_on_disk() {
         // The only change to /usr: its mtime becomes the time of the change.
         Edit::Remove(s("usr/notes")),
     ];
-    for nodes in [DeviceNodes::Record, DeviceNodes::Create] {
+    // Contents all in memory, none, and some files across the two.
+    let cases = [DeviceNodes::Record, DeviceNodes::Create]
+        .into_iter()
+        .flat_map(|nodes| [None, Some(0), Some(10)].map(|in_memory| (nodes, in_memory)));
+    for (nodes, in_memory) in cases {
         if nodes == DeviceNodes::Create && !nix::unistd::geteuid().is_root() {
             continue;
         }
-        let mut twins = Twins::new(nodes);
+        let mut twins = Twins::new(nodes, in_memory);
         for layer in &layers {
             twins.layer(layer).unwrap();
         }
@@ -250,7 +260,8 @@ fn a_bundle_in_memory_archives_as_the_one_on_disk() {
 fn reading_follows_the_same_links() {
     use Entry::*;
     let s = String::from;
-    let mut twins = Twins::new(DeviceNodes::Record);
+    // The file read is partly in memory, partly in the spool file.
+    let mut twins = Twins::new(DeviceNodes::Record, Some(2));
     twins
         .layer(&[
             File(s("etc/passwd"), 1, 0o644),
@@ -357,8 +368,9 @@ proptest! {
     fn random_bundles_archive_alike(
         layers in proptest::collection::vec(proptest::collection::vec(entry(), 0..10), 1..4),
         edits in proptest::collection::vec(edit(), 0..6),
+        in_memory in proptest::option::of(0usize..40),
     ) {
-        let mut twins = Twins::new(DeviceNodes::Record);
+        let mut twins = Twins::new(DeviceNodes::Record, in_memory);
         for layer in &layers {
             // A layer that fails stops where it failed, in both: the rest
             // goes on from the same state, which the archive then compares.

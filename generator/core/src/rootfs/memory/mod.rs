@@ -1,7 +1,7 @@
 //! A rootfs held in memory: directories, links and metadata in a tree, file
-//! contents appended to one unnamed spool file (sequential writes, never
-//! synced, gone when closed). Each operation does what the same operation
-//! on a [`RootDir`](bundlegen_protocol::root::RootDir) of the same tree does,
+//! contents appended to one [`Spool`] (memory first, then an unnamed file).
+//! Each operation does what the same operation on a
+//! [`RootDir`](bundlegen_protocol::root::RootDir) of the same tree does,
 //! down to the modes the umask gives, the setgid bit directories inherit
 //! and the mtimes a change gives its directory, so an archive written from
 //! either is the same. Permissions are not checked: it acts as root does on
@@ -10,18 +10,15 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use bundlegen_protocol::digest::CountingWriter;
 use bundlegen_protocol::manifest::{NodeKind, SpecialNode};
 use bundlegen_protocol::root::{EntryKind, MAX_SYMLINK_FOLLOWS, MissingDirs, RootError, clean_path, join_in_root};
 use nix::errno::Errno;
 
 use super::{RootFile, Rootfs, Stamp};
+use spool::{IN_MEMORY, Spool};
 
 const SET_GID: u32 = 0o2000;
 
@@ -63,13 +60,6 @@ enum Data {
     Node(SpecialNode),
 }
 
-/// File contents, appended; read back with positioned reads.
-struct Spool {
-    file: Arc<File>,
-    writer: BufWriter<File>,
-    len: u64,
-}
-
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -99,12 +89,16 @@ impl Dir {
 }
 
 impl MemoryRootfs {
-    /// An empty rootfs whose file contents go to a spool file in
-    /// `spool_dir`; `host_path` names it in messages.
+    /// An empty rootfs whose file contents go to memory, then to a spool
+    /// file in `spool_dir`; `host_path` names it in messages.
     pub fn new(host_path: &Path, spool_dir: &Path) -> io::Result<MemoryRootfs> {
-        let file = tempfile::tempfile_in(spool_dir)?;
-        // Large enough to make few writes, small enough to touch few pages.
-        let writer = BufWriter::with_capacity(256 << 10, file.try_clone()?);
+        MemoryRootfs::holding_in_memory(host_path, spool_dir, IN_MEMORY)
+    }
+
+    /// [`MemoryRootfs::new`] with the first `in_memory` bytes of file
+    /// contents in memory.
+    pub(crate) fn holding_in_memory(host_path: &Path, spool_dir: &Path, in_memory: usize) -> io::Result<MemoryRootfs> {
+        let spool = Spool::new(spool_dir, in_memory)?;
         let umask = current_umask();
         // As `create_dir` makes the rootfs directory in the spool's directory.
         let inherited = std::os::unix::fs::PermissionsExt::mode(&spool_dir.metadata()?.permissions()) & SET_GID;
@@ -113,11 +107,7 @@ impl MemoryRootfs {
             umask,
             root: Dir::new((0o777 & !umask) | inherited),
             inodes: Vec::new(),
-            spool: Spool {
-                file: Arc::new(file),
-                writer,
-                len: 0,
-            },
+            spool,
         })
     }
 
@@ -285,41 +275,6 @@ impl MemoryRootfs {
             }
         }
     }
-
-    /// Reads one file's bytes from the spool, which must be flushed.
-    fn reader(&self, offset: u64, len: u64) -> RootFile {
-        RootFile::new(
-            len,
-            Box::new(SpoolReader {
-                file: self.spool.file.clone(),
-                offset,
-                left: len,
-            }),
-        )
-    }
-}
-
-/// One file's bytes in the spool.
-struct SpoolReader {
-    file: Arc<File>,
-    offset: u64,
-    left: u64,
-}
-
-impl Read for SpoolReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        if want == 0 {
-            return Ok(0);
-        }
-        let got = self.file.read_at(&mut buf[..want], self.offset)?;
-        if got == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        self.offset += got as u64;
-        self.left -= got as u64;
-        Ok(got)
-    }
 }
 
 impl Rootfs for MemoryRootfs {
@@ -397,8 +352,8 @@ impl Rootfs for MemoryRootfs {
             },
             _ => return Err(self.io_error("open", &real, Errno::ENOENT)),
         };
-        self.spool.writer.flush().map_err(|e| self.io_error("open", &real, e))?;
-        Ok(self.reader(offset, len))
+        self.spool.flush().map_err(|e| self.io_error("open", &real, e))?;
+        Ok(RootFile::new(len, Box::new(self.spool.read_owned(offset, len))))
     }
 
     fn remove_all(&mut self, path: &Path) -> Result<bool, RootError> {
@@ -434,13 +389,9 @@ impl Rootfs for MemoryRootfs {
         if self.lookup(&parent, &name).is_some() {
             return Err(self.io_error("create file", &real, Errno::EEXIST));
         }
-        let offset = self.spool.len;
-        let mut counting = CountingWriter::new(&mut self.spool.writer);
-        let copied = io::copy(data, &mut counting);
-        // What a failed copy appended is never referenced, but counted, so
-        // that later files' offsets stay right.
-        self.spool.len += counting.count();
-        let len = copied.map_err(|e| self.io_error("write", &real, e))?;
+        let offset = self.spool.len();
+        // What a failed copy appended stays, never referenced.
+        let len = io::copy(data, &mut self.spool).map_err(|e| self.io_error("write", &real, e))?;
         let (mode, mtime) = match stamp {
             Some(stamp) => (stamp.mode & 0o7777, stamp.mtime),
             None => (0o644 & !self.umask, now()),
@@ -518,3 +469,4 @@ impl Rootfs for MemoryRootfs {
 }
 
 mod out;
+mod spool;

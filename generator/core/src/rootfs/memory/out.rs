@@ -11,7 +11,7 @@ use bundlegen_protocol::root::{MissingDirs, RootDir, RootError};
 use nix::errno::Errno;
 
 use super::{Data, Dir, MemoryRootfs, Node};
-use crate::rootfs::{RootFile, Rootfs, Stamp};
+use crate::rootfs::{Rootfs, Stamp};
 
 impl MemoryRootfs {
     /// The node at a real path (no symlinks followed): for the archive.
@@ -30,15 +30,15 @@ impl MemoryRootfs {
     /// Flushes the spool: from here on, the tree can be read from several
     /// threads at once (the archive and the directory written together).
     pub fn sealed(&mut self) -> io::Result<&MemoryRootfs> {
-        self.spool.writer.flush()?;
+        self.spool.flush()?;
         Ok(self)
     }
 
-    /// The regular file at `path` (a real path), for the archive.
-    pub fn archived_file(&self, path: &Path) -> Result<RootFile, ArchiveError> {
+    /// The contents of the regular file at `path` (a real path), for the archive.
+    pub fn archived_file(&self, path: &Path) -> Result<impl Read + '_, ArchiveError> {
         match self.node_at(path) {
             Some(Node::Inode(id)) => match self.inodes[*id].data {
-                Data::File { offset, len } => Ok(self.reader(offset, len)),
+                Data::File { offset, len } => Ok(self.spool.read(offset, len)),
                 _ => Err(missing(&self.host_path, path, "open")),
             },
             _ => Err(missing(&self.host_path, path, "open")),
@@ -96,10 +96,11 @@ impl MemoryRootfs {
             };
             match &inode.data {
                 Data::File { offset, len } => {
-                    // Large reads, but no larger buffer than the file: most files are small.
-                    let buffer = (*len).min(1 << 20) as usize;
-                    let mut data = io::BufReader::with_capacity(buffer, self.reader(*offset, *len));
-                    into.write_file(&child, &mut data, Some(stamp))?;
+                    // Large reads from the spool file, but no larger buffer
+                    // than what is read from there: most files are small, or in memory.
+                    let contents = self.spool.read(*offset, *len);
+                    let buffer = contents.in_file().min(1 << 20) as usize;
+                    into.write_file(&child, &mut io::BufReader::with_capacity(buffer, contents), Some(stamp))?;
                 }
                 Data::Symlink(target) => Rootfs::symlink(into, &child, target, inode.mtime)?,
                 Data::Node(node) => Rootfs::mknod(into, &child, node.kind, (node.major, node.minor), stamp)?,
