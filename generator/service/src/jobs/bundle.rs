@@ -13,7 +13,7 @@ use bundlegen_core::unpack::UnpackOptions;
 use bundlegen_protocol::config::operator::OperatorConfig;
 use bundlegen_protocol::config::platform::PlatformTemplate;
 
-use super::outcome::{Artifact, JobOutcome, classify, failed, transient};
+use super::outcome::{Artifact, JobOutcome, classify, failed};
 use super::request::{BundleRequest, platform_template};
 use crate::Service;
 use crate::store::{JobRecord, PlatformVersion};
@@ -94,14 +94,7 @@ impl JobInputs {
             .lib_match_mode
             .parse()
             .map_err(|e: String| failed("invalid_input", e))?;
-        let _ = tokio::fs::remove_dir_all(work).await;
-        tokio::fs::create_dir_all(work)
-            .await
-            .map_err(|e| transient("storage_unavailable", format!("{}: {e}", work.display())))?;
-        let app_metadata = request
-            .write_app_metadata(work)
-            .await
-            .map_err(|e| failed("storage_unavailable", e.to_string()))?;
+        let app_metadata = super::fresh_work_dir(request, work, &[]).await?;
         Ok(JobInputs {
             image,
             output: work.join("bundle"),

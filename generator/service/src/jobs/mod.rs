@@ -9,7 +9,7 @@
 //! the attempts run out. A bundle is recorded only after its archive is
 //! complete in the bundle store, so no partial bundle is ever served.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bundlegen_protocol::signature::SignedIdentity;
@@ -66,6 +66,27 @@ async fn build(service: &Service, job: &JobRecord, work: &Path) -> Result<String
         bundle::build(service, job, &request, &version, work).await?
     };
     store_artifact(service, job, &request, artifact).await
+}
+
+/// Makes the job's work directory afresh, with the directories `inside`
+/// in it, and writes the request's app metadata there for the core's
+/// `-a FILE` (`None` when the request has none). A failure is the
+/// storage's: worth another attempt.
+async fn fresh_work_dir(request: &BundleRequest, work: &Path, inside: &[&str]) -> Result<Option<PathBuf>, JobOutcome> {
+    let unavailable = |e: std::io::Error| transient("storage_unavailable", e.to_string());
+    let _ = tokio::fs::remove_dir_all(work).await;
+    tokio::fs::create_dir_all(work).await.map_err(unavailable)?;
+    for dir in inside {
+        tokio::fs::create_dir(work.join(dir)).await.map_err(unavailable)?;
+    }
+    let Some(metadata) = &request.app_metadata else {
+        return Ok(None);
+    };
+    let path = work.join("appmetadata.json");
+    tokio::fs::write(&path, metadata.to_string())
+        .await
+        .map_err(unavailable)?;
+    Ok(Some(path))
 }
 
 /// Signs the artifact, puts it in the bundle store and records it.
@@ -138,4 +159,72 @@ async fn store_artifact(
         .await
         .map_err(|e| transient("database_unavailable", e.to_string()))?;
     Ok(bundle_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn request(app_metadata: Option<serde_json::Value>) -> BundleRequest {
+        BundleRequest {
+            image: "oci:app".into(),
+            platform: "box".into(),
+            app_metadata,
+            app_id: None,
+            app_version: None,
+            options: BundleOptions::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_work_directory_is_made_afresh_with_the_app_metadata() {
+        let tmp = tempfile::tempdir().unwrap();
+        let work = tmp.path().join("work/job-1");
+        std::fs::create_dir_all(work.join("earlier")).unwrap();
+        std::fs::write(work.join("earlier/left-over"), b"x").unwrap();
+        let metadata = json!({"id": "com.example.app", "version": "1.0"});
+        let written = fresh_work_dir(&request(Some(metadata.clone())), &work, &["dependencies"])
+            .await
+            .unwrap();
+        assert_eq!(written, Some(work.join("appmetadata.json")));
+        let read: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(work.join("appmetadata.json")).unwrap()).unwrap();
+        assert_eq!(read, metadata);
+        assert!(work.join("dependencies").is_dir());
+        assert!(!work.join("earlier").exists());
+        assert_eq!(fresh_work_dir(&request(None), &work, &[]).await.unwrap(), None);
+        assert!(!work.join("appmetadata.json").exists());
+    }
+
+    #[tokio::test]
+    async fn storage_that_fails_is_worth_another_attempt() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blocked = tmp.path().join("file");
+        std::fs::write(&blocked, b"").unwrap();
+        let cases: [(PathBuf, &[&str]); 3] = [
+            // Nothing can be made under a file: the work directory,
+            (blocked.join("job-1"), &[]),
+            // a directory in it,
+            (tmp.path().join("job-2"), &["dependencies/deeper"]),
+            // or the metadata, where a directory is in the way.
+            (tmp.path().join("job-3"), &["appmetadata.json"]),
+        ];
+        for (work, inside) in cases {
+            let outcome = fresh_work_dir(&request(Some(json!({}))), &work, inside)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    outcome,
+                    JobOutcome::Transient {
+                        code: "storage_unavailable",
+                        ..
+                    }
+                ),
+                "{work:?}: {outcome:?}"
+            );
+        }
+    }
 }

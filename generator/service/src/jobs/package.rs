@@ -143,14 +143,7 @@ pub async fn build(
     let image = service
         .image_reference(&request.image)
         .map_err(|e| failed("invalid_image_reference", e.to_string()))?;
-    let _ = tokio::fs::remove_dir_all(work).await;
-    tokio::fs::create_dir_all(work.join("dependencies"))
-        .await
-        .map_err(|e| transient("storage_unavailable", e.to_string()))?;
-    let app_metadata = request
-        .write_app_metadata(work)
-        .await
-        .map_err(|e| transient("storage_unavailable", e.to_string()))?;
+    let app_metadata = super::fresh_work_dir(request, work, &["dependencies"]).await?;
     let mut depends_on: Vec<PathBuf> = Vec::new();
     for dependency in dependencies(service, request, job.platform_version)
         .await

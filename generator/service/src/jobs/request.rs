@@ -2,7 +2,7 @@
 //! bad field), the key that makes equal requests one job, and the stored
 //! platform version as the pipeline's input.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bundlegen_core::pipeline::libraries::MatchMode;
 use bundlegen_protocol::config::libs::LibsFile;
@@ -78,19 +78,6 @@ fn normal() -> String {
 
 fn tar_gz() -> String {
     "tar.gz".into()
-}
-
-impl BundleRequest {
-    /// Writes the request's app metadata into the job's work directory, for
-    /// the core's `-a FILE`; `None` when the request has none.
-    pub async fn write_app_metadata(&self, work: &Path) -> std::io::Result<Option<PathBuf>> {
-        let Some(metadata) = &self.app_metadata else {
-            return Ok(None);
-        };
-        let path = work.join("appmetadata.json");
-        tokio::fs::write(&path, metadata.to_string()).await?;
-        Ok(Some(path))
-    }
 }
 
 impl Default for BundleOptions {
