@@ -257,7 +257,7 @@ impl Backends {
     pub async fn create() -> Backends {
         let admin = std::env::var("BUNDLEGEN_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://bundlegen:bundlegen@127.0.0.1:5432/postgres".into());
-        let name = format!("bg_test_{}", std::process::id()) + &format!("_{}", rand_suffix());
+        let name = format!("bg_test_{}_{}", std::process::id(), unique_suffix());
         let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
             .await
             .expect("PostgreSQL runs (tests/install-peers starts it)");
@@ -293,10 +293,14 @@ impl Drop for Backends {
     }
 }
 
-fn rand_suffix() -> String {
+/// Unique among this process's calls (tests run on parallel threads,
+/// which can read the same clock value) and unlikely to repeat across runs.
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{SystemTime, UNIX_EPOCH};
+    static CALLS: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{nanos:x}")
+    format!("{nanos:x}_{}", CALLS.fetch_add(1, Ordering::Relaxed))
 }
 
 /// An arm/v7 image whose bundle takes a few seconds to build: one layer of
