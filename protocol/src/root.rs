@@ -89,6 +89,16 @@ pub enum RootError {
 }
 
 impl RootError {
+    /// `op` on `path`, inside the root at `root`, failed with `source`.
+    pub fn io(op: &'static str, root: &Path, path: &Path, source: impl Into<io::Error>) -> RootError {
+        RootError::Io {
+            op,
+            root: root.to_path_buf(),
+            path: path.to_path_buf(),
+            source: source.into(),
+        }
+    }
+
     /// The underlying I/O error kind, if this is an I/O error.
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
@@ -203,19 +213,14 @@ fn stat_identity(st: &FileStat) -> (u64, u64) {
 impl RootDir {
     /// Opens an existing directory as a root.
     pub fn open(host_path: &Path, symlinks: Symlinks) -> Result<RootDir, RootError> {
-        let io_err = |op, source| RootError::Io {
-            op,
-            root: host_path.to_path_buf(),
-            path: PathBuf::new(),
-            source,
-        };
+        let io_err = |op| move |errno| RootError::io(op, host_path, Path::new(""), errno);
         let fd = nix::fcntl::open(
             host_path,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| io_err("open", e.into()))?;
-        let st = nix::sys::stat::fstat(&fd).map_err(|e| io_err("stat", e.into()))?;
+        .map_err(io_err("open"))?;
+        let st = nix::sys::stat::fstat(&fd).map_err(io_err("stat"))?;
         Ok(RootDir {
             fd: Arc::new(fd),
             host_path: host_path.to_path_buf(),
@@ -227,12 +232,7 @@ impl RootDir {
 
     /// Creates the directory (which must not exist) and opens it as a root.
     pub fn create(host_path: &Path, symlinks: Symlinks) -> Result<RootDir, RootError> {
-        std::fs::create_dir(host_path).map_err(|source| RootError::Io {
-            op: "create",
-            root: host_path.to_path_buf(),
-            path: PathBuf::new(),
-            source,
-        })?;
+        std::fs::create_dir(host_path).map_err(|source| RootError::io("create", host_path, Path::new(""), source))?;
         RootDir::open(host_path, symlinks)
     }
 
@@ -242,12 +242,7 @@ impl RootDir {
     }
 
     fn io_error(&self, op: &'static str, path: &Path, errno: Errno) -> RootError {
-        RootError::Io {
-            op,
-            root: self.host_path.clone(),
-            path: path.to_path_buf(),
-            source: errno.into(),
-        }
+        RootError::io(op, &self.host_path, path, errno)
     }
 
     /// Forgets cached directory descriptors. Called after anything that may

@@ -112,12 +112,7 @@ impl MemoryRootfs {
     }
 
     fn io_error(&self, op: &'static str, path: &Path, source: impl Into<io::Error>) -> RootError {
-        RootError::Io {
-            op,
-            root: self.host_path.clone(),
-            path: path.to_path_buf(),
-            source: source.into(),
-        }
+        RootError::io(op, &self.host_path, path, source)
     }
 
     fn dir(&self, at: &[OsString]) -> &Dir {
