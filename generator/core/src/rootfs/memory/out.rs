@@ -99,7 +99,7 @@ impl MemoryRootfs {
                     // Large reads from the spool file, but no larger buffer
                     // than what is read from there: most files are small, or in memory.
                     let contents = self.spool.read(*offset, *len);
-                    let buffer = contents.in_file().min(1 << 20) as usize;
+                    let buffer = contents.get_ref().1.left().min(1 << 20) as usize;
                     into.write_file(&child, &mut io::BufReader::with_capacity(buffer, contents), Some(stamp))?;
                 }
                 Data::Symlink(target) => Rootfs::symlink(into, &child, target, inode.mtime)?,

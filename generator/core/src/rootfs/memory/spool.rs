@@ -9,10 +9,12 @@
 //! bounded.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Cursor, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
+
+use bundlegen_protocol::digest::CountingWriter;
 
 /// The bytes held in memory before the rest goes to the file: all of a
 /// small app image, a bounded share of a large one (per job, in the service).
@@ -23,8 +25,7 @@ pub(super) struct Spool {
     /// written to are never touched.
     memory: Vec<u8>,
     file: Arc<File>,
-    writer: BufWriter<File>,
-    in_file: u64,
+    writer: CountingWriter<BufWriter<File>>,
 }
 
 impl Spool {
@@ -37,14 +38,13 @@ impl Spool {
         Ok(Spool {
             memory: Vec::with_capacity(in_memory),
             file: Arc::new(file),
-            writer,
-            in_file: 0,
+            writer: CountingWriter::new(writer),
         })
     }
 
     /// Bytes appended so far: the offset of the next.
     pub(super) fn len(&self) -> u64 {
-        self.memory.len() as u64 + self.in_file
+        self.memory.len() as u64 + self.writer.count()
     }
 
     /// The bytes at `offset..offset + len`, those in memory borrowed.
@@ -59,19 +59,22 @@ impl Spool {
         self.reader(offset, len, <[u8]>::to_vec)
     }
 
-    fn reader<'a, M>(&'a self, offset: u64, len: u64, memory: impl FnOnce(&'a [u8]) -> M) -> SpoolReader<M> {
+    fn reader<'a, M: AsRef<[u8]>>(
+        &'a self,
+        offset: u64,
+        len: u64,
+        memory: impl FnOnce(&'a [u8]) -> M,
+    ) -> SpoolReader<M> {
         // Memory is full before anything goes to the file: the bytes below
         // `held` are all in memory, those from it on all in the file.
         let held = self.memory.len() as u64;
         let in_memory = offset.min(held) as usize..(offset + len).min(held) as usize;
         let from_file = len - in_memory.len() as u64;
-        SpoolReader {
-            memory: memory(&self.memory[in_memory]),
-            position: 0,
+        Cursor::new(memory(&self.memory[in_memory])).chain(FileRange {
             file: self.file.clone(),
             offset: offset.max(held) - held,
             left: from_file,
-        }
+        })
     }
 }
 
@@ -83,9 +86,7 @@ impl Write for Spool {
             self.memory.extend_from_slice(&buf[..n]);
             return Ok(n);
         }
-        let n = self.writer.write(buf)?;
-        self.in_file += n as u64;
-        Ok(n)
+        self.writer.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -94,30 +95,24 @@ impl Write for Spool {
 }
 
 /// One file's bytes in the spool: those in memory, then those in the file.
-pub(super) struct SpoolReader<M> {
-    memory: M,
-    position: usize,
+pub(super) type SpoolReader<M> = io::Chain<Cursor<M>, FileRange>;
+
+/// Bytes of the spool file, read with positioned reads.
+pub(super) struct FileRange {
     file: Arc<File>,
     offset: u64,
     left: u64,
 }
 
-impl<M> SpoolReader<M> {
-    /// Bytes left to read from the file.
-    pub(super) fn in_file(&self) -> u64 {
+impl FileRange {
+    /// Bytes left to read.
+    pub(super) fn left(&self) -> u64 {
         self.left
     }
 }
 
-impl<M: AsRef<[u8]>> Read for SpoolReader<M> {
+impl Read for FileRange {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let memory = &self.memory.as_ref()[self.position..];
-        if !memory.is_empty() {
-            let n = buf.len().min(memory.len());
-            buf[..n].copy_from_slice(&memory[..n]);
-            self.position += n;
-            return Ok(n);
-        }
         let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(0);
