@@ -90,11 +90,16 @@ pub enum RootError {
 
 impl RootError {
     /// `op` on `path`, inside the root at `root`, failed with `source`.
-    pub fn io(op: &'static str, root: &Path, path: &Path, source: impl Into<io::Error>) -> RootError {
+    pub fn io(
+        op: &'static str,
+        root: impl Into<PathBuf>,
+        path: impl Into<PathBuf>,
+        source: impl Into<io::Error>,
+    ) -> RootError {
         RootError::Io {
             op,
-            root: root.to_path_buf(),
-            path: path.to_path_buf(),
+            root: root.into(),
+            path: path.into(),
             source: source.into(),
         }
     }

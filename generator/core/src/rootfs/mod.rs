@@ -121,7 +121,7 @@ fn not_a_file(kind: Option<EntryKind>) -> Option<nix::errno::Errno> {
 
 fn io_failed(root: &RootDir, op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RootError + use<> {
     let (root, path) = (root.host_path().to_path_buf(), path.to_path_buf());
-    move |source| RootError::io(op, &root, &path, source)
+    move |source| RootError::io(op, root, path, source)
 }
 
 impl Rootfs for RootDir {
